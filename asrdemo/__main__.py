@@ -1,0 +1,5 @@
+import sys
+
+from asrdemo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""Kaldi-style data directories: `wav.scp`, `text`, `utt2spk`, `spk2utt`, `utt2dur`.
+
+Files are sorted in C (byte) order, as Kaldi's `utils/validate_data_dir.sh` expects, and every
+file lists the same utterances. Writing validates first and writes each file atomically.
+"""
+
+import dataclasses
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from asrdemo.errors import AsrdemoError
+from asrdemo.utils.io import atomic_write_lines
+
+FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur")
+
+
+class DataDirError(AsrdemoError):
+    pass
+
+
+@dataclasses.dataclass
+class Utterance:
+    utt_id: str
+    wav: str  # a path (or a Kaldi rxfilename)
+    text: str
+    spk: str
+    dur: Optional[float] = None  # seconds
+
+
+def c_sorted(items, key=lambda x: x):
+    """Sort like `LC_ALL=C sort`: by the UTF-8 bytes of the key."""
+    return sorted(items, key=lambda x: key(x).encode("utf-8"))
+
+
+def _check(utts: List[Utterance]) -> None:
+    seen = set()
+    for u in utts:
+        if not u.utt_id or any(c.isspace() for c in u.utt_id):
+            raise DataDirError(f"bad utterance id {u.utt_id!r}: empty or contains whitespace")
+        if not u.spk or any(c.isspace() for c in u.spk):
+            raise DataDirError(f"{u.utt_id}: bad speaker id {u.spk!r}")
+        if u.utt_id in seen:
+            raise DataDirError(f"duplicate utterance id {u.utt_id}")
+        seen.add(u.utt_id)
+        if not u.text.strip():
+            raise DataDirError(f"{u.utt_id}: empty transcript")
+        if "\n" in u.text or "\n" in u.wav:
+            raise DataDirError(f"{u.utt_id}: newline inside text or wav entry")
+        if u.dur is not None and not u.dur > 0:
+            raise DataDirError(f"{u.utt_id}: duration {u.dur} is not positive")
+
+
+def write_data_dir(out_dir, utterances: Iterable[Utterance]) -> Path:
+    """Validate and write a data dir; returns its path."""
+    utts = c_sorted(list(utterances), key=lambda u: u.utt_id)
+    if not utts:
+        raise DataDirError(f"{out_dir}: no utterances to write")
+    _check(utts)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_lines(out / "wav.scp", (f"{u.utt_id} {u.wav}" for u in utts))
+    atomic_write_lines(out / "text", (f"{u.utt_id} {u.text.strip()}" for u in utts))
+    atomic_write_lines(out / "utt2spk", (f"{u.utt_id} {u.spk}" for u in utts))
+    spk2utt = {}
+    for u in utts:
+        spk2utt.setdefault(u.spk, []).append(u.utt_id)
+    atomic_write_lines(out / "spk2utt", (f"{s} {' '.join(ids)}" for s, ids in c_sorted(spk2utt.items(), key=lambda x: x[0])))
+    if all(u.dur is not None for u in utts):
+        atomic_write_lines(out / "utt2dur", (f"{u.utt_id} {u.dur:.3f}" for u in utts))
+    validate_data_dir(out)
+    return out
+
+
+def read_kv(path, allow_empty_value=False):
+    """Read a Kaldi `key value...` file into an ordered dict, with file:line in every error."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataDirError(f"missing file {path}")
+    table = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            key, _, value = line.partition(" ")
+            if not key:
+                raise DataDirError(f"{path}:{lineno}: empty line or leading space")
+            if not value.strip() and not allow_empty_value:
+                raise DataDirError(f"{path}:{lineno}: no value for {key}")
+            if key in table:
+                raise DataDirError(f"{path}:{lineno}: duplicate key {key}")
+            table[key] = value
+    return table
+
+
+def validate_data_dir(data_dir) -> None:
+    """Raise `DataDirError` unless the dir is complete, C-sorted and consistent."""
+    d = Path(data_dir)
+    tables = {}
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        tables[name] = read_kv(d / name)
+        keys = list(tables[name])
+        if keys != c_sorted(keys):
+            raise DataDirError(f"{d / name}: not sorted in C order (LC_ALL=C sort)")
+    if (d / "utt2dur").exists():
+        tables["utt2dur"] = read_kv(d / "utt2dur")
+    utts = set(tables["wav.scp"])
+    for name in ("text", "utt2spk", "utt2dur"):
+        if name in tables and set(tables[name]) != utts:
+            diff = sorted(set(tables[name]) ^ utts)[:5]
+            raise DataDirError(f"{d / name}: utterances differ from wav.scp (e.g. {diff})")
+    from_spk2utt = {u: s for s, us in tables["spk2utt"].items() for u in us.split()}
+    if from_spk2utt != tables["utt2spk"]:
+        raise DataDirError(f"{d}: spk2utt does not match utt2spk")
+
+
+def read_data_dir(data_dir) -> List[Utterance]:
+    d = Path(data_dir)
+    validate_data_dir(d)
+    wavs, texts, spks = read_kv(d / "wav.scp"), read_kv(d / "text"), read_kv(d / "utt2spk")
+    durs = read_kv(d / "utt2dur") if (d / "utt2dur").exists() else {}
+    return [
+        Utterance(u, wavs[u], texts[u], spks[u], float(durs[u]) if u in durs else None) for u in wavs
+    ]

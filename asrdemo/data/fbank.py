@@ -1,0 +1,71 @@
+"""Kaldi-exact log-mel filterbank features (kaldi-native-fbank).
+
+The one feature extractor of the project: the feature stage, the recognizer and the demo's
+spectrogram all call `Fbank`. Its settings live in `conf/fbank.yaml` and travel with every
+dump dir (`frontend.yaml`) and exp dir (`config.yaml` -> `frontend:`).
+"""
+
+import kaldi_native_fbank as knf
+import numpy as np
+import yaml
+
+DEFAULT_FBANK_CONF = {
+    "sample_rate": 16000,
+    "num_mel_bins": 80,
+    "frame_length_ms": 25.0,
+    "frame_shift_ms": 10.0,
+    "dither": 0.0,
+}
+
+
+class Fbank:
+    """`Fbank(conf)(wave) -> (num_frames, num_mel_bins) float32`, `wave` float in [-1, 1] at `sample_rate`."""
+
+    def __init__(self, conf=None):
+        unknown = set(conf or {}) - set(DEFAULT_FBANK_CONF)
+        if unknown:
+            raise ValueError(f"unknown fbank options {sorted(unknown)}; known: {sorted(DEFAULT_FBANK_CONF)}")
+        self.conf = {**DEFAULT_FBANK_CONF, **(conf or {})}
+        opts = knf.FbankOptions()
+        opts.frame_opts.samp_freq = float(self.conf["sample_rate"])
+        opts.frame_opts.frame_length_ms = float(self.conf["frame_length_ms"])
+        opts.frame_opts.frame_shift_ms = float(self.conf["frame_shift_ms"])
+        opts.frame_opts.dither = float(self.conf["dither"])
+        opts.mel_opts.num_bins = int(self.conf["num_mel_bins"])
+        self._opts = opts
+
+    @classmethod
+    def from_yaml(cls, path):
+        with open(path, encoding="utf-8") as f:
+            return cls(yaml.safe_load(f) or {})
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.conf["sample_rate"])
+
+    @property
+    def num_mel_bins(self) -> int:
+        return int(self.conf["num_mel_bins"])
+
+    @property
+    def frame_shift_s(self) -> float:
+        return self.conf["frame_shift_ms"] / 1000.0
+
+    def num_frames(self, num_samples: int) -> int:
+        """Kaldi's frame count with snip_edges=True."""
+        win = int(self.sample_rate * self.conf["frame_length_ms"] / 1000)
+        hop = int(self.sample_rate * self.conf["frame_shift_ms"] / 1000)
+        return 0 if num_samples < win else 1 + (num_samples - win) // hop
+
+    def __call__(self, wave: np.ndarray) -> np.ndarray:
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1:
+            raise ValueError(f"Fbank expects a mono wave (samples,), got shape {wave.shape}")
+        fbank = knf.OnlineFbank(self._opts)
+        # Kaldi's features are defined on the int16 scale.
+        fbank.accept_waveform(self.sample_rate, wave * 32768.0)
+        fbank.input_finished()
+        n = fbank.num_frames_ready
+        if n == 0:
+            return np.zeros((0, self.num_mel_bins), dtype=np.float32)
+        return np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)

@@ -1,0 +1,130 @@
+"""Stage 3: the token list — characters (default) or sentencepiece pieces.
+
+`tokens.txt` holds one token per line; a token's id is its line number (ESPnet's layout):
+`<blank>` = 0, `<unk>` = 1, the units, `<sos/eos>` = last.
+
+    asrdemo tokens --text data/train/text --out_dir data/lang [--token_type bpe --vocab_size 300]
+"""
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from asrdemo.data.datadir import read_kv
+from asrdemo.errors import AsrdemoError
+from asrdemo.utils.io import atomic_write_lines, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+BLANK, UNK, SOS_EOS, SPACE = "<blank>", "<unk>", "<sos/eos>", "<space>"
+SPECIALS = (BLANK, UNK, SOS_EOS)
+
+
+class TokenList:
+    """Maps text <-> token ids. With `bpe_model`, text is split into sentencepiece pieces."""
+
+    def __init__(self, tokens, bpe_model=None):
+        self.tokens = list(tokens)
+        if self.tokens[:2] != [BLANK, UNK] or self.tokens[-1] != SOS_EOS:
+            raise AsrdemoError(f"a token list must start with {BLANK}, {UNK} and end with {SOS_EOS}")
+        if len(set(self.tokens)) != len(self.tokens):
+            raise AsrdemoError("the token list has duplicates")
+        self.token2id = {t: i for i, t in enumerate(self.tokens)}
+        self.unk_id = 1
+        self.sp = None
+        if bpe_model is not None:
+            import sentencepiece as spm
+
+            self.sp = spm.SentencePieceProcessor(model_file=str(bpe_model))
+
+    @classmethod
+    def load(cls, path, bpe_model=None):
+        path = Path(path)
+        if not path.is_file():
+            raise AsrdemoError(f"missing token list {path} (made by stage 3, `asrdemo tokens`)")
+        tokens = path.read_text(encoding="utf-8").splitlines()
+        return cls(tokens, bpe_model)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def split(self, text: str):
+        """Text -> units (characters, or sentencepiece pieces)."""
+        if self.sp is not None:
+            return self.sp.encode(text, out_type=str)
+        return [SPACE if c == " " else c for c in text.strip()]
+
+    def encode(self, text: str):
+        return [self.token2id.get(t, self.unk_id) for t in self.split(text)]
+
+    def decode(self, ids) -> str:
+        units = [self.tokens[i] for i in ids if self.tokens[i] not in SPECIALS]
+        if self.sp is not None:
+            return "".join(units).replace("\u2581", " ").strip()
+        return "".join(" " if u == SPACE else u for u in units)
+
+
+def char_units(texts):
+    units = set()
+    for text in texts:
+        units.update(SPACE if c == " " else c for c in text.strip())
+    return sorted(units, key=lambda u: u.encode("utf-8"))
+
+
+def train_sentencepiece(texts, model_path, vocab_size, model_type="unigram"):
+    """Train a sentencepiece model on `texts` into `model_path` (atomically); returns its units in
+    piece-id order, without sentencepiece's own <unk> (id 0)."""
+    import sentencepiece as spm
+
+    model_path = Path(model_path)
+    with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
+        text_file = Path(tmp) / "train.txt"
+        text_file.write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(text_file), model_prefix=f"{tmp}/bpe", vocab_size=vocab_size, model_type=model_type,
+            character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, minloglevel=2,
+        )
+        os.replace(f"{tmp}/bpe.model", model_path)
+    sp = spm.SentencePieceProcessor(model_file=str(model_path))
+    return [sp.id_to_piece(i) for i in range(1, sp.get_piece_size())]
+
+
+def make_token_list(text_path, out_dir, token_type="char", vocab_size=None, model_type="unigram"):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    texts = list(read_kv(text_path).values())
+    if token_type == "char":
+        units = char_units(texts)
+    elif token_type == "bpe":
+        if not vocab_size:
+            raise AsrdemoError("--vocab_size is required with --token_type bpe")
+        units = train_sentencepiece(texts, out_dir / "bpe.model", vocab_size, model_type)
+    else:
+        raise AsrdemoError(f"unknown token type {token_type!r} (char or bpe)")
+    tokens = [BLANK, UNK, *units, SOS_EOS]
+    atomic_write_lines(out_dir / "tokens.txt", tokens)
+    return tokens
+
+
+def add_arguments(p):
+    p.add_argument("--text", required=True, help="training transcripts (Kaldi `text`)")
+    p.add_argument("--out_dir", required=True, help="e.g. data/lang")
+    p.add_argument("--token_type", default="char", choices=["char", "bpe"])
+    p.add_argument("--vocab_size", type=int, default=None, help="sentencepiece vocabulary size")
+    p.add_argument("--bpe_model_type", default="unigram", choices=["unigram", "bpe"])
+
+
+def main(args):
+    out = Path(args.out_dir)
+    settings = {"text": str(args.text), "token_type": args.token_type, "vocab_size": args.vocab_size,
+                "bpe_model_type": args.bpe_model_type}
+    required = ("tokens.txt",) + (("bpe.model",) if args.token_type == "bpe" else ())
+    if is_done(out, required):
+        if {k: v for k, v in json.loads((out / ".done").read_text()).items() if k in settings} == settings:
+            log.info("skipped: %s/tokens.txt is complete", out)
+            return
+    tokens = make_token_list(args.text, out, args.token_type, args.vocab_size, args.bpe_model_type)
+    mark_done(out, **settings, num_tokens=len(tokens))
+    log.info("wrote %s/tokens.txt: %d tokens (%s)", out, len(tokens), args.token_type)

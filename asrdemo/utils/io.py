@@ -1,0 +1,67 @@
+"""Atomic writes and stage `.done` markers.
+
+Every file another stage reads is written to a temporary file in the same directory and then
+renamed over the target (`os.replace` is atomic on POSIX), so a killed process never leaves a
+half-written file behind under the real name.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success it is renamed to `path`, on error removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def atomic_write_lines(path, lines) -> None:
+    atomic_write_text(path, "".join(f"{line}\n" for line in lines))
+
+
+def atomic_torch_save(obj, path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+DONE = ".done"
+
+
+def mark_done(out_dir, **info) -> None:
+    """Write `<out_dir>/.done` (last, after all outputs) with what made it."""
+    info.setdefault("finished", time.strftime("%Y-%m-%d %H:%M:%S"))
+    atomic_write_text(Path(out_dir) / DONE, json.dumps(info, ensure_ascii=False, indent=1) + "\n")
+
+
+def is_done(out_dir, required=()) -> bool:
+    """True when `<out_dir>/.done` exists and every file named in `required` exists and is non-empty."""
+    out_dir = Path(out_dir)
+    if not (out_dir / DONE).is_file():
+        return False
+    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size > 0 for name in required)
+
+
+def clear_done(out_dir) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (Path(out_dir) / DONE).unlink()

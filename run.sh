@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The asrdemo recipe: JSUT (or the offline mini corpus) -> a trained joint CTC/attention model,
+# its test-set CER, and a packaged model for the web demo.
+#
+#   ./run.sh                                  # real JSUT (downloads ~2.7 GB)
+#   ./run.sh --corpus mini_jsut               # offline, synthesized corpus: every stage in minutes on a CPU
+#   ./run.sh --stage 5 --stop_stage 5         # re-run stage 5 only (decoding)
+#
+# Stages (all files are relative to egs/<corpus>/):
+#   0 corpus    downloads/jsut_ver1.1/            (JSUT: download+verify+unpack; mini: synthesize)
+#   1 prepare   data/{train,dev,test}/            Kaldi data dirs
+#   2 fbank     dump/fbank/{train,dev,test}/      80-dim fbank ark/scp; dump/fbank/train/cmvn.ark
+#   3 tokens    data/lang/tokens.txt              character (or sentencepiece) token list
+#   4 train     exp/<tag>/                        checkpoints, averaged model, train.log, tensorboard/, images/
+#   5 decode    exp/<tag>/decode_test/            hyp.txt, result.txt, cer.txt
+#   6 package   exp_train_large/ (repo root)      what the demo loads
+#
+# A stage whose outputs are complete and newer than its inputs is skipped (each output dir has a
+# `.done` marker); the stage named by an explicit --stage is always re-run.
+set -euo pipefail
+
+# ---- options (each can be given as --name value) ----
+corpus=jsut            # jsut | mini_jsut
+stage=0
+stop_stage=6
+nj=2                   # parallel jobs for features and decoding
+tag=""                 # exp/<tag>; default: the train config's name
+train_config=""        # default: conf/train.yaml (jsut) or conf/train_mini.yaml (mini_jsut)
+decode_config=conf/decode.yaml
+fbank_config=conf/fbank.yaml
+decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, attention_rescoring, ...)
+token_type=char        # char | bpe
+vocab_size=""          # sentencepiece vocabulary size (token_type=bpe)
+ngpu=0                 # >1: training through torchrun (see docs/training.md)
+num_test=""            # test/dev sizes; default: 250/250 for JSUT (ESPnet's split), 20/20 for mini_jsut
+num_dev=""
+num_utts=""            # mini_jsut: how many sentences to synthesize (default: all)
+seed=0
+jsut_url=""            # stage 0 (JSUT): another address for jsut_ver1.1.zip
+jsut_zip=""            # ... or a local copy of the zip
+jsut_root=""           # ... or an unpacked corpus
+jsut_sha256=""         # ... expected sha256 of a mirror or trimmed zip
+package_dir=exp_train_large
+forced_stage=-1        # (internal) set by an explicit --stage
+
+usage() { sed -n '2,22p' "$0"; echo; echo "Options:"; grep -E '^[a-z_0-9]+=' "$0" | sed 's/^/  --/'; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
+    --*) [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }; name=${1#--}; value=$2; shift 2 ;;
+    *) echo "run.sh: unexpected argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  grep -qE "^${name}=" "$0" || { echo "run.sh: unknown option --$name (see --help)" >&2; exit 2; }
+  printf -v "$name" '%s' "$value"
+  [ "$name" = stage ] && forced_stage=$value
+done
+
+root=$(cd "$(dirname "$0")" && pwd)
+cd "$root"
+. ./path.sh
+
+case "$corpus" in
+  jsut)      : "${train_config:=conf/train.yaml}"; : "${num_test:=250}"; : "${num_dev:=250}" ;;
+  mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}" ;;
+  *) echo "run.sh: unknown corpus '$corpus' (jsut or mini_jsut)" >&2; exit 2 ;;
+esac
+[ -n "$tag" ] || tag=$(basename "$train_config" .yaml)
+for f in "$train_config" "$decode_config" "$fbank_config"; do
+  [ -f "$f" ] || { echo "run.sh: missing config $f" >&2; exit 1; }
+done
+# configs are given relative to the repo root; stages run inside egs/<corpus>/
+train_config=$root/$train_config; decode_config=$root/$decode_config; fbank_config=$root/$fbank_config
+case "$package_dir" in /*) ;; *) package_dir=$root/$package_dir ;; esac
+
+work=egs/$corpus
+mkdir -p "$work"
+cd "$work"
+corpus_root=downloads/jsut_ver1.1
+exp=exp/$tag
+
+log() { echo "$(date '+%H:%M:%S') run.sh: $*"; }
+declare -A stage_seconds=()
+
+# stage_needed N OUT_DIR INPUT...: succeeds when stage N must run. A stage in range is skipped when
+# OUT_DIR/.done is newer than every input (a file, or a dir's .done); the explicit --stage always runs.
+stage_needed() {
+  local n=$1 out=$2 input stale=""; shift 2
+  [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 1
+  if [ "$n" != "$forced_stage" ] && [ -f "$out/.done" ]; then
+    for input in "$@"; do
+      [ -d "$input" ] && input=$input/.done
+      [ "$input" -nt "$out/.done" ] && stale=$input
+    done
+    if [ -z "$stale" ]; then
+      log "stage $n: skipped, $work/$out is up to date (remove $work/$out/.done to redo)"
+      return 1
+    fi
+    log "stage $n: $stale is newer than $work/$out; redoing"
+  fi
+  rm -f "$out/.done"
+  log "stage $n: start -> $work/$out"
+  SECONDS=0
+}
+stage_done() { stage_seconds[$1]=$SECONDS; log "stage $1: done in ${SECONDS} s"; }
+# require FILE STAGE: fail at once, naming the stage that makes FILE
+require() {
+  [ -e "$1" ] || { echo "run.sh: missing $work/$1 — it is made by stage $2; run: ./run.sh --corpus $corpus --stage $2" >&2; exit 1; }
+}
+
+if stage_needed 0 "$corpus_root"; then
+  if [ "$corpus" = mini_jsut ]; then
+    asrdemo make_mini_jsut --out_dir downloads --seed "$seed" --nj "$nj" ${num_utts:+--num_utts "$num_utts"}
+  else
+    asrdemo download --out_dir downloads ${jsut_url:+--jsut_url "$jsut_url"} ${jsut_zip:+--jsut_zip "$jsut_zip"} \
+      ${jsut_root:+--jsut_root "$jsut_root"} ${jsut_sha256:+--jsut_sha256 "$jsut_sha256"}
+  fi
+  stage_done 0
+fi
+
+if stage_needed 1 data "$corpus_root"; then
+  require "$corpus_root/.done" 0
+  asrdemo prepare --corpus_root "$corpus_root" --out_dir data --num_test "$num_test" --num_dev "$num_dev"
+  touch data/.done
+  stage_done 1
+fi
+
+if stage_needed 2 dump/fbank data "$fbank_config"; then
+  for set in train dev test; do
+    require "data/$set/wav.scp" 1
+    asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_conf "$fbank_config" --nj "$nj" \
+      $([ "$set" = train ] && echo --cmvn)
+  done
+  touch dump/fbank/.done
+  stage_done 2
+fi
+
+if stage_needed 3 data/lang data; then
+  require data/train/text 1
+  asrdemo tokens --text data/train/text --out_dir data/lang --token_type "$token_type" ${vocab_size:+--vocab_size "$vocab_size"}
+  stage_done 3
+fi
+
+if stage_needed 4 "$exp" dump/fbank data/lang "$train_config"; then
+  for f in dump/fbank/train/feats.scp dump/fbank/train/cmvn.ark dump/fbank/dev/feats.scp; do require "$f" 2; done
+  require data/lang/tokens.txt 3
+  resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
+  asrdemo train --config "$train_config" --train_dir dump/fbank/train --valid_dir dump/fbank/dev \
+    --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
+    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" $resume
+  touch "$exp/.done"
+  stage_done 4
+fi
+
+if stage_needed 5 "$exp/decode_test" "$exp" "$decode_config"; then
+  require "$exp/config.yaml" 4
+  require data/test/wav.scp 1
+  asrdemo decode --exp_dir "$exp" --input data/test --out_dir "$exp/decode_test" --nj "$nj" \
+    --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"}
+  asrdemo plot --exp_dir "$exp"
+  touch "$exp/decode_test/.done"
+  stage_done 5
+fi
+
+if stage_needed 6 "$package_dir" "$exp/decode_test"; then
+  require "$exp/decode_test/cer.txt" 5
+  asrdemo package --exp_dir "$exp" --decode_dir "$exp/decode_test" --out_dir "$package_dir" \
+    --corpus "$corpus"
+  touch "$package_dir/.done"
+  stage_done 6
+fi
+
+# ---- report ----
+if [ -f "$exp/decode_test/cer.txt" ]; then
+  echo
+  echo "| corpus | exp | test set | result |"
+  echo "|---|---|---|---|"
+  echo "| $corpus | $work/$exp | $work/data/test | $(head -n1 "$exp/decode_test/cer.txt") |"
+  if [ ${#stage_seconds[@]} -gt 0 ]; then
+    echo
+    for n in $(printf '%s\n' "${!stage_seconds[@]}" | sort -n); do echo "stage $n: ${stage_seconds[$n]} s"; done
+  fi
+fi

@@ -1,0 +1,38 @@
+"""asrdemo: an ESPnet-recipe-style Japanese ASR toolkit (JSUT) with a web demo."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="asrdemo",
+    version="0.1.0",
+    description=__doc__,
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(include=["asrdemo", "asrdemo.*"]),
+    package_data={"asrdemo.server": ["templates/*", "static/*"]},
+    # torch is installed first by path.sh (`pip install torch==2.13.0`, a CPU build here); any
+    # torch >= 2.1 works, a CUDA build included, and an installed one is never replaced.
+    install_requires=[
+        "torch>=2.1",
+        "numpy",
+        "kaldi-native-fbank>=1.18",
+        "soxr>=0.3",
+        "soundfile>=0.12",
+        "kaldiio>=2.18",
+        "sentencepiece>=0.1.99",
+        "editdistance>=0.6",
+        "pyyaml>=6",
+        "tensorboard>=2.12",
+        "matplotlib>=3.7",
+        "tqdm>=4.60",
+        "flask>=2.3",
+        "gunicorn>=21",
+    ],
+    extras_require={
+        "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus
+        "test": ["pytest>=7", "selenium>=4.15"],
+    },
+    entry_points={"console_scripts": ["asrdemo=asrdemo.cli:main"]},
+)
