@@ -49,10 +49,10 @@ def load_audio(src, target_sr=None):
     """
     if isinstance(src, (bytes, bytearray, memoryview)):
         src = io.BytesIO(bytes(src))
+    elif isinstance(src, (str, Path)) and not Path(src).is_file():
+        raise AudioError(f"{src}: no such file")
     try:
         wave, sr = sf.read(src, dtype="float32", always_2d=False)
-    except FileNotFoundError:
-        raise AudioError(f"{_describe(src)}: no such file") from None
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         raise AudioError(f"{_describe(src)}: cannot read audio ({e})") from None
     if wave.size == 0:

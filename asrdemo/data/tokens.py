@@ -82,10 +82,13 @@ def train_sentencepiece(texts, model_path, vocab_size, model_type="unigram"):
     with tempfile.TemporaryDirectory(dir=model_path.parent) as tmp:
         text_file = Path(tmp) / "train.txt"
         text_file.write_text("".join(f"{t}\n" for t in texts), encoding="utf-8")
-        spm.SentencePieceTrainer.train(
-            input=str(text_file), model_prefix=f"{tmp}/bpe", vocab_size=vocab_size, model_type=model_type,
-            character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                input=str(text_file), model_prefix=f"{tmp}/bpe", vocab_size=vocab_size, model_type=model_type,
+                character_coverage=1.0, unk_id=0, bos_id=-1, eos_id=-1, minloglevel=2,
+            )
+        except RuntimeError as e:  # e.g. "Vocabulary size too high (N). Please set it to a value <= M."
+            raise AsrdemoError(f"sentencepiece training failed: {str(e).split('] ')[-1]}") from None
         os.replace(f"{tmp}/bpe.model", model_path)
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     return [sp.id_to_piece(i) for i in range(1, sp.get_piece_size())]

@@ -1,0 +1,54 @@
+"""Kaldi data dirs: round trip, C-order sorting, validation errors that name the file."""
+
+import pytest
+
+from asrdemo.data.datadir import DataDirError, Utterance, read_data_dir, validate_data_dir, write_data_dir
+
+
+def utts():
+    # C order puts upper case before lower case and "_" (0x5f) before "a"
+    return [
+        Utterance("spk1_b", "/x/b.wav", "こんにちは。", "spk1", 1.5),
+        Utterance("SPK0_a", "/x/a.wav", "水を 買う", "SPK0", 0.5),
+        Utterance("spk1_a", "/x/c.wav", "テスト", "spk1", 2.0),
+    ]
+
+
+def test_round_trip_sorted(tmp_path):
+    write_data_dir(tmp_path, utts())
+    assert (tmp_path / "wav.scp").read_text().splitlines()[0] == "SPK0_a /x/a.wav"
+    assert (tmp_path / "spk2utt").read_text() == "SPK0 SPK0_a\nspk1 spk1_a spk1_b\n"
+    assert (tmp_path / "utt2dur").read_text().splitlines()[1] == "spk1_a 2.000"
+    back = read_data_dir(tmp_path)
+    assert [u.utt_id for u in back] == ["SPK0_a", "spk1_a", "spk1_b"]
+    assert back[0] == Utterance("SPK0_a", "/x/a.wav", "水を 買う", "SPK0", 0.5)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (Utterance("u1", "/a.wav", "  ", "s"), "empty transcript"),
+    (Utterance("u 1", "/a.wav", "x", "s"), "bad utterance id"),
+    (Utterance("spk1_b", "/a.wav", "x", "s"), "duplicate"),
+    (Utterance("u1", "/a.wav", "x", "s", 0.0), "not positive"),
+])
+def test_write_rejects_bad_utterances(tmp_path, bad, message):
+    with pytest.raises(DataDirError, match=message):
+        write_data_dir(tmp_path, utts() + [bad])
+    assert not (tmp_path / "wav.scp").exists()  # nothing half-written
+
+
+def test_validate_names_file_and_line(tmp_path):
+    write_data_dir(tmp_path, utts())
+    text = tmp_path / "text"
+    lines = text.read_text().splitlines()
+    text.write_text("\n".join(lines[:2] + ["spk1_b"]) + "\n")
+    with pytest.raises(DataDirError, match=r"text:3: no value for spk1_b"):
+        validate_data_dir(tmp_path)
+    text.write_text("\n".join(reversed(lines)) + "\n")
+    with pytest.raises(DataDirError, match="not sorted"):
+        validate_data_dir(tmp_path)
+    text.write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(DataDirError, match="differ from wav.scp"):
+        validate_data_dir(tmp_path)
+    (tmp_path / "utt2spk").unlink()
+    with pytest.raises(DataDirError, match="missing file"):
+        validate_data_dir(tmp_path)
