@@ -41,9 +41,13 @@ jsut_zip=""            # ... or a local copy of the zip
 jsut_root=""           # ... or an unpacked corpus
 jsut_sha256=""         # ... expected sha256 of a mirror or trimmed zip
 package_dir=exp_train_large
-forced_stage=-1        # (internal) set by an explicit --stage
+work_dir=""            # where stages write (default: egs/<corpus>)
+# ---- end of options ----
 
-usage() { sed -n '2,22p' "$0"; echo; echo "Options:"; grep -E '^[a-z_0-9]+=' "$0" | sed 's/^/  --/'; }
+options() { sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_0-9]+='; }
+
+usage() { sed -n '2,22p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
+forced_stage=-1  # set by an explicit --stage
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
@@ -51,7 +55,7 @@ while [ $# -gt 0 ]; do
     --*) [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }; name=${1#--}; value=$2; shift 2 ;;
     *) echo "run.sh: unexpected argument $1 (see --help)" >&2; exit 2 ;;
   esac
-  grep -qE "^${name}=" "$0" || { echo "run.sh: unknown option --$name (see --help)" >&2; exit 2; }
+  options | grep -qE "^${name}=" || { echo "run.sh: unknown option --$name (see --help)" >&2; exit 2; }
   printf -v "$name" '%s' "$value"
   [ "$name" = stage ] && forced_stage=$value
 done
@@ -69,11 +73,13 @@ esac
 for f in "$train_config" "$decode_config" "$fbank_config"; do
   [ -f "$f" ] || { echo "run.sh: missing config $f" >&2; exit 1; }
 done
-# configs are given relative to the repo root; stages run inside egs/<corpus>/
-train_config=$root/$train_config; decode_config=$root/$decode_config; fbank_config=$root/$fbank_config
-case "$package_dir" in /*) ;; *) package_dir=$root/$package_dir ;; esac
+# paths are given relative to the repo root (or absolute); stages run inside the work dir
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$root/$1" ;; esac; }
+train_config=$(abspath "$train_config"); decode_config=$(abspath "$decode_config")
+fbank_config=$(abspath "$fbank_config"); package_dir=$(abspath "$package_dir")
+for v in jsut_zip jsut_root; do [ -z "${!v}" ] || printf -v "$v" '%s' "$(abspath "${!v}")"; done
 
-work=egs/$corpus
+work=$(abspath "${work_dir:-egs/$corpus}")
 mkdir -p "$work"
 cd "$work"
 corpus_root=downloads/jsut_ver1.1
@@ -105,7 +111,7 @@ stage_needed() {
 stage_done() { stage_seconds[$1]=$SECONDS; log "stage $1: done in ${SECONDS} s"; }
 # require FILE STAGE: fail at once, naming the stage that makes FILE
 require() {
-  [ -e "$1" ] || { echo "run.sh: missing $work/$1 — it is made by stage $2; run: ./run.sh --corpus $corpus --stage $2" >&2; exit 1; }
+  [ -e "$1" ] || { echo "run.sh: missing $work/$1 — it is made by stage $2 (run: ./run.sh --corpus $corpus --stage $2)" >&2; exit 1; }
 }
 
 if stage_needed 0 "$corpus_root"; then
