@@ -1,0 +1,218 @@
+"""Joint CTC/attention beam search (ESPnet style), batched over utterances and over the beam.
+
+Every step extends all running hypotheses of all utterances by one token with one call of the
+attention decoder and one pass of the vectorised CTC prefix scorer:
+
+    score(h + c) = score(h) + (1 - ctc_weight) * log p_att(c | h, x)
+                            + ctc_weight * (psi(h + c) - psi(h)) + penalty
+
+where psi is the CTC prefix score (asrdemo.decode.ctc_prefix_score), so a finished hypothesis
+scores (1 - w) log p_att(y<eos> | x) + w log p_ctc(y | x) + penalty * (|y| + 1).
+Only the `pre_beam_ratio * beam_size` tokens the decoder likes best (per hypothesis) are scored
+by CTC. With ctc_weight = 0 this is attention-only beam search; with ctc_weight = 1 the decoder is
+not called and CTC scores every token (exact, but slow for a large vocabulary: use
+`ctc_prefix_beam` for CTC-only decoding).
+
+The search talks to the decoder only through a `DecoderScorer`, so it runs (and is tested) with
+any scorer; the recognizer wires in the model's decoder.
+"""
+
+import logging
+from typing import Any, List, Optional, Protocol, Tuple
+
+import torch
+
+from asrdemo.decode.ctc_prefix_score import CTCPrefixScorer
+from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
+
+log = logging.getLogger(__name__)
+
+NEG_INF = float("-inf")
+
+
+class DecoderScorer(Protocol):
+    """What the beam search needs from an attention decoder; the state is opaque to the search."""
+
+    def init_state(self, utt: torch.Tensor) -> Any:
+        """State of N hypotheses holding only <sos>; row i belongs to utterance `utt[i]`."""
+
+    def score(self, ys: torch.Tensor, state: Any) -> Tuple[torch.Tensor, Any]:
+        """`ys` (N, L) token prefixes starting with <sos> -> (log-probs of the next token (N, V), state)."""
+
+    def select_state(self, state: Any, rows: torch.Tensor) -> Any:
+        """The state of rows `rows` (M,) of the N rows (beam reordering, finished utterances)."""
+
+
+def max_output_length(maxlenratio: float, num_frames: int) -> int:
+    """ESPnet's rule: 0 -> the number of encoder frames, < 0 -> -maxlenratio tokens, else ratio x frames."""
+    if maxlenratio == 0:
+        return num_frames
+    if maxlenratio < 0:
+        return int(-maxlenratio)
+    return max(1, int(maxlenratio * num_frames))
+
+
+def min_output_length(minlenratio: float, num_frames: int) -> int:
+    return int(-minlenratio) if minlenratio < 0 else int(minlenratio * num_frames)
+
+
+def end_detected(ended: List[Tuple[int, float]], step: int, m: int = 3, d_end: float = -10.0) -> bool:
+    """ESPnet's end detection: stop when, for the last `m` output lengths, the best hypothesis that
+    ended with that length is more than |d_end| nats worse than the best ended one.
+
+    `ended` holds (number of tokens, score). ESPnet compares `len(yseq)` (with <sos> and <eos>)
+    to `step - k`, i.e. looks at hypotheses with step - k - 2 tokens; kept as is, for comparable runs.
+    """
+    if not ended:
+        return False
+    best = max(s for _, s in ended)
+    count = 0
+    for k in range(m):
+        same = [s for n, s in ended if n + 2 == step - k]
+        if same and max(same) - best < d_end:
+            count += 1
+    return count == m
+
+
+def joint_beam_search(
+    ctc_logp: Optional[torch.Tensor],
+    lengths: torch.Tensor,
+    scorer: Optional[DecoderScorer],
+    *,
+    sos: int,
+    eos: int,
+    vocab_size: Optional[int] = None,
+    blank_id: int = 0,
+    beam_size: int = 10,
+    ctc_weight: float = 0.3,
+    penalty: float = 0.0,
+    maxlenratio: float = 0.0,
+    minlenratio: float = 0.0,
+    pre_beam_ratio: float = 1.5,
+    nbest: int = 1,
+    end_detection: bool = True,
+) -> List[List[Hypothesis]]:
+    """Decode B utterances at once -> per utterance up to `nbest` hypotheses, best first.
+
+    `ctc_logp` (B, T, V) CTC log-probs (may be None when ctc_weight == 0), `lengths` (B,) encoder
+    frames per utterance, `scorer` the attention decoder (may be None when ctc_weight == 1).
+    End detection (ESPnet's) applies only with maxlenratio == 0, as in ESPnet.
+    """
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+    use_ctc, use_att = ctc_weight > 0, ctc_weight < 1
+    if use_ctc and ctc_logp is None:
+        raise ValueError("ctc_weight > 0 needs ctc_logp")
+    if use_att and scorer is None:
+        raise ValueError("ctc_weight < 1 needs a decoder scorer")
+    if vocab_size is None:
+        if ctc_logp is None:
+            raise ValueError("give vocab_size when there are no CTC log-probs")
+        vocab_size = ctc_logp.shape[-1]
+    device = ctc_logp.device if ctc_logp is not None else lengths.device
+    lengths = lengths.to(device)
+    frames = lengths.tolist()
+    results: List[List[Hypothesis]] = [[empty_hypothesis()] for _ in frames]
+    active = [b for b, n in enumerate(frames) if n > 0]  # no frames: the empty hypothesis
+    if not active:
+        return results
+
+    beam = beam_size
+    pre_beam = int(pre_beam_ratio * beam_size)
+    ctc = CTCPrefixScorer(ctc_logp, lengths, blank_id, eos) if use_ctc else None
+    utt = torch.tensor(active, device=device).repeat_interleave(beam)  # row -> utterance
+    maxlen = torch.tensor([max_output_length(maxlenratio, frames[b]) for b in active], device=device)
+    minlen = torch.tensor([min_output_length(minlenratio, frames[b]) for b in active], device=device)
+    ys = torch.full((len(utt), 1), sos, dtype=torch.long, device=device)
+    alive = torch.zeros(len(active), beam, dtype=torch.bool, device=device)
+    alive[:, 0] = True  # one live hypothesis (<sos>) per utterance to start with
+    score = torch.zeros(len(utt), device=device).masked_fill(~alive.view(-1), NEG_INF)
+    att_total = torch.zeros(len(utt), device=device)
+    dec_state = scorer.init_state(utt) if use_att else None
+    ctc_state = ctc.init_state(utt) if use_ctc else None
+    ended = {b: [] for b in active}
+    vocab = torch.arange(vocab_size, device=device)
+
+    step = 0
+    while active:
+        n_utt, n_rows = len(active), len(active) * beam
+        # 1. next-token scores of every running hypothesis, one decoder call for all
+        if use_att:
+            att_logp, dec_state = scorer.score(ys, dec_state)
+            att_logp = att_logp.float()
+            weighted = (1.0 - ctc_weight) * att_logp
+        else:
+            att_logp = None
+            weighted = torch.zeros(n_rows, vocab_size, device=device)
+        row_maxlen = maxlen.repeat_interleave(beam).unsqueeze(1)
+        row_minlen = minlen.repeat_interleave(beam).unsqueeze(1)
+        forbidden = (vocab == blank_id) | ((vocab != eos) & (step >= row_maxlen)) | ((vocab == eos) & (step < row_minlen))
+        weighted = weighted.masked_fill(forbidden, NEG_INF)
+
+        # 2. candidates: the decoder's pre-beam, rescored with the CTC prefix score
+        if use_ctc:
+            if use_att and pre_beam < vocab_size:
+                cand = weighted.topk(pre_beam, dim=1).indices
+            else:
+                cand = vocab.expand(n_rows, vocab_size)
+            psi, ctc_ext = ctc.score(ctc_state, cand)
+            cand_score = weighted.gather(1, cand) + ctc_weight * (psi - ctc_state.score.unsqueeze(1))
+        else:
+            cand = None
+            cand_score = weighted
+        cand_score = (cand_score + penalty + score.unsqueeze(1)).masked_fill(~alive.view(-1, 1), NEG_INF)
+
+        # 3. the beam: the best `beam` extensions of each utterance among its beam x C candidates
+        n_cand = cand_score.shape[1]
+        top_score, top = cand_score.view(n_utt, beam * n_cand).topk(beam, dim=1)
+        rows = (torch.arange(n_utt, device=device).unsqueeze(1) * beam + top // n_cand).view(-1)
+        cols = (top % n_cand).view(-1)
+        tokens = cand[rows, cols] if cand is not None else cols
+        score = top_score.view(-1)
+        if use_att:
+            att_total = att_total[rows] + att_logp[rows, tokens]
+        ys = torch.cat([ys[rows], tokens.unsqueeze(1)], dim=1)
+        if use_att:
+            dec_state = scorer.select_state(dec_state, rows)
+        if use_ctc:
+            ctc_state = ctc.select(ctc_ext, rows, cols)
+
+        # 4. hypotheses that chose <eos> are finished
+        finite = torch.isfinite(score)
+        done = finite & (tokens == eos)
+        for i in done.nonzero().view(-1).tolist():
+            ended[active[i // beam]].append(Hypothesis(
+                token_ids=ys[i, 1:-1].tolist(), score=float(score[i]),
+                att_score=float(att_total[i]) if use_att else None,
+                ctc_score=float(ctc_state.score[i]) if use_ctc else None,
+            ))
+        alive = (finite & (tokens != eos)).view(n_utt, beam)
+        score = score.masked_fill(~alive.view(-1), NEG_INF)
+
+        # 5. drop utterances that are finished: nothing running, max length, or end detected
+        keep = []
+        for j, b in enumerate(active):
+            stop = not bool(alive[j].any()) or step >= int(maxlen[j])
+            if not stop and end_detection and maxlenratio == 0:
+                stop = end_detected([(len(h.token_ids), h.score) for h in ended[b]], step)
+            if not stop:
+                keep.append(j)
+        if len(keep) < n_utt:
+            keep_t = torch.tensor(keep, dtype=torch.long, device=device)
+            keep_rows = (keep_t.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            active = [active[j] for j in keep]
+            maxlen, minlen, alive = maxlen[keep_t], minlen[keep_t], alive[keep_t]
+            ys, score, att_total = ys[keep_rows], score[keep_rows], att_total[keep_rows]
+            if use_att and active:
+                dec_state = scorer.select_state(dec_state, keep_rows)
+            if use_ctc:
+                ctc_state = ctc_state.index(keep_rows)
+        step += 1
+
+    for b, hyps in ended.items():
+        if hyps:
+            results[b] = sorted(hyps, key=lambda h: -h.score)[:nbest]
+        else:
+            log.warning("utterance %d: no hypothesis reached <eos> (minlenratio %s); returning an empty one",
+                        b, minlenratio)
+    return results
