@@ -1,0 +1,260 @@
+"""The demo's Flask app: one packaged exp dir, loaded once per process, behind a page and a JSON API.
+
+    GET  /                 the page (upload, sample, recording; transcript, spectrogram, curves)
+    POST /api/recognize    audio (multipart field `file`, or the raw body) -> JSON transcript
+    GET  /api/model        architecture, parameter count, tokens, test CER, config, limits
+    GET  /api/sample       the sample clip (sample/test.wav), for the page's "try the sample"
+    GET  /images/<name>    the exp dir's training curves (loss.png, acc.png, error.png)
+    GET  /healthz          liveness (200 whether or not a model is loaded)
+
+Without a model the app still starts: every page and endpoint says how to get one.
+Uploads stay in memory (`InMemoryRequest`); nothing a client sends touches the disk.
+"""
+
+import dataclasses
+import io
+import logging
+import time
+from pathlib import Path
+
+from flask import Blueprint, Flask, Request, Response, current_app, jsonify, render_template, request, send_from_directory
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from asrdemo import score
+from asrdemo.data.fbank import Fbank
+from asrdemo.data.tokens import TokenList
+from asrdemo.server import exp_info
+from asrdemo.server.audio_input import BadAudio, decode_audio
+from asrdemo.server.settings import SAMPLE_REFERENCE, DemoSettings
+from asrdemo.server.spectrogram import png_data_uri, spectrogram_png
+
+log = logging.getLogger(__name__)
+bp = Blueprint("demo", __name__)
+
+
+class InMemoryRequest(Request):
+    """Werkzeug spools uploads over 500 KB to a temporary file; keep them in memory instead.
+
+    The body is bounded by MAX_CONTENT_LENGTH, so memory is too.
+    """
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+class Demo:
+    """The loaded recognizer of one process (or why there is none) and what the page shows about it."""
+
+    def __init__(self, settings: DemoSettings):
+        self.settings = settings
+        self.recognizer = None
+        self.fbank = None
+        self.problem = None  # a message for the user while no model is loaded
+        self.info = {}
+        exp_dir = settings.exp_dir
+        if not (exp_dir / "config.yaml").is_file():
+            self.problem = exp_info.how_to_get_a_model(exp_dir)
+            log.warning("%s", self.problem)
+            return
+        try:
+            self._load(exp_dir)
+        except Exception as e:  # a broken model must not take the server down with it
+            log.exception("cannot load the model in %s", exp_dir)
+            self.recognizer = None
+            self.problem = f"The model in {exp_dir}/ could not be loaded: {e}. " + exp_info.how_to_get_a_model(exp_dir)
+
+    def _load(self, exp_dir: Path):
+        from asrdemo.decode.recognizer import Recognizer  # torch is imported here, not at app import
+
+        started = time.perf_counter()
+        self.recognizer = Recognizer.from_exp_dir(exp_dir, device="cpu",
+                                                  num_threads=self.settings.torch_threads or None)
+        config = exp_info.read_config(exp_dir)
+        self.fbank = Fbank(config.get("frontend"))
+        tokens = TokenList.load(exp_dir / config.get("token_list", "tokens.txt")).tokens
+        model = self.recognizer.model
+        self.info = {
+            "model_loaded": True,
+            "exp_dir": str(exp_dir),
+            "architecture": exp_info.architecture(config),
+            "num_params": int(sum(p.numel() for p in model.parameters())),
+            "token_type": config.get("token_type", "char"),
+            "vocab_size": len(tokens),
+            "tokens": tokens,
+            "sample_rate": int(self.recognizer.sample_rate),
+            "frontend": self.fbank.conf,
+            "test_cer": exp_info.read_test_cer(exp_dir),
+            "curves": exp_info.curve_images(exp_dir),
+            "config": config,
+        }
+        log.info("loaded %s (%.1f M parameters) in %.1f s", exp_dir, self.info["num_params"] / 1e6,
+                 time.perf_counter() - started)
+
+    @property
+    def loaded(self) -> bool:
+        return self.recognizer is not None
+
+    def model_info(self) -> dict:
+        return {**self.info, "limits": self.settings.limits()}
+
+    def sample_reference(self) -> str:
+        """The sample's transcript: the text file beside the wav (sample/test.txt) if any, else the seed's."""
+        text_file = self.settings.sample_wav.with_suffix(".txt")
+        text = text_file.read_text(encoding="utf-8").strip() if text_file.is_file() else ""
+        return text or SAMPLE_REFERENCE
+
+
+def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
+    """The app factory (`gunicorn 'asrdemo.server:create_app()'`): loads the model once, here."""
+    settings = settings or DemoSettings.from_env()
+    if exp_dir is not None:
+        settings = dataclasses.replace(settings, exp_dir=Path(exp_dir))
+    app = Flask(__name__)
+    app.request_class = InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.json.ensure_ascii = False  # Japanese stays readable in the JSON
+    app.extensions["asrdemo"] = Demo(settings)
+    app.register_blueprint(bp)
+    app.register_error_handler(BadAudio, _bad_audio)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    return app
+
+
+def _demo() -> Demo:
+    return current_app.extensions["asrdemo"]
+
+
+def _error(status: int, code: str, message: str, **extra):
+    return jsonify({"error": message, "code": code, **extra}), status
+
+
+def _no_model():
+    demo = _demo()
+    return _error(503, "no_model", demo.problem, model_loaded=False, limits=demo.settings.limits())
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+@bp.get("/")
+def index():
+    demo = _demo()
+    return render_template("index.html", demo=demo, info=demo.model_info(), limits=demo.settings.limits(),
+                           sample_available=demo.settings.sample_wav.is_file(),
+                           sample_reference=demo.sample_reference())
+
+
+@bp.get("/images/<name>")
+def curve_image(name):
+    demo = _demo()
+    if not demo.loaded or name not in demo.info["curves"]:
+        return _error(404, "not_found", f"no training curve {name!r} in this model's exp dir")
+    return send_from_directory((demo.settings.exp_dir / "images").resolve(), name, mimetype="image/png")
+
+
+@bp.get("/healthz")
+def healthz():
+    demo = _demo()
+    body = {"status": "ok", "model_loaded": demo.loaded}
+    if not demo.loaded:
+        body["message"] = demo.problem
+    return jsonify(body)
+
+
+# -- API -----------------------------------------------------------------------------------------
+
+
+@bp.get("/api/model")
+def model():
+    demo = _demo()
+    if not demo.loaded:
+        return _no_model()
+    return jsonify(demo.model_info())
+
+
+@bp.get("/api/sample")
+def sample():
+    demo = _demo()
+    path = demo.settings.sample_wav
+    if not path.is_file():
+        return _error(404, "no_sample", f"the sample clip {path} is not there")
+    return Response(path.read_bytes(), mimetype="audio/wav")
+
+
+@bp.post("/api/recognize")
+def recognize():
+    """Audio in, transcript out. Optional: `reference` (form field or query) adds the CER against it;
+    `spectrogram=0` (query) leaves the spectrogram out."""
+    demo = _demo()
+    if not demo.loaded:
+        return _no_model()
+    started = time.perf_counter()
+    data, reference = _read_audio_and_reference()
+    rec = demo.recognizer
+    audio = decode_audio(data, rec.sample_rate, demo.settings.max_seconds)
+    t0 = time.perf_counter()
+    hyp = rec.recognize(audio.wave, audio.sample_rate)
+    recognize_s = time.perf_counter() - t0
+    body = {
+        "text": hyp.text,
+        "tokens": list(hyp.tokens),
+        "duration_s": round(audio.duration_s, 3),
+        "sample_rate_in": audio.sample_rate_in,
+        "channels": audio.channels,
+        "format": audio.format,
+        "recognize_s": round(recognize_s, 4),
+        "rtf": round(recognize_s / max(audio.duration_s, 1e-6), 4),
+    }
+    if reference:
+        body["reference"] = reference
+        body["cer"] = _cer(reference, hyp.text)
+    if request.args.get("spectrogram", "1") not in ("0", "false", "no"):
+        feats = demo.fbank(audio.wave)
+        if len(feats):
+            body["spectrogram"] = png_data_uri(spectrogram_png(feats, demo.fbank.frame_shift_s))
+    body["total_s"] = round(time.perf_counter() - started, 4)
+    return jsonify(body)
+
+
+def _read_audio_and_reference():
+    """The audio bytes (multipart field `file`, or else the raw body) and an optional reference text."""
+    if request.mimetype == "multipart/form-data":
+        upload = request.files.get("file") or next(iter(request.files.values()), None)
+        if upload is None:
+            raise BadAudio(400, "no_file", "the form has no file; send the audio in a field named 'file'")
+        return upload.read(), (request.form.get("reference") or request.args.get("reference", "")).strip()
+    # Raw body: read it before anything touches request.form (which would consume the stream).
+    return request.get_data(cache=False), request.args.get("reference", "").strip()
+
+
+def _cer(reference: str, hypothesis: str) -> dict:
+    """The project's CER (asrdemo.score: characters, spaces ignored) of one pair, with its counts."""
+    ref = score.units(reference)
+    if not ref:
+        raise BadAudio(400, "bad_reference", "the reference text has no characters")
+    alignment = score.align(ref, score.units(hypothesis))
+    return {"cer": round(100.0 * alignment.errors / len(ref), 2), "ref_chars": len(ref),
+            "S": alignment.count("S"), "D": alignment.count("D"), "I": alignment.count("I")}
+
+
+# -- errors: JSON for the API, with the reason in words --------------------------------------------
+
+
+def _bad_audio(e: BadAudio):
+    return _error(e.status, e.code, e.message)
+
+
+def _http_error(e: HTTPException):
+    if isinstance(e, RequestEntityTooLarge):
+        limit = _demo().settings.max_upload_mb
+        return _error(413, "too_large", f"the upload is larger than this server's limit of {limit:g} MB")
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return _error(e.code or 500, (e.name or "error").lower().replace(" ", "_"), e.description or str(e))
+    return e
+
+
+def _internal_error(e: Exception):
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return _error(500, "internal_error", f"the server failed on this request ({type(e).__name__}); "
+                                         "it keeps serving other requests")

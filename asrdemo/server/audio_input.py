@@ -1,0 +1,162 @@
+"""Turning a request body into a waveform the recognizer can take — or a clear 4xx reason why not.
+
+Everything happens in memory (`io.BytesIO`): nothing a client sends is written to disk. The bytes
+are probed with `soundfile.info` first (format, channels, rate, length), so that an over-long or
+unsupported file is refused before any sample is decoded; then `asrdemo.data.audio.load_audio`
+(the project's one reader and resampler) decodes and resamples to the model's rate.
+
+Each kind of bad input has its own status and `code`:
+
+| input | status | code |
+|---|---|---|
+| no bytes | 400 | `empty_input` |
+| not audio / a format other than wav, flac, ogg | 415 | `unsupported_format` |
+| an audio header that cannot be parsed, or samples that cannot be decoded | 400 | `corrupt_audio` |
+| a WAV whose data chunk ends early, an Ogg stream cut mid-page or without its last page, or fewer samples than the header announces | 400 | `truncated_audio` |
+| a valid header and no samples | 400 | `no_samples` |
+| longer than the configured maximum | 413 | `too_long` |
+| valid audio that is digital silence (peak below -60 dBFS) | 422 | `silent_audio` |
+
+(An over-large body is refused by Flask before it reaches this module: 413 `too_large`.)
+"""
+
+import dataclasses
+import io
+import struct
+
+import numpy as np
+import soundfile as sf
+
+from asrdemo.data.audio import AudioError, load_audio
+from asrdemo.errors import AsrdemoError
+
+# soundfile's container name -> what we call it. Other formats libsndfile reads (AIFF, MP3, ...)
+# are refused so that the demo promises only what it is tested with.
+SUPPORTED_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg"}
+MAX_CHANNELS = 8
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768000
+SILENCE_PEAK = 10 ** (-60 / 20)  # -60 dBFS: below this the clip holds nothing to recognize
+_UNKNOWN_LENGTHS = (0, 0xFFFFFFFF)  # what streaming WAV writers put in a size field they cannot know
+
+
+class BadAudio(AsrdemoError):
+    """Input the client can fix; `status` is the HTTP status, `code` a stable machine-readable name."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclasses.dataclass
+class DecodedAudio:
+    wave: np.ndarray  # mono float32 at the target rate
+    sample_rate: int  # the target (model's) rate
+    sample_rate_in: int  # the file's own rate
+    channels: int
+    format: str  # "wav", "flac" or "ogg"
+    subtype: str  # e.g. "PCM_16", "VORBIS"
+    duration_s: float  # of the input, from its header
+
+
+def probe(data: bytes) -> sf._SoundFileInfo:
+    """`soundfile.info` of in-memory bytes, with libsndfile's failures sorted into 415 / 400."""
+    if not data:
+        raise BadAudio(400, "empty_input", "the request carried no audio data (0 bytes)")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except sf.LibsndfileError as e:
+        reason = getattr(e, "error_string", str(e)).strip()
+        if "not recognised" in reason.lower():
+            raise BadAudio(415, "unsupported_format",
+                           f"not an audio file this demo reads (send wav, flac or ogg): {reason}") from None
+        raise BadAudio(400, "corrupt_audio", f"the audio header cannot be parsed: {reason}") from None
+    except RuntimeError as e:  # older soundfile raises RuntimeError
+        raise BadAudio(400, "corrupt_audio", f"the audio header cannot be parsed: {e}") from None
+    if info.format not in SUPPORTED_FORMATS:
+        raise BadAudio(415, "unsupported_format",
+                       f"{info.format_info or info.format} is not supported; send wav, flac or ogg")
+    return info
+
+
+def check_wav_complete(data: bytes) -> None:
+    """Raise `truncated_audio` if a RIFF/WAVE file's data chunk announces more bytes than arrived.
+
+    libsndfile silently clamps such a file to what is there, so a cut-off upload would otherwise
+    be recognized as if it were whole.
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return  # RIFX / WAVEX variants without a plain RIFF header: nothing we can check cheaply
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk_id, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        body = offset + 8
+        if chunk_id == b"data":
+            arrived = len(data) - body
+            if size not in _UNKNOWN_LENGTHS and arrived < size:
+                raise BadAudio(400, "truncated_audio",
+                               f"the WAV file is truncated: its header announces {size} bytes of "
+                               f"samples but only {arrived} arrived")
+            return
+        offset = body + size + (size & 1)  # chunks are padded to an even length
+
+
+def check_ogg_complete(data: bytes) -> None:
+    """Raise `truncated_audio` if an Ogg stream's last page is cut short or the stream never ends.
+
+    Ogg declares no total length; instead every page states its own size and the last one carries
+    the end-of-stream flag, which is what a cut-off upload lacks.
+    """
+    offset, last_flags = 0, None
+    while offset < len(data):
+        if data[offset:offset + 4] != b"OggS" or offset + 27 > len(data):
+            raise BadAudio(400, "truncated_audio", f"the ogg file is truncated or damaged at byte {offset}")
+        segments = data[offset + 26]
+        table = data[offset + 27:offset + 27 + segments]
+        end = offset + 27 + segments + sum(table)
+        if len(table) < segments or end > len(data):
+            raise BadAudio(400, "truncated_audio",
+                           f"the ogg file is truncated: its last page needs {end - offset} bytes, "
+                           f"{len(data) - offset} arrived")
+        last_flags, offset = data[offset + 5], end
+    if last_flags is not None and not last_flags & 0x04:
+        raise BadAudio(400, "truncated_audio", "the ogg file is truncated: the stream has no end-of-stream page")
+
+
+def decode_audio(data: bytes, target_sr: int, max_seconds: float) -> DecodedAudio:
+    """Validate and decode one uploaded clip; raises `BadAudio` for every kind of bad input."""
+    info = probe(data)
+    fmt = SUPPORTED_FORMATS[info.format]
+    if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
+        raise BadAudio(400, "corrupt_audio", f"implausible sample rate {info.samplerate} Hz in the header")
+    if not 1 <= info.channels <= MAX_CHANNELS:
+        raise BadAudio(400, "corrupt_audio", f"{info.channels} channels; at most {MAX_CHANNELS} are accepted")
+    if fmt == "wav":
+        check_wav_complete(data)
+    elif fmt == "ogg":
+        check_ogg_complete(data)
+    if info.frames <= 0:
+        raise BadAudio(400, "no_samples",
+                       f"the {fmt} file has a valid header but no audio samples (empty or truncated)")
+    duration_s = info.frames / info.samplerate
+    if duration_s > max_seconds:
+        raise BadAudio(413, "too_long",
+                       f"the audio is {duration_s:.1f} s long; this server accepts at most {max_seconds:g} s")
+    try:
+        wave, sample_rate_in = load_audio(data, target_sr)
+    except AudioError as e:
+        raise BadAudio(400, "corrupt_audio", f"the audio cannot be decoded (corrupt or truncated): {e}") from None
+    expected = info.frames * target_sr / sample_rate_in
+    if len(wave) < 0.99 * expected - 1:
+        raise BadAudio(400, "truncated_audio",
+                       f"the {fmt} file is truncated: its header announces {info.frames} samples, "
+                       f"about {len(wave) * sample_rate_in / target_sr:.0f} could be decoded")
+    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
+    if not np.isfinite(peak):
+        raise BadAudio(400, "corrupt_audio", "the audio contains NaN or infinite samples")
+    if peak < SILENCE_PEAK:
+        raise BadAudio(422, "silent_audio",
+                       f"the audio is silent (peak {20 * np.log10(max(peak, 1e-10)):.0f} dBFS); "
+                       "nothing to recognize — check the microphone or the file")
+    return DecodedAudio(wave=wave, sample_rate=target_sr, sample_rate_in=int(sample_rate_in),
+                        channels=int(info.channels), format=fmt, subtype=str(info.subtype),
+                        duration_s=float(duration_s))
