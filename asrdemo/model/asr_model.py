@@ -1,0 +1,172 @@
+"""The joint CTC/attention model (Watanabe et al., 2017; ESPnet's ``ESPnetASRModel``, WeNet's
+``ASRModel``).
+
+    feats -> GlobalCMVN -> SpecAugment (training only) -> encoder -> enc (B, T', D)
+    enc -> CTC linear                           -> loss_ctc
+    enc + <sos> y -> attention decoder          -> loss_att (label-smoothed), acc
+    loss = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_att
+
+Losses are per utterance (summed over the batch, divided by the batch size), as ESPnet and
+WeNet with ``length_normalized_loss: false``; with ``true`` the attention loss is per token.
+
+Token ids: <blank> = 0, <sos> = <eos> = vocab_size - 1, label padding = -1.
+"""
+
+import copy
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from asrdemo.errors import AsrdemoError
+from asrdemo.model.cmvn import GlobalCMVN
+from asrdemo.model.ctc import CTC
+from asrdemo.model.decoder import TransformerDecoder
+from asrdemo.model.encoder import ConformerEncoder, TransformerEncoder
+from asrdemo.model.label_smoothing_loss import LabelSmoothingLoss, th_accuracy
+from asrdemo.model.specaug import SpecAugment
+
+IGNORE_ID = -1
+
+# The defaults: ESPnet's JSUT conformer recipe shape (egs2/jsut/asr1 train_asr_conformer8.yaml).
+COMMON_ENCODER_DEFAULTS = dict(
+    output_size=256, attention_heads=4, linear_units=2048, num_blocks=12, dropout_rate=0.1,
+    positional_dropout_rate=0.1, attention_dropout_rate=0.0, input_layer="conv2d", normalize_before=True,
+)
+ENCODER_DEFAULTS = {
+    "conformer": dict(
+        COMMON_ENCODER_DEFAULTS, pos_enc_layer_type="rel_pos", activation_type="swish", macaron_style=True,
+        use_cnn_module=True, cnn_module_kernel=15, cnn_module_norm="batch_norm",
+    ),
+    "transformer": dict(COMMON_ENCODER_DEFAULTS, pos_enc_layer_type="abs_pos", activation_type="relu"),
+}
+ENCODER_CLASSES = {"conformer": ConformerEncoder, "transformer": TransformerEncoder}
+DECODER_DEFAULTS = dict(
+    attention_heads=4, linear_units=2048, num_blocks=6, dropout_rate=0.1, positional_dropout_rate=0.1,
+    self_attention_dropout_rate=0.0, src_attention_dropout_rate=0.0, normalize_before=True,
+)
+SPECAUG_DEFAULTS = dict(
+    num_freq_mask=2, freq_mask_width=27, num_time_mask=2, time_mask_width_ratio=0.05, time_warp=0,
+)
+MODEL_DEFAULTS = dict(
+    encoder="conformer", encoder_conf={}, decoder="transformer", decoder_conf={}, ctc_weight=0.3,
+    lsm_weight=0.1, length_normalized_loss=False, specaug=None,
+)
+
+
+def _with_defaults(conf, defaults: dict, where: str) -> dict:
+    """Fill missing keys from ``defaults``; an unknown key is a user error (likely a typo)."""
+    conf = {} if conf is None else conf
+    if not isinstance(conf, dict):
+        raise AsrdemoError(f"model config: {where} must be a mapping, got {type(conf).__name__}")
+    unknown = sorted(set(conf) - set(defaults))
+    if unknown:
+        raise AsrdemoError(f"model config: unknown key(s) {unknown} in {where}; known: {sorted(defaults)}")
+    return {**copy.deepcopy(defaults), **conf}
+
+
+def resolve_model_conf(model_conf: Optional[dict]) -> dict:
+    """The full model config: every key present, defaults filled in, names checked."""
+    conf = _with_defaults(model_conf, MODEL_DEFAULTS, "model")
+    if conf["encoder"] not in ENCODER_DEFAULTS:
+        raise AsrdemoError(f"model config: encoder must be one of {sorted(ENCODER_DEFAULTS)}, got {conf['encoder']!r}")
+    if conf["decoder"] != "transformer":
+        raise AsrdemoError(f"model config: decoder must be 'transformer', got {conf['decoder']!r}")
+    conf["encoder_conf"] = _with_defaults(conf["encoder_conf"], ENCODER_DEFAULTS[conf["encoder"]],
+                                          f"encoder_conf ({conf['encoder']})")
+    conf["decoder_conf"] = _with_defaults(conf["decoder_conf"], DECODER_DEFAULTS, "decoder_conf")
+    if conf["specaug"] is not None:
+        conf["specaug"] = _with_defaults(conf["specaug"], SPECAUG_DEFAULTS, "specaug")
+    if not 0.0 <= float(conf["ctc_weight"]) <= 1.0:
+        raise AsrdemoError(f"model config: ctc_weight must be in [0, 1], got {conf['ctc_weight']}")
+    if not 0.0 <= float(conf["lsm_weight"]) < 1.0:
+        raise AsrdemoError(f"model config: lsm_weight must be in [0, 1), got {conf['lsm_weight']}")
+    return conf
+
+
+class ASRModel(nn.Module):
+    def __init__(self, vocab_size: int, cmvn: GlobalCMVN, encoder: nn.Module, decoder: TransformerDecoder,
+                 ctc: CTC, specaug: Optional[SpecAugment] = None, ctc_weight: float = 0.3,
+                 lsm_weight: float = 0.1, length_normalized_loss: bool = False):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.blank_id = 0
+        self.sos = vocab_size - 1
+        self.eos = vocab_size - 1
+        self.ignore_id = IGNORE_ID
+        self.ctc_weight = ctc_weight
+        self.cmvn = cmvn
+        self.specaug = specaug
+        self.encoder = encoder
+        self.decoder = decoder
+        self.ctc = ctc
+        self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, lsm_weight, length_normalized_loss)
+
+    @classmethod
+    def from_config(cls, model_conf: Optional[dict], input_dim: int, vocab_size: int, cmvn_stats=None) -> "ASRModel":
+        """Build from the ``model:`` block of a training YAML (see docs/model.md).
+
+        cmvn_stats: Kaldi global stats (2, D+1) or None (no normalisation)."""
+        conf = resolve_model_conf(model_conf)
+        if vocab_size < 3:
+            raise AsrdemoError(f"vocab_size {vocab_size} is too small (needs <blank>, a token, <sos/eos>)")
+        cmvn = GlobalCMVN.identity(input_dim) if cmvn_stats is None else GlobalCMVN.from_kaldi_stats(cmvn_stats, input_dim)
+        try:
+            encoder = ENCODER_CLASSES[conf["encoder"]](input_dim, **conf["encoder_conf"])
+            decoder = TransformerDecoder(vocab_size, encoder.output_size(), **conf["decoder_conf"])
+            specaug = SpecAugment(**conf["specaug"]) if conf["specaug"] is not None else None
+        except ValueError as e:  # a bad value in the config
+            raise AsrdemoError(f"model config: {e}") from e
+        ctc = CTC(vocab_size, encoder.output_size())
+        return cls(vocab_size, cmvn, encoder, decoder, ctc, specaug, float(conf["ctc_weight"]),
+                   float(conf["lsm_weight"]), bool(conf["length_normalized_loss"]))
+
+    @property
+    def subsampling_rate(self) -> int:
+        return self.encoder.subsampling_rate
+
+    @property
+    def min_input_frames(self) -> int:
+        """The shortest input (in feature frames) the encoder can turn into one output frame."""
+        return self.encoder.embed.min_input_frames
+
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,)."""
+        if feats.size(1) < self.min_input_frames:
+            raise AsrdemoError(
+                f"input has {feats.size(1)} frames; the model needs at least {self.min_input_frames} "
+                f"(subsampling x{self.subsampling_rate}), i.e. about {self.min_input_frames * 10} ms of audio"
+            )
+        x = self.cmvn(feats)
+        if self.training and self.specaug is not None:
+            x = self.specaug(x, feat_lens)
+        enc, masks = self.encoder(x, feat_lens)
+        return enc, masks.squeeze(1).sum(dim=1)
+
+    def add_sos_eos(self, ys_pad: torch.Tensor, ys_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """ys (B, L) -> decoder input [<sos>, y...] padded with <eos>, and target [y..., <eos>]
+        padded with -1; both (B, L+1). Only the first ys_lens[b] entries of row b are read."""
+        batch, length = ys_pad.shape
+        valid = torch.arange(length, device=ys_pad.device).unsqueeze(0) < ys_lens.unsqueeze(1)
+        ys_in = torch.full((batch, length + 1), self.eos, dtype=torch.long, device=ys_pad.device)
+        ys_in[:, 0] = self.sos
+        ys_in[:, 1:] = torch.where(valid, ys_pad, ys_in[:, 1:])
+        ys_out = torch.full((batch, length + 1), self.ignore_id, dtype=torch.long, device=ys_pad.device)
+        ys_out[:, :length] = torch.where(valid, ys_pad, ys_out[:, :length])
+        ys_out[torch.arange(batch, device=ys_pad.device), ys_lens] = self.eos
+        return ys_in, ys_out
+
+    def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, ys_pad: torch.Tensor,
+                ys_lens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """-> {"loss", "loss_ctc", "loss_att", "acc"} scalar tensors (see the module docstring)."""
+        enc, enc_lens = self.encode(feats, feat_lens)
+        loss_ctc = self.ctc(enc, enc_lens, ys_pad, ys_lens)
+
+        ys_in, ys_out = self.add_sos_eos(ys_pad, ys_lens)
+        memory_mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
+        logits = self.decoder(enc, memory_mask, ys_in, ys_lens + 1)
+        loss_att = self.criterion_att(logits, ys_out)
+        acc = th_accuracy(logits.detach(), ys_out, self.ignore_id)
+
+        loss = self.ctc_weight * loss_ctc + (1.0 - self.ctc_weight) * loss_att
+        return {"loss": loss, "loss_ctc": loss_ctc.detach(), "loss_att": loss_att.detach(), "acc": acc}

@@ -1,0 +1,144 @@
+"""Multi-head attention.
+
+* ``MultiHeadedAttention``: scaled dot-product attention (Vaswani et al.). Used by the
+  Transformer encoder and by the decoder's self- and source attention.
+* ``RelPositionMultiHeadedAttention``: self-attention with relative positional encoding
+  (Transformer-XL, Dai et al. 2019; the Conformer's MHSA, as ESPnet's ``rel_selfattn``).
+
+Masks are bool, True = may attend: (B, 1, T2) for "which keys are real" or (B, T1, T2).
+
+Two hooks for decoding and for figures:
+* ``project_kv(key, value)`` returns the projected keys/values; ``forward(..., kv=(k, v))``
+  reuses them. The decoder projects the encoder memory once per utterance this way instead of
+  at every output step.
+* set ``store_attn = True`` (or call ``store_attention_weights(model)``) and each module keeps
+  its last attention weights (B, H, T1, T2) in ``self.attn``.
+"""
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, n_head: int, n_feat: int, dropout_rate: float):
+        super().__init__()
+        if n_feat % n_head != 0:
+            raise ValueError(f"attention size {n_feat} is not divisible by {n_head} heads")
+        self.h = n_head
+        self.d_k = n_feat // n_head
+        self.linear_q = nn.Linear(n_feat, n_feat)
+        self.linear_k = nn.Linear(n_feat, n_feat)
+        self.linear_v = nn.Linear(n_feat, n_feat)
+        self.linear_out = nn.Linear(n_feat, n_feat)
+        self.dropout = nn.Dropout(dropout_rate)
+        self.store_attn = False
+        self.attn: Optional[torch.Tensor] = None
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, H*d_k) -> (B, H, T, d_k)."""
+        return x.view(x.size(0), x.size(1), self.h, self.d_k).transpose(1, 2)
+
+    def project_kv(self, key: torch.Tensor, value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, T2, D) key and value -> k, v each (B, H, T2, d_k)."""
+        return self.split_heads(self.linear_k(key)), self.split_heads(self.linear_v(value))
+
+    def attend(self, scores: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """Softmax over keys (masked), weighted sum of values, output projection.
+
+        scores (B, H, T1, T2), v (B, H, T2, d_k), mask (B, 1|T1, T2) -> (B, T1, D).
+        Masked scores get the dtype's lowest value rather than -inf, and the weights are zeroed
+        again after the softmax, so a row with no valid key yields zeros instead of NaN.
+        """
+        if mask is not None:
+            blocked = ~mask.unsqueeze(1)  # (B, 1, 1|T1, T2), broadcast over heads
+            scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
+            attn = torch.softmax(scores, dim=-1).masked_fill(blocked, 0.0)
+        else:
+            attn = torch.softmax(scores, dim=-1)
+        if self.store_attn:
+            self.attn = attn.detach()
+        x = torch.matmul(self.dropout(attn), v)  # (B, H, T1, d_k)
+        x = x.transpose(1, 2).reshape(x.size(0), -1, self.h * self.d_k)
+        return self.linear_out(x)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        pos_emb: Optional[torch.Tensor] = None,
+        kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """query (B, T1, D), key/value (B, T2, D) -> (B, T1, D). ``pos_emb`` is ignored here;
+        ``kv`` = the result of ``project_kv(key, value)`` skips projecting key and value."""
+        q = self.split_heads(self.linear_q(query))
+        k, v = kv if kv is not None else self.project_kv(key, value)
+        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
+        return self.attend(scores, v, mask)
+
+
+def rel_shift(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, 2T-1) scores against distances T-1 ... -(T-1) -> (B, H, T, T) scores[i, j]
+    against distance i - j.
+
+    Distance i - j sits in column (T-1) - i + j, so row i of the result is the window of row i
+    of ``x`` that starts at column T-1-i: one step down is one step left. A strided view does
+    that without copying.
+    """
+    x = x.contiguous()
+    b, h, t, p = x.shape
+    assert p == 2 * t - 1, f"expected 2T-1 = {2 * t - 1} distances, got {p}"
+    s0, s1, s2, s3 = x.stride()
+    return x.as_strided((b, h, t, t), (s0, s1, s2 - s3, s3), x.storage_offset() + (t - 1) * s3)
+
+
+class RelPositionMultiHeadedAttention(MultiHeadedAttention):
+    """score(i, j) = (q_i + u) . k_j  +  (q_i + v) . W_pos p_{i-j}     (Transformer-XL)
+
+    u, v (``pos_bias_u``, ``pos_bias_v``) are learned per head; p_{i-j} is the sinusoid of the
+    distance i - j from ``RelPositionalEncoding``. Only for self-attention (T1 == T2).
+    """
+
+    def __init__(self, n_head: int, n_feat: int, dropout_rate: float):
+        super().__init__(n_head, n_feat, dropout_rate)
+        self.linear_pos = nn.Linear(n_feat, n_feat, bias=False)
+        self.pos_bias_u = nn.Parameter(torch.empty(self.h, self.d_k))
+        self.pos_bias_v = nn.Parameter(torch.empty(self.h, self.d_k))
+        nn.init.xavier_uniform_(self.pos_bias_u)
+        nn.init.xavier_uniform_(self.pos_bias_v)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        pos_emb: Optional[torch.Tensor] = None,
+        kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    ) -> torch.Tensor:
+        """pos_emb (1, 2T-1, D) from ``RelPositionalEncoding``; other arguments as the base class."""
+        if pos_emb is None:
+            raise ValueError("RelPositionMultiHeadedAttention needs pos_emb (use rel_pos encoding)")
+        b, t, _ = query.shape
+        q = self.linear_q(query).view(b, t, self.h, self.d_k)  # (B, T, H, d_k): add biases per head
+        k, v = kv if kv is not None else self.project_kv(key, value)
+        p = self.split_heads(self.linear_pos(pos_emb))  # (1, H, 2T-1, d_k)
+        q_u = (q + self.pos_bias_u).transpose(1, 2)  # (B, H, T, d_k)
+        q_v = (q + self.pos_bias_v).transpose(1, 2)
+        content = torch.matmul(q_u, k.transpose(-2, -1))  # (B, H, T, T)   terms (a) + (c)
+        position = rel_shift(torch.matmul(q_v, p.transpose(-2, -1)))  # (B, H, T, T)  terms (b) + (d)
+        scores = (content + position) / math.sqrt(self.d_k)
+        return self.attend(scores, v, mask)
+
+
+def store_attention_weights(module: nn.Module, flag: bool = True) -> None:
+    """Turn on (or off) keeping ``.attn`` in every attention module below ``module``."""
+    for m in module.modules():
+        if isinstance(m, MultiHeadedAttention):
+            m.store_attn = flag
+            if not flag:
+                m.attn = None

@@ -1,0 +1,61 @@
+"""Sinusoidal positional encodings (Vaswani et al., 2017).
+
+* ``PositionalEncoding`` (abs_pos): adds the sinusoid of each absolute position to the input.
+  Used by the Transformer encoder and by the decoder.
+* ``RelPositionalEncoding`` (rel_pos): leaves the input unchanged (apart from the sqrt(d) scale)
+  and returns the sinusoid of every *relative* distance T-1, T-2, ..., -(T-1) separately, for
+  ``RelPositionMultiHeadedAttention`` (Transformer-XL / Conformer, as ESPnet's ``rel_pos``).
+
+Both return ``(x, pos_emb)`` so that encoder layers can treat them alike; abs_pos gives None.
+The tables are computed on the fly: (2T-1) x D sines are negligible next to one attention layer.
+"""
+
+import math
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+
+def sinusoid_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """positions (P,) float -> (P, d_model): sin on even dims, cos on odd dims."""
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32, device=positions.device) * (-math.log(10000.0) / d_model)
+    )
+    angles = positions.float().unsqueeze(1) * inv_freq.unsqueeze(0)  # (P, d_model/2)
+    table = torch.zeros(positions.numel(), d_model, device=positions.device)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table
+
+
+class PositionalEncoding(nn.Module):
+    """x * sqrt(d) + PE[offset + t], then dropout."""
+
+    def __init__(self, d_model: int, dropout_rate: float):
+        super().__init__()
+        self.d_model = d_model
+        self.xscale = math.sqrt(d_model)
+        self.dropout = nn.Dropout(dropout_rate)
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """x (B, T, D) -> (x with positions added (B, T, D), None)."""
+        positions = torch.arange(offset, offset + x.size(1), device=x.device)
+        pe = sinusoid_table(positions, self.d_model).to(x.dtype)
+        return self.dropout(x * self.xscale + pe.unsqueeze(0)), None
+
+
+class RelPositionalEncoding(nn.Module):
+    """x * sqrt(d) (dropout), and pos_emb (1, 2T-1, D) for distances T-1 ... 0 ... -(T-1)."""
+
+    def __init__(self, d_model: int, dropout_rate: float):
+        super().__init__()
+        self.d_model = d_model
+        self.xscale = math.sqrt(d_model)
+        self.dropout = nn.Dropout(dropout_rate)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        t = x.size(1)
+        distances = torch.arange(t - 1, -t, -1, device=x.device)  # T-1, ..., 0, ..., -(T-1)
+        pos_emb = sinusoid_table(distances, self.d_model).to(x.dtype).unsqueeze(0)
+        return self.dropout(x * self.xscale), self.dropout(pos_emb)

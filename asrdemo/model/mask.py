@@ -1,0 +1,41 @@
+"""Boolean masks used throughout the model.
+
+Convention (the same everywhere in asrdemo.model): a mask is a ``torch.bool`` tensor and
+**True means "this position is real / may be attended to"**, False means padding or the future.
+"""
+
+import torch
+
+
+def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
+    """(B,) lengths -> (B, max_len) bool, True at the *padded* positions.
+
+    >>> make_pad_mask(torch.tensor([3, 1]))
+    tensor([[False, False, False],
+            [False,  True,  True]])
+    """
+    max_len = max(max_len, int(lengths.max().item()) if lengths.numel() else 0)
+    positions = torch.arange(max_len, device=lengths.device)
+    return positions.unsqueeze(0) >= lengths.unsqueeze(1)
+
+
+def make_non_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
+    """(B,) lengths -> (B, max_len) bool, True at the *valid* positions."""
+    return ~make_pad_mask(lengths, max_len)
+
+
+def subsequent_mask(size: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """(size, size) bool lower triangle: row i may look at columns 0..i (no peeking ahead).
+
+    >>> subsequent_mask(3)
+    tensor([[ True, False, False],
+            [ True,  True, False],
+            [ True,  True,  True]])
+    """
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
+def target_mask(ys_in_lens: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Decoder self-attention mask (B, L, L): a valid key position AND not in the future."""
+    keys_valid = make_non_pad_mask(ys_in_lens, max_len).unsqueeze(1)  # (B, 1, L)
+    return keys_valid & subsequent_mask(max_len, ys_in_lens.device).unsqueeze(0)

@@ -1,0 +1,76 @@
+"""Conv2d subsampling: (B, T, 80) fbank -> (B, T', D) with T' ~ T/4, T/6 or T/8.
+
+Two or three 2-D convolutions (no padding, ReLU) over time x frequency, then a linear layer
+from (channels x remaining frequency bins) to D, then the positional encoding
+(ESPnet/WeNet ``Conv2dSubsampling4/6/8``).
+
+Output frame t' looks at input frames ``rate*t' ... rate*t' + right_context``. The mask is
+subsampled so that t' is valid exactly when its last input frame is valid, which makes the
+valid outputs independent of how much padding follows an utterance.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+# rate -> [(kernel, stride) of each conv layer]
+CONV_LAYERS = {
+    4: [(3, 2), (3, 2)],
+    6: [(3, 2), (5, 3)],
+    8: [(3, 2), (3, 2), (3, 2)],
+}
+INPUT_LAYERS = {"conv2d": 4, "conv2d6": 6, "conv2d8": 8}
+
+
+def conv_output_length(length, kernel: int, stride: int):
+    """Frames left after one unpadded convolution (works on ints and tensors)."""
+    return (length - kernel) // stride + 1
+
+
+class Conv2dSubsampling(nn.Module):
+    def __init__(self, idim: int, odim: int, pos_enc: nn.Module, rate: int = 4):
+        super().__init__()
+        if rate not in CONV_LAYERS:
+            raise ValueError(f"subsampling rate must be one of {sorted(CONV_LAYERS)}, got {rate}")
+        self.rate = rate
+        self.layers = CONV_LAYERS[rate]
+        convs, channels, freq = [], 1, idim
+        for kernel, stride in self.layers:
+            convs += [nn.Conv2d(channels, odim, kernel, stride), nn.ReLU()]
+            channels, freq = odim, conv_output_length(freq, kernel, stride)
+        if freq < 1:
+            raise ValueError(f"input_dim {idim} is too small for conv2d subsampling x{rate}")
+        self.conv = nn.Sequential(*convs)
+        self.out = nn.Linear(odim * freq, odim)
+        self.pos_enc = pos_enc
+        # receptive field: output t' covers input frames rate*t' ... rate*t' + right_context
+        self.right_context = 0
+        step = 1
+        for kernel, stride in self.layers:
+            self.right_context += (kernel - 1) * step
+            step *= stride
+
+    @property
+    def min_input_frames(self) -> int:
+        """The shortest input that still gives one output frame."""
+        return self.right_context + 1
+
+    def output_lengths(self, lengths):
+        """Input lengths -> output lengths (ints or tensors), e.g. ((T-1)//2 - 1)//2 for x4."""
+        for kernel, stride in self.layers:
+            lengths = conv_output_length(lengths, kernel, stride)
+        return lengths
+
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+        """x (B, T, idim), x_mask (B, 1, T) -> x (B, T', D), pos_emb, mask (B, 1, T')."""
+        x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        b, c, t, f = x.size()
+        x = self.out(x.transpose(1, 2).reshape(b, t, c * f))
+        x, pos_emb = self.pos_enc(x)
+        # a conv with kernel k, stride s keeps input frames k-1, k-1+s, k-1+2s, ... as "last frames"
+        for kernel, stride in self.layers:
+            x_mask = x_mask[:, :, kernel - 1 :: stride]
+        return x, pos_emb, x_mask

@@ -1,0 +1,338 @@
+"""Tests of asrdemo.model: shapes, masks, padding invariance, incremental decoding, losses,
+CMVN, SpecAugment, and the parameter count of the ESPnet JSUT conformer shape."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from asrdemo.errors import AsrdemoError
+from asrdemo.model.asr_model import ASRModel
+from asrdemo.model.attention import rel_shift, store_attention_weights
+from asrdemo.model.cmvn import GlobalCMVN
+from asrdemo.model.label_smoothing_loss import LabelSmoothingLoss, th_accuracy
+from asrdemo.model.mask import make_non_pad_mask
+from asrdemo.model.specaug import SpecAugment
+
+torch.set_num_threads(1)
+
+VOCAB = 12
+IDIM = 20
+
+
+def tiny_conf(encoder="conformer", input_layer="conv2d", dropout=0.1, specaug=None, **extra):
+    enc = dict(output_size=16, attention_heads=2, linear_units=32, num_blocks=2, input_layer=input_layer,
+               dropout_rate=dropout, positional_dropout_rate=dropout)
+    if encoder == "conformer":
+        enc["cnn_module_kernel"] = 5
+    conf = dict(encoder=encoder, encoder_conf=enc,
+                decoder_conf=dict(attention_heads=2, linear_units=32, num_blocks=2, dropout_rate=dropout,
+                                  positional_dropout_rate=dropout),
+                ctc_weight=0.3, lsm_weight=0.1, specaug=specaug)
+    conf.update(extra)
+    return conf
+
+
+def fake_stats(dim=IDIM, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.normal(3.0, 2.0, size=(500, dim))
+    return np.stack([np.append(frames.sum(0), len(frames)), np.append((frames ** 2).sum(0), 0.0)])
+
+
+def build(conf, seed=0):
+    torch.manual_seed(seed)
+    return ASRModel.from_config(conf, IDIM, VOCAB, cmvn_stats=fake_stats())
+
+
+def random_batch(lens, label_lens, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(len(lens), max(lens), IDIM, generator=g) * 2 + 3
+    ys = torch.full((len(lens), max(label_lens)), -1, dtype=torch.long)
+    for b, n in enumerate(label_lens):
+        ys[b, :n] = torch.randint(1, VOCAB - 1, (n,), generator=g)
+    return feats, torch.tensor(lens), ys, torch.tensor(label_lens)
+
+
+EXPECTED_LEN = {  # output length formulas (WeNet/ESPnet Conv2dSubsampling4/6/8)
+    "conv2d": (4, lambda t: ((t - 1) // 2 - 1) // 2),
+    "conv2d6": (6, lambda t: ((t - 1) // 2 - 2) // 3),
+    "conv2d8": (8, lambda t: (((t - 1) // 2 - 1) // 2 - 1) // 2),
+}
+
+
+@pytest.mark.parametrize("encoder", ["conformer", "transformer"])
+@pytest.mark.parametrize("input_layer", ["conv2d", "conv2d6", "conv2d8"])
+def test_forward_shapes_and_lengths(encoder, input_layer):
+    model = build(tiny_conf(encoder, input_layer))
+    rate, formula = EXPECTED_LEN[input_layer]
+    assert model.subsampling_rate == rate
+    lens = [61, 50, 37, model.min_input_frames]
+    feats, feat_lens, ys, ys_lens = random_batch(lens, [4, 3, 2, 1])
+    model.eval()
+    enc, enc_lens = model.encode(feats, feat_lens)
+    assert enc.shape == (4, formula(61), 16)
+    assert enc_lens.tolist() == [formula(t) for t in lens]
+    assert enc_lens[-1] == 1  # the shortest allowed input gives exactly one frame
+    ctc_logp = model.ctc.log_softmax(enc)
+    assert ctc_logp.shape == (4, formula(61), VOCAB)
+    assert torch.allclose(ctc_logp.exp().sum(-1), torch.ones(4, formula(61)), atol=1e-5)
+    model.train()
+    out = model(feats, feat_lens, ys, ys_lens)
+    assert set(out) == {"loss", "loss_ctc", "loss_att", "acc"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in out.values())
+    assert torch.allclose(out["loss"], 0.3 * out["loss_ctc"] + 0.7 * out["loss_att"])
+    out["loss"].backward()
+
+
+def test_too_short_input_is_a_clear_error():
+    model = build(tiny_conf(input_layer="conv2d8")).eval()
+    feats, lens, _, _ = random_batch([model.min_input_frames - 1], [1])
+    with pytest.raises(AsrdemoError, match="at least 15"):
+        model.encode(feats, lens)
+
+
+@pytest.mark.parametrize("encoder,input_layer", [("conformer", "conv2d"), ("conformer", "conv2d6"),
+                                                 ("transformer", "conv2d8")])
+def test_encoder_padding_invariance(encoder, input_layer):
+    model = build(tiny_conf(encoder, input_layer)).eval()
+    lens = [70, 45, 33]
+    feats, feat_lens, _, _ = random_batch(lens, [1, 1, 1], seed=1)
+    for b, n in enumerate(lens):  # loud garbage in the padding must not leak into valid frames
+        feats[b, n:] = torch.randn(feats.size(1) - n, IDIM) * 100
+    with torch.no_grad():
+        enc, enc_lens = model.encode(feats, feat_lens)
+        for b, n in enumerate(lens):
+            alone, alone_len = model.encode(feats[b:b + 1, :n], feat_lens[b:b + 1])
+            assert alone_len.item() == enc_lens[b].item() == alone.size(1)
+            torch.testing.assert_close(enc[b, :alone_len], alone[0], atol=2e-5, rtol=1e-4)
+
+
+def test_decoder_padding_invariance_and_attention_weights():
+    model = build(tiny_conf()).eval()
+    torch.manual_seed(3)
+    mem_lens, ys_lens = [9, 6, 4], [5, 2, 3]
+    memory = torch.randn(3, 9, 16)
+    memory_mask = make_non_pad_mask(torch.tensor(mem_lens)).unsqueeze(1)
+    ys_in = torch.randint(0, VOCAB, (3, 5))
+    store_attention_weights(model)
+    with torch.no_grad():
+        logits = model.decoder(memory, memory_mask, ys_in, torch.tensor(ys_lens))
+        attn = model.decoder.decoders[0].src_attn.attn
+        assert logits.shape == (3, 5, VOCAB)
+        assert attn.shape == (3, 2, 5, 9)  # (B, heads, L, T)
+        for b, (t, n) in enumerate(zip(mem_lens, ys_lens)):
+            torch.testing.assert_close(attn[b, :, :n, :t].sum(-1), torch.ones(2, n))
+            assert (attn[b, :, :, t:] == 0).all()  # padded memory frames get no weight
+            alone = model.decoder(memory[b:b + 1, :t], memory_mask[b:b + 1, :, :t], ys_in[b:b + 1, :n],
+                                  torch.tensor([n]))
+            torch.testing.assert_close(logits[b, :n], alone[0], atol=2e-5, rtol=1e-4)
+    store_attention_weights(model, False)
+    assert model.decoder.decoders[0].src_attn.attn is None
+
+
+def test_forward_one_step_matches_teacher_forcing():
+    model = build(tiny_conf()).eval()
+    torch.manual_seed(4)
+    n, length = 3, 6
+    memory = torch.randn(n, 7, 16)
+    memory_mask = make_non_pad_mask(torch.tensor([7, 5, 3])).unsqueeze(1)
+    ys = torch.randint(1, VOCAB - 1, (n, length))
+    ys[:, 0] = model.sos
+    with torch.no_grad():
+        full = torch.log_softmax(model.decoder(memory, memory_mask, ys, torch.full((n,), length)), dim=-1)
+        memory_kv = model.decoder.precompute_memory_kv(memory)
+        cache = cache_kv = None
+        for step in range(1, length + 1):
+            logp, cache = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], cache)
+            logp_kv, cache_kv = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], cache_kv,
+                                                               memory_kv=memory_kv)
+            no_cache, _ = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], None)
+            assert logp.shape == (n, VOCAB)
+            assert len(cache) == 2 and all(c.shape == (n, step, 16) for c in cache)
+            torch.testing.assert_close(logp, full[:, step - 1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(logp_kv, full[:, step - 1], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(no_cache, full[:, step - 1], atol=1e-5, rtol=1e-4)
+
+
+def test_tiny_batch_overfits():
+    model = build(tiny_conf(encoder="conformer", dropout=0.0))
+    feats, feat_lens, ys, ys_lens = random_batch([60, 48], [5, 3], seed=5)
+    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        out = model(feats, feat_lens, ys, ys_lens)
+        assert torch.isfinite(out["loss"])
+        optim.zero_grad()
+        out["loss"].backward()
+        optim.step()
+        losses.append(out["loss"].item())
+    assert losses[-1] < 0.5 * losses[0], losses
+    model.eval()
+    assert model(feats, feat_lens, ys, ys_lens)["acc"] > 0.5
+
+
+def test_label_smoothing_loss_by_hand():
+    logits = torch.tensor([[[1.0, 2.0, 0.5, -1.0], [0.0, 0.0, 3.0, 1.0], [9.0, 0.0, 0.0, 0.0]]])
+    target = torch.tensor([[1, 3, -1]])
+    eps, v = 0.1, 4
+    expected = 0.0
+    for row, y in zip(logits[0, :2].tolist(), [1, 3]):
+        logz = math.log(sum(math.exp(z) for z in row))
+        for k, z in enumerate(row):
+            p = 1 - eps if k == y else eps / (v - 1)
+            expected += p * (math.log(p) - (z - logz))  # KL(target || model)
+    per_utt = LabelSmoothingLoss(v, -1, eps)(logits, target)
+    per_token = LabelSmoothingLoss(v, -1, eps, normalize_length=True)(logits, target)
+    assert per_utt.item() == pytest.approx(expected, rel=1e-5)  # batch of 1: sum / 1
+    assert per_token.item() == pytest.approx(expected / 2, rel=1e-5)
+    # two copies of the utterance: per-utterance normalisation keeps the value
+    assert LabelSmoothingLoss(v, -1, eps)(logits.repeat(2, 1, 1), target.repeat(2, 1)).item() == pytest.approx(expected, rel=1e-5)
+    # accuracy: position 0 right (argmax 1), position 1 wrong (argmax 2), padding ignored
+    assert th_accuracy(logits, target).item() == pytest.approx(0.5)
+
+
+def test_global_cmvn_from_kaldi_stats():
+    from asrdemo.data.cmvn import accumulate
+
+    rng = np.random.default_rng(1)
+    frames = [rng.normal(rng.uniform(-5, 5, IDIM), rng.uniform(0.5, 3, IDIM), size=(n, IDIM)) for n in (40, 70)]
+    stats = None
+    for utt in frames:  # the feature stage's accumulation, in Kaldi's (2, D+1) layout
+        stats = accumulate(stats, utt)
+    cmvn = GlobalCMVN.from_kaldi_stats(stats, IDIM)
+    all_frames = np.concatenate(frames)
+    x = torch.randn(2, 5, IDIM) * 3 + 1
+    expected = (x.numpy() - all_frames.mean(0)) / all_frames.std(0)
+    np.testing.assert_allclose(cmvn(x).numpy(), expected, rtol=1e-4, atol=1e-4)
+    torch.manual_seed(0)
+    model = ASRModel.from_config(tiny_conf(), IDIM, VOCAB, cmvn_stats=stats)
+    state = model.state_dict()  # checkpoints carry the statistics
+    assert torch.equal(state["cmvn.mean"], cmvn.mean) and torch.equal(state["cmvn.istd"], cmvn.istd)
+    torch.testing.assert_close(model.cmvn(x), cmvn(x))
+    identity = ASRModel.from_config(tiny_conf(), IDIM, VOCAB).cmvn
+    assert torch.equal(identity(x), x)
+    with pytest.raises(AsrdemoError, match="80-dim"):
+        ASRModel.from_config(tiny_conf(), IDIM, VOCAB, cmvn_stats=fake_stats(dim=80))
+    with pytest.raises(AsrdemoError, match="no frames"):
+        GlobalCMVN.from_kaldi_stats(np.zeros((2, IDIM + 1)))
+
+
+def test_specaug_train_only_respects_lengths_and_is_reproducible():
+    aug = SpecAugment(num_freq_mask=0, num_time_mask=2, time_mask_width_ratio=0.2)
+    lens = torch.tensor([100, 60, 30])
+    feats = torch.rand(3, 100, IDIM) + 1.0  # never 0, so zeros are masks
+    aug.eval()
+    assert aug(feats, lens) is feats
+    aug.train()
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    masked_total = 0
+    for _ in range(20):
+        out = aug(feats, lens)
+        for b, n in enumerate(lens.tolist()):
+            assert torch.equal(out[b, n:], feats[b, n:])  # padding untouched
+            zero_frames = (out[b, :n] == 0).all(dim=1)
+            assert (out[b, :n][~zero_frames] == feats[b, :n][~zero_frames]).all()
+            assert zero_frames.sum() <= 2 * int(0.2 * n)
+            masked_total += int(zero_frames.sum())
+    assert masked_total > 0
+    torch.set_rng_state(state)
+    first = aug(feats, lens)
+    torch.set_rng_state(state)
+    assert torch.equal(aug(feats, lens), first)  # same RNG state -> same masks
+
+    freq = SpecAugment(num_freq_mask=2, freq_mask_width=5, num_time_mask=0).train()
+    out = freq(feats, lens)
+    zero_bins = (out == 0).all(dim=1)  # (B, D): a bin masked over every frame
+    assert ((out == 0) == zero_bins.unsqueeze(1)).all()  # frequency masks span whole utterances
+    assert (zero_bins.sum(1) <= 10).all()
+
+    warp = SpecAugment(num_freq_mask=0, num_time_mask=0, time_warp=5).train()
+    ramp = torch.arange(100.0).view(1, 100, 1).repeat(3, 1, IDIM)
+    out = warp(ramp, lens)
+    assert out.shape == ramp.shape and not torch.equal(out, ramp)
+    for b, n in enumerate(lens.tolist()):
+        assert torch.equal(out[b, n:], ramp[b, n:])
+
+
+def test_model_uses_specaug_only_in_training():
+    specaug = dict(num_freq_mask=2, freq_mask_width=4, num_time_mask=2, time_mask_width_ratio=0.1)
+    model = build(tiny_conf("transformer", dropout=0.0, specaug=specaug))
+    feats, lens, _, _ = random_batch([50, 40], [1, 1])
+    with torch.no_grad():
+        model.eval()
+        a, _ = model.encode(feats, lens)
+        b, _ = model.encode(feats, lens)
+        model.train()
+        c, _ = model.encode(feats, lens)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_rel_shift_matches_definition():
+    t = 5
+    x = torch.randn(2, 3, t, 2 * t - 1)
+    out = rel_shift(x)
+    for i in range(t):
+        for j in range(t):
+            # column k of x holds distance T-1-k; out[i, j] must hold distance i - j
+            assert torch.equal(out[:, :, i, j], x[:, :, i, t - 1 - (i - j)])
+
+
+def test_rel_pos_attention_depends_only_on_distances():
+    """Masked frames *before* an utterance shift every absolute position; relative attention
+    must not notice (absolute attention would)."""
+    from asrdemo.model.attention import RelPositionMultiHeadedAttention
+    from asrdemo.model.embedding import RelPositionalEncoding
+
+    torch.manual_seed(6)
+    attn = RelPositionMultiHeadedAttention(2, 16, 0.0).eval()
+    pos_enc = RelPositionalEncoding(16, 0.0)
+    x = torch.randn(1, 6, 16)
+    shifted = torch.cat([torch.randn(1, 3, 16) * 50, x], dim=1)
+    mask = torch.tensor([[[False] * 3 + [True] * 6]])
+    with torch.no_grad():
+        _, pos = pos_enc(x)
+        _, pos_shifted = pos_enc(shifted)
+        alone = attn(x, x, x, torch.ones(1, 1, 6, dtype=torch.bool), pos)
+        after = attn(shifted, shifted, shifted, mask, pos_shifted)
+    torch.testing.assert_close(after[:, 3:], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(AsrdemoError, match="num_blokcs"):
+        ASRModel.from_config({"encoder_conf": {"num_blokcs": 2}}, IDIM, VOCAB)
+    with pytest.raises(AsrdemoError, match="abs_pos"):
+        ASRModel.from_config({"encoder": "transformer", "encoder_conf": {"pos_enc_layer_type": "rel_pos"}}, IDIM, VOCAB)
+    with pytest.raises(AsrdemoError, match="input_layer"):
+        ASRModel.from_config({"encoder_conf": {"input_layer": "conv2d5"}}, IDIM, VOCAB)
+    with pytest.raises(AsrdemoError, match="ctc_weight"):
+        ASRModel.from_config({"ctc_weight": 1.5}, IDIM, VOCAB)
+
+
+def espnet_conformer_param_count(idim=80, d=256, ff=2048, blocks=12, kernel=15, dec_blocks=6, dec_ff=2048, vocab=3000):
+    """ESPnet2 ConformerEncoder(rel_pos, macaron, cnn) + TransformerDecoder + CTC, counted by hand."""
+    lin = lambda i, o: i * o + o  # noqa: E731
+    freq = ((idim - 1) // 2 - 1) // 2
+    subsampling = (9 * d + d) + (9 * d * d + d) + lin(d * freq, d)
+    ffn = lin(d, ff) + lin(ff, d)
+    mhsa = 4 * lin(d, d)
+    rel_mhsa = mhsa + d * d + 2 * d  # linear_pos (no bias), pos_bias_u, pos_bias_v
+    conv = lin(d, 2 * d) + (kernel * d + d) + 2 * d + lin(d, d)  # pw1, depthwise, BatchNorm, pw2
+    enc_block = 2 * ffn + rel_mhsa + conv + 5 * 2 * d  # 5 LayerNorms
+    encoder = subsampling + blocks * enc_block + 2 * d
+    dec_block = 2 * mhsa + lin(d, dec_ff) + lin(dec_ff, d) + 3 * 2 * d
+    decoder = vocab * d + dec_blocks * dec_block + 2 * d + lin(d, vocab)
+    return encoder + decoder + lin(d, vocab)
+
+
+def test_parameter_count_of_espnet_jsut_conformer():
+    conf = {"encoder": "conformer",
+            "encoder_conf": dict(output_size=256, attention_heads=4, linear_units=2048, num_blocks=12,
+                                 input_layer="conv2d", cnn_module_kernel=15, pos_enc_layer_type="rel_pos"),
+            "decoder_conf": dict(attention_heads=4, linear_units=2048, num_blocks=6)}
+    with torch.device("meta"):  # shapes only, no memory or init time
+        model = ASRModel.from_config(conf, 80, 3000)
+    ours = sum(p.numel() for p in model.parameters())
+    assert ours == espnet_conformer_param_count() == 45_247_856
+    assert abs(ours / 1e6 - 45.25) < 0.01  # ESPnet reports 45.25 M
