@@ -4,6 +4,7 @@ The archive is a small JSUT-layout zip built by tests/jsut_fixture.py (all nine 
 """
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -333,6 +334,20 @@ def test_silent_server_times_out(tmp_path):
         assert time.monotonic() - t0 < 5
     finally:
         listener.close()
+
+
+def test_rerun_after_done_marker_was_removed(tmp_path, archive):
+    """`./run.sh --stage 0` deletes .done first: the unpacked corpus is re-checked, not re-downloaded."""
+    out = tmp_path / "dl"
+    dl.fetch_jsut(out, zip_path=archive["zip"], skip_checksum=True)
+    (out / "jsut_ver1.1" / ".done").unlink()
+    assert dl.fetch_jsut(out, url="http://127.0.0.1:9/unused.zip") == out / "jsut_ver1.1"
+    assert_corpus(out)
+    with pytest.raises(AsrdemoError, match="remove"):  # a corpus from other bytes than the pinned ones
+        info = json.loads((out / "jsut_ver1.1" / ".done").read_text())
+        info["sha256"] = archive["sha256"]
+        (out / "jsut_ver1.1" / ".done").write_text(json.dumps(info))
+        dl.fetch_jsut(out, sha256="1" * 64)
 
 
 def test_bad_sha256_argument(tmp_path, archive):

@@ -173,6 +173,9 @@ def test_structural_problems(tmp_path, corpus):
         check_layout(root)
     with pytest.raises(AsrdemoError, match="does not look like JSUT"):
         check_layout(tmp_path)
+    (root / "countersuffix26" / "transcript_utf8.txt").write_text("\n", encoding="utf-8")
+    with pytest.raises(AsrdemoError, match="transcript_utf8.txt: no utterances"):
+        check_layout(root)
 
 
 def test_split_too_large_for_the_corpus(tmp_path, corpus):

@@ -185,7 +185,8 @@ def _fetch_once(url, part: Path, meta_path: Path, meta: dict, timeout) -> bool:
             if meta.get("total") is not None and total is not None and total != meta["total"]:
                 logger.warning("remote file size changed (%d -> %d bytes); starting over", meta["total"], total)
                 part.unlink()
-                meta.clear()
+                meta.pop("validator", None)
+                meta.pop("total", None)
                 return False
             mode = "ab"
         elif status == 200:
