@@ -21,8 +21,6 @@ from flask import Blueprint, Flask, Request, Response, current_app, jsonify, ren
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from asrdemo import score
-from asrdemo.data.fbank import Fbank
-from asrdemo.data.tokens import TokenList
 from asrdemo.server import exp_info
 from asrdemo.server.audio_input import BadAudio, decode_audio
 from asrdemo.server.settings import SAMPLE_REFERENCE, DemoSettings
@@ -48,7 +46,6 @@ class Demo:
     def __init__(self, settings: DemoSettings):
         self.settings = settings
         self.recognizer = None
-        self.fbank = None
         self.problem = None  # a message for the user while no model is loaded
         self.info = {}
         exp_dir = settings.exp_dir
@@ -70,8 +67,7 @@ class Demo:
         self.recognizer = Recognizer.from_exp_dir(exp_dir, device="cpu",
                                                   num_threads=self.settings.torch_threads or None)
         config = exp_info.read_config(exp_dir)
-        self.fbank = Fbank(config.get("frontend"))
-        tokens = TokenList.load(exp_dir / config.get("token_list", "tokens.txt")).tokens
+        tokens = self.recognizer.token_list.tokens
         model = self.recognizer.model
         self.info = {
             "model_loaded": True,
@@ -82,7 +78,7 @@ class Demo:
             "vocab_size": len(tokens),
             "tokens": tokens,
             "sample_rate": int(self.recognizer.sample_rate),
-            "frontend": self.fbank.conf,
+            "frontend": self.recognizer.fbank.conf,
             "test_cer": exp_info.read_test_cer(exp_dir),
             "curves": exp_info.curve_images(exp_dir),
             "config": config,
@@ -194,7 +190,9 @@ def recognize():
     rec = demo.recognizer
     audio = decode_audio(data, rec.sample_rate, demo.settings.max_seconds)
     t0 = time.perf_counter()
-    hyp = rec.recognize(audio.wave, audio.sample_rate)
+    # rec.recognize() in its two halves, so that the spectrogram shows these very features
+    feats = rec.features(audio.wave, audio.sample_rate)
+    hyp = rec.decode_features([feats])[0][0]
     recognize_s = time.perf_counter() - t0
     body = {
         "text": hyp.text,
@@ -210,9 +208,8 @@ def recognize():
         body["reference"] = reference
         body["cer"] = _cer(reference, hyp.text)
     if request.args.get("spectrogram", "1") not in ("0", "false", "no"):
-        feats = demo.fbank(audio.wave)
         if len(feats):
-            body["spectrogram"] = png_data_uri(spectrogram_png(feats, demo.fbank.frame_shift_s))
+            body["spectrogram"] = png_data_uri(spectrogram_png(feats, rec.fbank.frame_shift_s))
     body["total_s"] = round(time.perf_counter() - started, 4)
     return jsonify(body)
 

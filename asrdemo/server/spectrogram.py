@@ -1,7 +1,8 @@
 """The input's log-mel spectrogram as a PNG, drawn from the project's own fbank features.
 
-The features are `asrdemo.data.fbank.Fbank` of the (resampled) input — the same 80-dim log-mel the
-model sees before CMVN — so the picture shows what the model hears, not a second frontend.
+The features are the recognizer's own (`Recognizer.features`: `asrdemo.data.fbank.Fbank` of the
+resampled input), the 80-dim log-mel the model sees before CMVN: the picture shows what the model
+hears, from the very matrix it decoded, not from a second frontend.
 Drawn with matplotlib's object API on the Agg canvas (no pyplot state), so request threads can
 draw at once.
 """
