@@ -16,6 +16,7 @@ COMMANDS = {
     "make_mini_jsut": ("asrdemo.data.mini_jsut", "synthesize the offline mini corpus in JSUT's layout"),
     "download": ("asrdemo.data.download", "download / verify / unpack JSUT (resumable)"),
     "prepare": ("asrdemo.data.jsut", "JSUT layout -> Kaldi data dirs (train/dev/test)"),
+    "augment": ("asrdemo.data.augment", "speed perturbation and noisy copies of a data dir"),
     "fbank": ("asrdemo.data.features", "80-dim fbank of a data dir into ark/scp (+ global CMVN)"),
     "tokens": ("asrdemo.data.tokens", "token list (char or sentencepiece) from training text"),
     "train": ("asrdemo.train.trainer", "train a joint CTC/attention model from a YAML config"),
