@@ -26,6 +26,7 @@ COMMANDS = {
     "score": ("asrdemo.score", "CER with per-utterance alignment (result.txt, cer.txt)"),
     "package": ("asrdemo.package", "copy what the demo needs into one folder"),
     "serve": ("asrdemo.server.serve", "run the web demo (development server)"),
+    "explain": ("asrdemo.explain", "follow one utterance through the model: figures + trace.json"),
 }
 
 
