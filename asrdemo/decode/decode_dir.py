@@ -1,0 +1,263 @@
+"""Stage 5: decode a Kaldi data dir, or a folder of audio files, with an exp dir; score if references exist.
+
+    asrdemo decode --exp_dir exp/train --input data/test --out_dir exp/train/decode_test --nj 2
+    asrdemo decode --exp_dir exp_train_large --input ~/my_recordings --out_dir /tmp/mine
+
+INPUT is a data dir (has `wav.scp`, whose entries are audio paths; `text` gives references), a
+folder of .wav/.flac/.ogg files (any rate, mono or multi-channel; utterance id = file name without
+extension), or a `wav.scp`-style list file. Output in OUT_DIR: `hyp.txt` (`utt text`, C-sorted) and,
+with references, `ref.txt`, `ref.trn`, `hyp.trn`, `result.txt`, `cer.txt` (asrdemo.score).
+
+The work is done in steps, which decode.sh runs one by one (each job through its --cmd):
+  --step split   list INPUT into OUT_DIR/split<N>/wav.<i>.scp, i = 1..N
+  --step job     --job i: decode list i into OUT_DIR/split<N>/hyp.<i>.txt
+  --step merge   check every job's output, write hyp.txt (+ ref.txt and scores)
+  --step all     (default) split, run the N jobs as local processes, merge
+A finished OUT_DIR (`.done` with the same settings) is skipped by every step.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from asrdemo.data.datadir import c_sorted, read_kv
+from asrdemo.decode.decode_config import DecodeConfig
+from asrdemo.errors import AsrdemoError
+from asrdemo.utils.io import atomic_write_lines, clear_done, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+# ------------------------------------------------------------------------------------- input
+def list_input(input_path):
+    """-> (C-sorted [(utt_id, absolute audio path)], {utt_id: reference text} or None)."""
+    src = Path(input_path)
+    refs = None
+    if src.is_dir() and (src / "wav.scp").is_file():
+        wavs = read_kv(src / "wav.scp")
+        if (src / "text").is_file():
+            refs = read_kv(src / "text", allow_empty_value=True)
+        where = src / "wav.scp"
+    elif src.is_dir():
+        wavs = {}
+        for p in sorted(src.iterdir()):
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES:
+                utt = "_".join(p.stem.split())  # an utterance id cannot hold whitespace
+                if utt in wavs:
+                    raise AsrdemoError(f"{src}: two audio files give the utterance id {utt!r} "
+                                       f"({Path(wavs[utt]).name}, {p.name}); rename one")
+                wavs[utt] = str(p)
+        if not wavs:
+            raise AsrdemoError(f"{src}: no wav.scp (not a data dir) and no {'/'.join(AUDIO_SUFFIXES)} files")
+        where = src
+    elif src.is_file():
+        wavs, where = read_kv(src), src
+    else:
+        raise AsrdemoError(f"input {src} does not exist (give a data dir, a folder of audio files, or a wav.scp)")
+    utts = []
+    for utt, path in wavs.items():
+        if path.rstrip().endswith("|"):
+            raise AsrdemoError(f"{where}: {utt}: command pipes are not supported in wav.scp; give an audio file path")
+        utts.append((utt, os.path.abspath(path)))
+    if refs is not None:
+        missing = [u for u, _ in utts if u not in refs]
+        if missing:
+            raise AsrdemoError(f"{src / 'text'}: no reference for {len(missing)} utterance(s), e.g. {missing[:3]}")
+    return c_sorted(utts, key=lambda x: x[0]), refs
+
+
+def split_lists(utts, nj):
+    """Contiguous chunks of the sorted list, sizes differing by at most one (some may be empty)."""
+    base, extra = divmod(len(utts), nj)
+    out, start = [], 0
+    for i in range(nj):
+        size = base + (i < extra)
+        out.append(utts[start : start + size])
+        start += size
+    return out
+
+
+# --------------------------------------------------------------------------------- settings
+def _split_dir(args) -> Path:
+    return Path(args.out_dir) / f"split{args.nj}"
+
+
+def _settings(args) -> dict:
+    """What the result depends on; a finished OUT_DIR with other settings is decoded again."""
+    conf = DecodeConfig.load(args.decode_config)
+    if args.mode:
+        conf = dataclasses.replace(conf, mode=args.mode)  # (validated like the file's)
+    return {
+        "exp_dir": os.path.abspath(args.exp_dir),
+        "model_file": os.path.abspath(args.model_file) if args.model_file else None,
+        "input": os.path.abspath(args.input),
+        "decode_conf": dataclasses.asdict(conf),
+    }
+
+
+def _done_with(out_dir: Path, settings: dict) -> bool:
+    if not is_done(out_dir, ("hyp.txt",)):
+        return False
+    try:
+        info = json.loads((out_dir / ".done").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return {k: info.get(k) for k in settings} == settings
+
+
+# ------------------------------------------------------------------------------------ steps
+def step_split(args, settings):
+    utts, _ = list_input(args.input)
+    out = Path(args.out_dir)
+    clear_done(out)
+    split = _split_dir(args)
+    split.mkdir(parents=True, exist_ok=True)
+    for stale in split.glob("hyp.*.txt"):
+        stale.unlink()
+    for i, chunk in enumerate(split_lists(utts, args.nj), 1):
+        atomic_write_lines(split / f"wav.{i}.scp", (f"{u} {p}" for u, p in chunk))
+    log.info("%d utterances from %s in %d job list(s) under %s", len(utts), args.input, args.nj, split)
+
+
+def step_job(args, settings):
+    from asrdemo.data.audio import load_audio
+    from asrdemo.decode.recognizer import Recognizer
+
+    split = _split_dir(args)
+    scp = split / f"wav.{args.job}.scp"
+    if not scp.is_file():
+        raise AsrdemoError(f"missing {scp}: run `--step split` with --nj {args.nj} first")
+    utts = list(read_kv(scp).items()) if scp.stat().st_size else []
+    rec = Recognizer.from_exp_dir(args.exp_dir, args.model_file, args.device, settings["decode_conf"],
+                                  args.num_threads)
+    lines, audio_s, start = [], 0.0, time.perf_counter()
+    with tqdm(total=len(utts), desc=f"decode job {args.job}/{args.nj}", unit="utt", disable=None) as bar:
+        for b in range(0, len(utts), args.batch_size):
+            batch = utts[b : b + args.batch_size]
+            feats = []
+            for utt, path in batch:
+                try:
+                    wave, _ = load_audio(path, rec.sample_rate)
+                except AsrdemoError as e:
+                    raise AsrdemoError(f"utterance {utt}: {e}") from None
+                audio_s += len(wave) / rec.sample_rate
+                feats.append(rec.fbank(wave))
+            for (utt, _), nbest in zip(batch, rec.decode_features(feats)):
+                lines.append(f"{utt} {nbest[0].text}".rstrip())
+            bar.update(len(batch))
+    elapsed = time.perf_counter() - start
+    atomic_write_lines(split / f"hyp.{args.job}.txt", lines)
+    log.info("job %d/%d: %d utterances, %.1f s of audio in %.1f s (RTF %.3f, mode %s)", args.job, args.nj,
+             len(utts), audio_s, elapsed, elapsed / max(audio_s, 1e-9), rec.decode_conf.mode)
+
+
+def step_merge(args, settings):
+    from asrdemo.score import score_files
+
+    utts, refs = list_input(args.input)
+    split = _split_dir(args)
+    hyps = {}
+    for i in range(1, args.nj + 1):
+        scp, hyp = split / f"wav.{i}.scp", split / f"hyp.{i}.txt"
+        if not hyp.is_file():
+            raise AsrdemoError(f"job {i}/{args.nj} left no {hyp}; see {Path(args.out_dir) / 'log' / f'decode.{i}.log'}")
+        expected = set(read_kv(scp)) if scp.stat().st_size else set()
+        got = read_kv(hyp, allow_empty_value=True) if hyp.stat().st_size else {}
+        if set(got) != expected:
+            raise AsrdemoError(f"{hyp} does not cover the utterances of {scp}")
+        hyps.update(got)
+    if set(hyps) != {u for u, _ in utts}:
+        raise AsrdemoError(f"the job lists under {split} do not match {args.input}; run the split step again")
+    out = Path(args.out_dir)
+    atomic_write_lines(out / "hyp.txt", (f"{u} {hyps[u]}".rstrip() for u, _ in utts))
+    summary = None
+    if refs is not None:
+        atomic_write_lines(out / "ref.txt", (f"{u} {refs[u]}".rstrip() for u, _ in utts))
+        totals = score_files(out / "ref.txt", out / "hyp.txt", out)
+        summary = totals.summary()
+        log.info("%s: %s", out / "cer.txt", summary)
+    mark_done(out, **settings, num_utterances=len(utts), cer=summary)
+    log.info("wrote %s (%d utterances)", out / "hyp.txt", len(utts))
+
+
+def run_jobs_locally(args):
+    """Each job in its own process (`python -m asrdemo decode --step job`), logs under OUT_DIR/log/."""
+    log_dir = Path(args.out_dir) / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for i in range(1, args.nj + 1):
+        cmd = [sys.executable, "-m", "asrdemo", "decode", *_common_argv(args), "--step", "job", "--job", str(i)]
+        log_path = log_dir / f"decode.{i}.log"
+        with open(log_path, "w", encoding="utf-8") as f:
+            procs.append((i, log_path, subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT)))
+    failed = [(i, p) for i, p, proc in procs if proc.wait() != 0]
+    if failed:
+        i, p = failed[0]
+        tail = p.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise AsrdemoError(f"{len(failed)} of {args.nj} decoding job(s) failed; job {i} ({p}): " + " | ".join(tail))
+
+
+def _common_argv(args):
+    argv = ["--exp_dir", args.exp_dir, "--input", args.input, "--out_dir", args.out_dir, "--nj", str(args.nj),
+            "--batch_size", str(args.batch_size), "--num_threads", str(args.num_threads), "--device", args.device]
+    for name in ("mode", "decode_config", "model_file"):
+        if getattr(args, name):
+            argv += [f"--{name}", str(getattr(args, name))]
+    return argv
+
+
+# -------------------------------------------------------------------------------------- CLI
+def add_arguments(p):
+    p.add_argument("--exp_dir", required=True, help="exp dir (config.yaml, tokens.txt, cmvn.ark, model)")
+    p.add_argument("--input", required=True, help="data dir, folder of audio files, or wav.scp")
+    p.add_argument("--out_dir", required=True, help="where hyp.txt (and the scores) go")
+    p.add_argument("--nj", type=int, default=1, help="parallel jobs (default 1)")
+    p.add_argument("--mode", default=None, help="search mode; overrides the decode config's "
+                   "(ctc_greedy, ctc_prefix_beam, attention, joint, attention_rescoring)")
+    p.add_argument("--decode_config", default=None,
+                   help="YAML with the search settings (e.g. conf/decode.yaml); default: the exp dir's "
+                        "decode.yaml if present, else built-in defaults")
+    p.add_argument("--model_file", default=None, help="default: EXP_DIR/valid.acc.ave.pth, else the newest checkpoint")
+    p.add_argument("--batch_size", type=int, default=1, help="utterances per batch within a job (default 1)")
+    p.add_argument("--num_threads", type=int, default=1, help="torch threads per job (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--step", default="all", choices=["all", "split", "job", "merge"],
+                   help="all (default), or one step as decode.sh runs them")
+    p.add_argument("--job", type=int, default=None, help="with --step job: which list, 1..NJ")
+
+
+def main(args):
+    if args.nj < 1 or args.batch_size < 1 or args.num_threads < 1:
+        raise AsrdemoError("--nj, --batch_size and --num_threads must be >= 1")
+    if args.decode_config is None and (Path(args.exp_dir) / "decode.yaml").is_file():
+        args.decode_config = str(Path(args.exp_dir) / "decode.yaml")
+    settings = _settings(args)
+    out = Path(args.out_dir)
+    if _done_with(out, settings):
+        if args.step in ("all", "merge"):
+            log.info("skipped: %s is complete (same exp dir, input and settings)", out / "hyp.txt")
+        return
+    if args.step == "job":
+        if args.job is None or not 1 <= args.job <= args.nj:
+            raise AsrdemoError(f"--step job needs --job in 1..{args.nj}")
+        return step_job(args, settings)
+    if args.step == "split":
+        return step_split(args, settings)
+    if args.step == "merge":
+        return step_merge(args, settings)
+    step_split(args, settings)
+    if args.nj == 1:
+        args.job = 1
+        step_job(args, settings)
+    else:
+        run_jobs_locally(args)
+    step_merge(args, settings)

@@ -1,0 +1,216 @@
+"""The one inference object: waveform at any rate -> text. Used by `asrdemo decode`, decode.sh
+and the demo server alike.
+
+    rec = Recognizer.from_exp_dir("exp/train", decode_conf="conf/decode.yaml")
+    rec.recognize(wave, sample_rate).text         # any rate, mono (N,) or (N, C)
+    rec.recognize_file("a.flac").text
+
+Inside: `asrdemo.data.audio.resample` -> `asrdemo.data.fbank.Fbank` (the training frontend, from
+the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches below.
+
+| mode                  | what                                                                  |
+|-----------------------|-----------------------------------------------------------------------|
+| `ctc_greedy`          | best label per frame, repeats collapsed, blanks dropped               |
+| `ctc_prefix_beam`     | CTC prefix beam search (WeNet)                                        |
+| `attention`           | attention-decoder beam search                                         |
+| `joint`               | joint CTC/attention beam search (ESPnet), `ctc_weight`                |
+| `attention_rescoring` | CTC prefix beam n-best rescored by the decoder in one pass (WeNet)    |
+"""
+
+import logging
+import re
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import yaml
+
+from asrdemo.data.audio import load_audio, resample
+from asrdemo.data.fbank import Fbank
+from asrdemo.data.tokens import TokenList
+from asrdemo.decode.attention_rescoring import attention_rescoring
+from asrdemo.decode.beam_search import joint_beam_search
+from asrdemo.decode.ctc_greedy import ctc_greedy_search
+from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search_batch
+from asrdemo.decode.decode_config import MODES, DecodeConfig
+from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
+from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
+from asrdemo.errors import AsrdemoError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_FILE = "valid.acc.ave.pth"
+
+
+def _find_model_file(exp_dir: Path) -> Path:
+    """valid.acc.ave.pth, else the newest checkpoints/epoch_N.pt."""
+    default = exp_dir / DEFAULT_MODEL_FILE
+    if default.exists():
+        return default
+    epochs = []
+    for p in (exp_dir / "checkpoints").glob("epoch_*.pt"):
+        m = re.fullmatch(r"epoch_(\d+)\.pt", p.name)
+        if m:
+            epochs.append((int(m.group(1)), p))
+    if not epochs:
+        raise AsrdemoError(f"{exp_dir}: no model: neither {DEFAULT_MODEL_FILE} nor checkpoints/epoch_*.pt "
+                           "(train first, or pass a model file)")
+    return max(epochs)[1]
+
+
+def _load_state_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise AsrdemoError(f"model file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a training checkpoint also holds RNG states and the like
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise AsrdemoError(f"cannot read model file {path}: {e}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # a training checkpoint: {"model": state_dict, "optimizer": ...}
+    if not isinstance(obj, dict):
+        raise AsrdemoError(f"{path}: not a state_dict or a checkpoint with a 'model' entry")
+    return obj
+
+
+def _to_float_wave(wave) -> np.ndarray:
+    """int PCM (e.g. int16 from a browser) -> float in [-1, 1); float stays as it is."""
+    wave = np.asarray(wave)
+    if np.issubdtype(wave.dtype, np.integer):
+        return wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
+    return wave.astype(np.float32, copy=False)
+
+
+class Recognizer:
+    def __init__(self, model, fbank: Fbank, token_list: TokenList, decode_conf: DecodeConfig = None,
+                 device="cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.fbank = fbank
+        self.token_list = token_list
+        self.decode_conf = decode_conf or DecodeConfig()
+        if len(token_list) != model.vocab_size:
+            raise AsrdemoError(f"token list has {len(token_list)} tokens, the model {model.vocab_size}")
+
+    @classmethod
+    def from_exp_dir(cls, exp_dir, model_file=None, device="cpu", decode_conf=None,
+                     num_threads: Optional[int] = None) -> "Recognizer":
+        """Build from an exp dir (config.yaml, tokens.txt, cmvn.ark, the model file).
+
+        `decode_conf`: a dict, a YAML path, or None for `exp_dir/decode.yaml` when present, else
+        the defaults. `num_threads` sets torch's intra-op threads (None: leave as is)."""
+        from asrdemo.model.asr_model import ASRModel
+
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        exp_dir = Path(exp_dir)
+        config_path = exp_dir / "config.yaml"
+        if not config_path.is_file():
+            raise AsrdemoError(f"{exp_dir} is not an exp dir: no config.yaml (an exp dir is made by `asrdemo train` "
+                               "or `asrdemo package`)")
+        try:
+            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise AsrdemoError(f"{config_path}: not valid YAML ({e})") from None
+        if not isinstance(config, dict) or "model" not in config:
+            raise AsrdemoError(f"{config_path}: no 'model:' section; is this an exp dir's config.yaml?")
+
+        def exp_file(key, default=None):
+            name = config.get(key, default)
+            return None if name is None else exp_dir / name
+
+        fbank = Fbank(config.get("frontend") or {})
+        bpe_model = exp_file("bpe_model")
+        token_list = TokenList.load(exp_file("token_list", "tokens.txt"), bpe_model)
+        cmvn_stats = None
+        cmvn_path = exp_file("cmvn")
+        if cmvn_path is not None:
+            if not cmvn_path.is_file():
+                raise AsrdemoError(f"{config_path} names cmvn {cmvn_path.name}, which is missing")
+            import kaldiio
+
+            cmvn_stats = kaldiio.load_mat(str(cmvn_path))
+        model = ASRModel.from_config(config["model"], input_dim=fbank.num_mel_bins, vocab_size=len(token_list),
+                                     cmvn_stats=cmvn_stats)
+        model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
+        try:
+            model.load_state_dict(_load_state_dict(model_path))
+        except RuntimeError as e:
+            raise AsrdemoError(f"{model_path} does not fit the model in {config_path}: {e}") from None
+        if decode_conf is None and (exp_dir / "decode.yaml").is_file():
+            decode_conf = exp_dir / "decode.yaml"
+        log.info("loaded %s (%s)", model_path, exp_dir)
+        return cls(model, fbank, token_list, DecodeConfig.load(decode_conf), device)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.fbank.sample_rate
+
+    # ------------------------------------------------------------------------------- front end
+    def features(self, wave, sample_rate: int) -> np.ndarray:
+        """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate."""
+        return self.fbank(resample(_to_float_wave(wave), int(sample_rate), self.sample_rate))
+
+    # ---------------------------------------------------------------------------------- search
+    def recognize(self, wave, sample_rate: int, mode: Optional[str] = None) -> Hypothesis:
+        return self.decode_features([self.features(wave, sample_rate)], mode)[0][0]
+
+    def recognize_batch(self, items: Sequence[Tuple[np.ndarray, int]], mode: Optional[str] = None) -> List[Hypothesis]:
+        """[(wave, sample_rate), ...] -> the best hypothesis of each, decoded as one batch."""
+        feats = [self.features(w, sr) for w, sr in items]
+        return [nbest[0] for nbest in self.decode_features(feats, mode)]
+
+    def recognize_file(self, path, mode: Optional[str] = None) -> Hypothesis:
+        wave, _ = load_audio(path, self.sample_rate)
+        return self.decode_features([self.fbank(wave)], mode)[0][0]
+
+    @torch.inference_mode()
+    def decode_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]],
+                        mode: Optional[str] = None) -> List[List[Hypothesis]]:
+        """Fbank matrices (T, D) -> per utterance its n-best list (`nbest` of the config), best first.
+
+        Input too short for one encoder frame gives the empty hypothesis."""
+        conf = self.decode_conf
+        mode = mode or conf.mode
+        if mode not in MODES:
+            raise AsrdemoError(f"unknown decoding mode {mode!r}; one of {', '.join(MODES)}")
+        results: List[List[Hypothesis]] = [[empty_hypothesis()] for _ in feats_list]
+        usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_frames]
+        if usable:
+            feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
+            lengths = torch.tensor([len(f) for f in feats], device=self.device)
+            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+            for i, hyps in zip(usable, self._search(padded, lengths, mode)):
+                results[i] = hyps[: conf.nbest]
+        for hyps in results:
+            for h in hyps:
+                h.tokens = [self.token_list.tokens[t] for t in h.token_ids]
+                h.text = self.token_list.decode(h.token_ids)
+        return results
+
+    def _search(self, feats: torch.Tensor, lengths: torch.Tensor, mode: str) -> List[List[Hypothesis]]:
+        conf, model = self.decode_conf, self.model
+        enc, enc_lens = model.encode(feats, lengths)
+        ctc_logp = model.ctc.log_softmax(enc) if mode != "attention" else None
+        if mode == "ctc_greedy":
+            return ctc_greedy_search(ctc_logp, enc_lens, model.blank_id)
+        if mode in ("ctc_prefix_beam", "attention_rescoring"):
+            nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
+                                                 model.blank_id)
+            if mode == "ctc_prefix_beam":
+                return nbest
+            mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
+            return attention_rescoring(nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
+                                       sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight, penalty=conf.penalty)
+        mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
+        ctc_weight = 0.0 if mode == "attention" else conf.ctc_weight
+        scorer = DecoderStepScorer(model.decoder, enc, mask) if ctc_weight < 1.0 else None
+        return joint_beam_search(
+            ctc_logp, enc_lens, scorer, sos=model.sos, eos=model.eos, vocab_size=model.vocab_size,
+            blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight, penalty=conf.penalty,
+            maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio, pre_beam_ratio=conf.pre_beam_ratio,
+            nbest=conf.nbest, end_detection=conf.end_detection,
+        )
