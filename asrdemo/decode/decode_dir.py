@@ -115,7 +115,15 @@ def _done_with(out_dir: Path, settings: dict) -> bool:
 
 
 # ------------------------------------------------------------------------------------ steps
+def check_exp_dir(exp_dir):
+    """Fail before any job starts (the recognizer checks the rest when it loads)."""
+    if not (Path(exp_dir) / "config.yaml").is_file():
+        raise AsrdemoError(f"{exp_dir} is not an exp dir: no config.yaml (an exp dir is made by `asrdemo train` "
+                           "or `asrdemo package`)")
+
+
 def step_split(args, settings):
+    check_exp_dir(args.exp_dir)
     utts, _ = list_input(args.input)
     out = Path(args.out_dir)
     clear_done(out)

@@ -1,0 +1,119 @@
+"""decode.sh and `asrdemo decode` as a user runs them: real files, real subprocesses.
+
+A tiny random-weight exp dir (its transcripts are garbage); what is checked is the plumbing:
+mixed rates / channels / formats, data dirs with references and scoring, the job split (--nj 1
+and --nj 2 give the same hyp.txt), --cmd, skipping finished work, and clear failures.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from asrdemo import cli
+from asrdemo.data.datadir import Utterance, read_kv, write_data_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_recognizer import make_tiny_exp_dir, noise  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# name, rate, channels, format: 8k/16k/44.1k/48k, mono and stereo, wav/flac/ogg
+AUDIO = [("a_8k", 8000, 1, "wav"), ("b_16k_stereo", 16000, 2, "flac"), ("c_44k", 44100, 1, "ogg"),
+         ("d_48k_stereo", 48000, 2, "wav"), ("e_16k", 16000, 1, "flac")]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def asrdemo(argv):
+    """`asrdemo ...` in this process (the CLI's own entry point; saves a torch import per call)."""
+    assert cli.main(argv) == 0
+
+
+def run(cmd, cwd=REPO, ok=True):
+    p = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    if ok and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    w = tmp_path_factory.mktemp("decode")
+    make_tiny_exp_dir(w / "exp")
+    (w / "exp" / "decode.yaml").write_text("mode: joint\nbeam_size: 3\n")
+    folder = w / "audio"
+    folder.mkdir()
+    for i, (name, sr, ch, fmt) in enumerate(AUDIO):
+        sf.write(folder / f"{name}.{fmt}", noise(0.6 + 0.2 * i, sr, seed=i, channels=ch), sr)
+    (folder / "notes.txt").write_text("not audio, ignored\n")
+    utts = [Utterance(f"spk1_{name}", str(folder / f"{name}.{fmt}"), "あいう かき", "spk1")
+            for name, _, _, fmt in AUDIO]
+    write_data_dir(w / "data", utts)
+    return w
+
+
+def test_folder_of_mixed_audio_nj2_equals_nj1(work):
+    p = run(["./decode.sh", "--nj", "2", str(work / "exp"), str(work / "audio"), str(work / "out2")])
+    assert "wrote" in p.stdout
+    hyp2 = (work / "out2" / "hyp.txt").read_text(encoding="utf-8")
+    keys = [line.split(" ", 1)[0] for line in hyp2.splitlines()]
+    assert keys == sorted(name for name, *_ in AUDIO)  # every file, id = name, C-sorted
+    assert any(len(line.split(" ", 1)) == 2 for line in hyp2.splitlines())  # some text came out
+    lists = [read_kv(work / "out2" / "split2" / f"wav.{i}.scp") for i in (1, 2)]
+    assert [len(x) for x in lists] == [3, 2] and not set(lists[0]) & set(lists[1])
+    assert (work / "out2" / "log" / "decode.2.log").read_text().count("job 2/2: 2 utterances") == 1
+    assert not (work / "out2" / "result.txt").exists()  # no references in a folder
+
+    asrdemo(["decode", "--exp_dir", str(work / "exp"), "--input", str(work / "audio"), "--out_dir", str(work / "out1"),
+             "--nj", "1"])
+    assert (work / "out1" / "hyp.txt").read_text(encoding="utf-8") == hyp2
+
+
+def test_data_dir_with_cmd_scores_and_skips_when_done(work):
+    wrapper = work / "job_wrapper.sh"  # stands in for e.g. `srun -n1`: records that it ran each job
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> {work}/wrapper_calls\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    out = work / "out_data"
+    args = ["./decode.sh", "--nj", "2", "--mode", "attention_rescoring", "--cmd", str(wrapper),
+            str(work / "exp"), str(work / "data"), str(out)]
+    p = run(args)
+    assert len((work / "wrapper_calls").read_text().split()) == 2
+    for name in ("hyp.txt", "ref.txt", "ref.trn", "hyp.trn", "result.txt", "cer.txt"):
+        assert (out / name).is_file(), name
+    assert (out / "cer.txt").read_text().startswith("CER") and "CER" in p.stdout
+    assert list(read_kv(out / "ref.txt").values()) == ["あいう かき"] * len(AUDIO)
+    assert (out / "ref.trn").read_text(encoding="utf-8").splitlines()[0] == "あ い う か き (spk1_a_8k)"
+
+    mtime = (out / "hyp.txt").stat().st_mtime_ns
+    run(args)  # finished with the same settings: nothing is decoded again
+    assert (out / "hyp.txt").stat().st_mtime_ns == mtime
+    assert len((work / "wrapper_calls").read_text().split()) == 4
+    assert "utterances" not in (out / "log" / "decode.1.log").read_text()  # the job did not decode
+
+    asrdemo(["decode", "--exp_dir", str(work / "exp"), "--input", str(work / "data"), "--out_dir",
+             str(work / "out_data1"), "--mode", "attention_rescoring"])
+    assert (work / "out_data1" / "hyp.txt").read_text() == (out / "hyp.txt").read_text()
+    assert (work / "out_data1" / "cer.txt").read_text() == (out / "cer.txt").read_text()
+
+
+def test_failures_are_clear_and_leave_no_result(work):
+    p = run(["./decode.sh", "--nj", "2", str(work / "no_such_exp"), str(work / "audio"), str(work / "bad1")], ok=False)
+    assert p.returncode != 0 and "not an exp dir" in p.stdout + p.stderr
+    assert "Traceback" not in p.stderr
+
+    broken = work / "broken"
+    broken.mkdir()
+    sf.write(broken / "good.wav", noise(0.5, 16000, seed=1), 16000)
+    (broken / "zz_broken.wav").write_bytes(b"RIFF not really a wav file")
+    p = run(["./decode.sh", "--nj", "1", str(work / "exp"), str(broken), str(work / "bad2")], ok=False)
+    assert p.returncode == 1
+    assert "job 1 failed" in p.stderr and "zz_broken" in p.stderr
+    assert not (work / "bad2" / "hyp.txt").exists()
+
+    p = run(["./decode.sh", "--nj", "2", "--mode", "viterbi", str(work / "exp"), str(broken), str(work / "bad3")],
+            ok=False)
+    assert p.returncode != 0 and "mode must be one of" in p.stderr
+    p = run(["./decode.sh", "--beam", "3", str(work / "exp"), str(broken), str(work / "bad4")], ok=False)
+    assert p.returncode == 2 and "unknown option --beam" in p.stderr
