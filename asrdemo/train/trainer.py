@@ -1,0 +1,637 @@
+"""Stage 4: train a joint CTC/attention model from a YAML config into a self-describing exp dir.
+
+    asrdemo train --config conf/train_mini.yaml --train_dir dump/fbank/train \\
+        --valid_dir dump/fbank/dev --token_list data/lang/tokens.txt --exp_dir exp/mini [--resume]
+
+One epoch = every training batch once (order shuffled by (seed, epoch)), then validation (loss,
+attention accuracy, CTC-greedy CER), an `epoch_N.pt` checkpoint, a line in history.jsonl and the
+plots. At the end the best `keep_nbest_models` epochs are averaged into valid.acc.ave.pth and
+`.done` is written. `--resume` continues from the newest checkpoint exactly (model, optimizer,
+scheduler, grad scaler, RNG states, position inside the epoch). Under torchrun every process
+trains on its share of each batch (DDP); `--ngpu N` (N > 1) without torchrun re-launches the
+command under torchrun.
+"""
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import editdistance
+import kaldiio
+import torch
+import yaml
+from tqdm import tqdm
+
+from asrdemo.data.dataset import make_loader, read_dump_dir
+from asrdemo.data.tokens import TokenList
+from asrdemo.errors import AsrdemoError
+from asrdemo.train import distributed
+from asrdemo.train.average import average_best
+from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                                      rng_state, save_checkpoint, set_rng_state)
+from asrdemo.train.plot import plot_history
+from asrdemo.train.scheduler import build_scheduler
+from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------
+# Configuration: the YAML's sections and their defaults. Unknown keys are errors (typos!).
+
+DEFAULTS = {
+    "model": None,  # required: the model_conf of ASRModel.from_config (docs/design.md)
+    "optim": "adam",
+    "optim_conf": {"lr": 0.002},
+    "scheduler": "warmuplr",
+    "scheduler_conf": {"warmup_steps": 25000},
+    "batching": {
+        "batch_bins": 20000,  # padded input frames per batch: batch_size x longest utterance
+        "max_batch_size": None,  # and at most this many utterances (null: no limit)
+        "valid_batch_bins": None,  # for validation (null: batch_bins)
+        "min_frames": 8,  # utterances outside [min_frames, max_frames] are left out of training
+        "max_frames": None,
+    },
+    "train": {
+        "max_epochs": 50,
+        "accum_grad": 1,  # gradient accumulation: one update per accum_grad batches
+        "grad_clip": 5.0,  # max global grad norm (0: no clipping)
+        "patience": None,  # stop after this many epochs without a better valid acc (null: never)
+        "keep_nbest_models": 5,  # epoch checkpoints kept (best valid acc) and averaged at the end
+        "log_interval": 50,  # updates between train.log lines
+        "save_interval_steps": 0,  # also checkpoint (checkpoints/last.pt) every N updates (0: off)
+        "use_amp": None,  # bf16 | fp16 on GPU (fp16 with a GradScaler); ignored on CPU
+        "sync_batchnorm": False,  # DDP on GPUs: share BatchNorm statistics across processes
+        "seed": 0,
+        "num_workers": 1,  # DataLoader worker processes
+    },
+}
+EXP_KEYS = ("frontend", "token_type", "token_list", "bpe_model", "cmvn", "input_dim", "vocab_size", "data")
+
+
+def _parse_override(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise AsrdemoError(f"--set wants key.sub=value, got {text!r}")
+    return key.split("."), yaml.safe_load(value)
+
+
+def load_config(path, overrides=()):
+    """The YAML at `path` merged over DEFAULTS, then `key.sub=value` overrides applied."""
+    path = Path(path)
+    if not path.is_file():
+        raise AsrdemoError(f"missing config {path}")
+    try:
+        user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise AsrdemoError(f"{path}: not valid YAML: {e}")
+    config = copy.deepcopy(DEFAULTS)
+    for key, value in user.items():
+        if key in EXP_KEYS:
+            continue  # an exp dir's config.yaml used as --config: its data keys are rewritten anyway
+        if key not in config:
+            raise AsrdemoError(f"{path}: unknown section {key!r}; known: {', '.join(DEFAULTS)}")
+        if key in ("batching", "train"):
+            unknown = set(value or {}) - set(DEFAULTS[key])
+            if unknown:
+                raise AsrdemoError(f"{path}: unknown {key} option(s) {sorted(unknown)}; known: {sorted(DEFAULTS[key])}")
+            config[key].update(value or {})
+        else:
+            config[key] = value
+    for text in overrides:
+        keys, value = _parse_override(text)
+        node = config
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        node[keys[-1]] = value
+    if not isinstance(config["model"], dict):
+        raise AsrdemoError(f"{path}: the model: section is missing (see docs/design.md, model_conf)")
+    return config
+
+
+def build_optimizer(name, params, conf):
+    classes = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    if name not in classes:
+        raise AsrdemoError(f"unknown optim {name!r}; choose one of {', '.join(classes)}")
+    try:
+        return classes[name](params, **(conf or {}))
+    except TypeError as e:
+        raise AsrdemoError(f"bad optim_conf for {name}: {e}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics: per-utterance-weighted sums, so that averages over ranks and over a resumed epoch
+# are exact. Order of the vector: loss, loss_ctc, loss_att, acc (each x utterances), utterances, frames.
+
+STAT_NAMES = ("loss", "loss_ctc", "loss_att", "acc")
+
+
+def batch_stats(out, num_utts, num_frames):
+    values = []
+    for name in STAT_NAMES:
+        v = out.get(name)
+        values.append(float("nan") if v is None else float(v.detach()) * num_utts)
+    return torch.tensor(values + [num_utts, num_frames], dtype=torch.float64)
+
+
+def averages(sums, prefix=""):
+    n = float(sums[len(STAT_NAMES)])
+    out = {}
+    for i, name in enumerate(STAT_NAMES):
+        v = float(sums[i]) / n if n else float("nan")
+        out[prefix + name] = None if math.isnan(v) else v
+    return out
+
+
+def ctc_greedy(ctc_logp, lens, blank=0):
+    """Best path: argmax per frame, repeats merged, blanks dropped. -> list of id lists."""
+    best = ctc_logp.argmax(dim=-1).cpu()
+    hyps = []
+    for seq, n in zip(best.tolist(), lens.tolist()):
+        out, prev = [], None
+        for t in seq[:n]:
+            if t != prev and t != blank:
+                out.append(t)
+            prev = t
+        hyps.append(out)
+    return hyps
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """The epoch loop. All ranks run it; only rank 0 writes files."""
+
+    def __init__(self, config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
+                 token_list, exp_dir, dist, amp_dtype=None):
+        self.config, self.train_conf = config, config["train"]
+        self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        self.train_loader, self.sampler, self.valid_loader = train_loader, train_sampler, valid_loader
+        self.token_list, self.exp_dir, self.dist = token_list, Path(exp_dir), dist
+        self.device, self.amp_dtype = dist.device, amp_dtype
+        self.ckpt_dir = self.exp_dir / "checkpoints"
+        self.writer = None
+        self._plotter = None  # the thread drawing images/*.png
+        # where we are; a checkpoint overwrites these
+        self.epoch, self.batches_done, self.step = 1, 0, 0
+        self.epoch_sums = torch.zeros(len(STAT_NAMES) + 2, dtype=torch.float64)
+        self.epoch_time = 0.0
+        self.history = []
+        self.stop = False  # early stopping decided
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state(self):
+        return {
+            "model": self.core.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "step": self.step,
+            "sampler": {"seed": self.sampler.seed, "epoch": self.epoch, "batches_done": self.batches_done,
+                        "num_batches": len(self.sampler.batches)},
+            "rng": distributed.all_gather_object(rng_state(), self.dist),  # one per rank
+            "epoch_sums": self.epoch_sums.clone(),
+            "epoch_time": self.epoch_time,
+            "history": self.history,
+            "stop": self.stop,
+            "world_size": self.dist.world_size,
+        }
+
+    def save(self, name):
+        state = self.state()  # every rank takes part (the RNG states are gathered)
+        if self.dist.is_main:
+            path = save_checkpoint(self.ckpt_dir, name, state)
+            log.info("saved %s (epoch %d, %d batches done, step %d)", path, self.epoch, self.batches_done, self.step)
+
+    def load(self, path):
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.core.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.batches_done, self.step = ckpt["epoch"], ckpt["batches_done"], ckpt["step"]
+        if ckpt["sampler"]["num_batches"] != len(self.sampler.batches):
+            raise AsrdemoError(f"{path} was made with {ckpt['sampler']['num_batches']} batches per epoch, "
+                               f"now there are {len(self.sampler.batches)} (data or batching changed): "
+                               "cannot resume at the same position")
+        self.epoch_sums = ckpt["epoch_sums"].clone()
+        self.epoch_time, self.history, self.stop = ckpt["epoch_time"], ckpt["history"], ckpt["stop"]
+        if ckpt["world_size"] == self.dist.world_size:
+            set_rng_state(ckpt["rng"][self.dist.rank])
+        else:
+            log.warning("resuming with %d processes from a %d-process checkpoint: RNG states re-seeded",
+                        self.dist.world_size, ckpt["world_size"])
+            torch.manual_seed(self.train_conf["seed"] * 1000 + self.dist.rank + self.step)
+        log.info("resumed from %s: epoch %d, %d batches done, step %d", path, self.epoch, self.batches_done, self.step)
+
+    # -- one update ---------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _forward_backward(self, batch, scale, sync):
+        feats = batch["feats"].to(self.device, non_blocking=True)
+        feat_lens = batch["feat_lens"].to(self.device)
+        ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
+        no_sync = getattr(self.model, "no_sync", None)
+        with (contextlib.nullcontext() if sync or no_sync is None else no_sync()):
+            with self._autocast():
+                out = self.model(feats, feat_lens, ys_pad, ys_lens)
+            loss = out["loss"] * scale
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum()))
+
+    def _update(self):
+        """Clip, step (unless the gradient is not finite), return the grad norm."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        clip = self.train_conf["grad_clip"] or float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.core.parameters(), clip)
+        if not torch.isfinite(grad_norm):
+            log.warning("step %d: grad norm is %s; skipping this update", self.step + 1, float(grad_norm))
+            if self.scaler is not None:
+                self.scaler.update()  # lowers the loss scale
+        else:
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return float(grad_norm)
+
+    # -- epochs -------------------------------------------------------------------------------
+
+    def train_epoch(self):
+        tc = self.train_conf
+        accum, num_batches = tc["accum_grad"], len(self.sampler.batches)
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, start=self.batches_done)
+        window = torch.zeros_like(self.epoch_sums)  # since the last log line
+        pending = torch.zeros_like(self.epoch_sums)  # since the last update
+        window_start, window_steps, grad_norms = time.perf_counter(), 0, []
+        epoch_start = time.perf_counter() - self.epoch_time
+        bar = tqdm(total=num_batches, initial=self.batches_done, desc=f"epoch {self.epoch}", unit="batch",
+                   disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
+        for batch in self.train_loader:
+            index = self.batches_done  # position of this batch in the epoch
+            update_now = (index + 1) % accum == 0 or index + 1 == num_batches
+            pending += self._forward_backward(batch, 1.0 / accum, sync=update_now)
+            self.batches_done += 1
+            bar.update(1)
+            if not update_now:
+                continue
+            grad_norm = self._update()
+            distributed.all_reduce_sum(pending, self.dist)  # every rank now holds the global sums
+            self.epoch_sums += pending
+            window += pending
+            pending.zero_()
+            grad_norms.append(grad_norm)
+            window_steps += 1
+            self.epoch_time = time.perf_counter() - epoch_start
+            if self.step % tc["log_interval"] == 0 or self.batches_done == num_batches:
+                self._log_window(window, window_steps, grad_norms, time.perf_counter() - window_start, num_batches)
+                bar.set_postfix(loss=f"{averages(window)['loss']:.2f}")
+                window.zero_()
+                window_start, window_steps, grad_norms = time.perf_counter(), 0, []
+            if tc["save_interval_steps"] and self.step % tc["save_interval_steps"] == 0 \
+                    and self.batches_done < num_batches:
+                self.save("last.pt")
+        bar.close()
+        self.epoch_time = time.perf_counter() - epoch_start
+
+    def _log_window(self, sums, steps, grad_norms, seconds, num_batches):
+        avg = averages(sums)
+        lr = self.optimizer.param_groups[0]["lr"]
+        grad_norm = sum(grad_norms) / len(grad_norms)
+        utts, frames = float(sums[-2]), float(sums[-1])
+        if self.dist.is_main:
+            parts = [f"{k} {v:.4f}" for k, v in avg.items() if v is not None]
+            log.info("epoch %d step %d [batch %d/%d]: %s lr %.3e grad_norm %.3f | %.1f utt/s %.0f frames/s %.3f s/step",
+                     self.epoch, self.step, self.batches_done, num_batches, " ".join(parts), lr, grad_norm,
+                     utts / seconds, frames / seconds, seconds / steps)
+            for k, v in avg.items():
+                if v is not None:
+                    self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("train/grad_norm", grad_norm, self.step)
+            self.writer.add_scalar("train/utts_per_s", utts / seconds, self.step)
+
+    @torch.no_grad()
+    def validate(self):
+        """Loss and attention accuracy as in training (no SpecAugment/dropout), and the CER of
+        CTC greedy decoding, counted on characters (spaces removed)."""
+        self.model.eval()
+        sums = torch.zeros(len(STAT_NAMES) + 4, dtype=torch.float64)  # + char errors, ref chars
+        for batch in self.valid_loader:
+            feats, feat_lens = batch["feats"].to(self.device), batch["feat_lens"].to(self.device)
+            ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
+            with self._autocast():
+                out = self.core(feats, feat_lens, ys_pad, ys_lens)
+                enc, enc_lens = self.core.encode(feats, feat_lens)
+                ctc_logp = self.core.ctc.log_softmax(enc)
+            errors = chars = 0
+            for hyp, ref, n in zip(ctc_greedy(ctc_logp.float(), enc_lens), batch["ys_pad"].tolist(),
+                                   batch["ys_lens"].tolist()):
+                ref_chars = list(self.token_list.decode(ref[:n]).replace(" ", ""))
+                hyp_chars = list(self.token_list.decode(hyp).replace(" ", ""))
+                errors += editdistance.eval(hyp_chars, ref_chars)
+                chars += len(ref_chars)
+            sums += torch.cat([batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum())),
+                               torch.tensor([errors, chars], dtype=torch.float64)])
+        distributed.all_reduce_sum(sums, self.dist)
+        result = averages(sums[: len(STAT_NAMES) + 2], prefix="valid_")
+        result["valid_cer"] = float(sums[-2] / sums[-1]) if sums[-1] > 0 else None
+        return result
+
+    def end_epoch(self, valid):
+        """History, best-model bookkeeping, early stopping, the epoch checkpoint, plots."""
+        tc = self.train_conf
+        row = {"epoch": self.epoch, "step": self.step, **averages(self.epoch_sums, prefix="train_"), **valid,
+               "lr": self.optimizer.param_groups[0]["lr"], "time": round(self.epoch_time, 3)}
+        self.history.append(row)
+        accs = [(r["valid_acc"], r["epoch"]) for r in self.history if r.get("valid_acc") is not None]
+        best_acc, best_epoch = max(accs) if accs else (None, self.epoch)
+        if tc["patience"] is not None and self.epoch - best_epoch >= tc["patience"]:
+            log.info("early stopping: no better valid acc for %d epochs (best %.4f at epoch %d)",
+                     self.epoch - best_epoch, best_acc, best_epoch)
+            self.stop = True
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        log.info("epoch %d done in %.1f s: train loss %s acc %s | valid loss %s acc %s cer %s | best acc %s (epoch %d)",
+                 self.epoch, self.epoch_time, fmt(row["train_loss"]), fmt(row["train_acc"]), fmt(row["valid_loss"]),
+                 fmt(row["valid_acc"]), fmt(row["valid_cer"]), fmt(best_acc), best_epoch)
+        finished = self.epoch
+        self.epoch, self.batches_done = self.epoch + 1, 0  # the checkpoint continues with the next epoch
+        self.epoch_sums.zero_()
+        self.epoch_time = 0.0
+        self.save(f"epoch_{finished}.pt")
+        if self.dist.is_main:
+            keep = {e for _, e in sorted(accs, reverse=True)[: tc["keep_nbest_models"]]} | {finished}
+            prune_checkpoints(self.ckpt_dir, keep)
+            with contextlib.suppress(FileNotFoundError):
+                (self.ckpt_dir / "last.pt").unlink()  # older than epoch_N.pt now
+            self.write_history()
+            for k, v in row.items():
+                if k not in ("epoch", "step") and v is not None:
+                    self.writer.add_scalar(f"epoch/{k}", v, finished)
+            self.writer.flush()
+
+    def write_history(self):
+        """history.jsonl now; the plots in a background thread (they take ~1 s), one at a time."""
+        atomic_write_lines(self.exp_dir / "history.jsonl", [json.dumps(r) for r in self.history])
+        self.wait_for_plots()
+        self._plotter = threading.Thread(target=self._plot, args=(list(self.history),), daemon=True)
+        self._plotter.start()
+
+    def _plot(self, history):
+        try:
+            plot_history(history, self.exp_dir / "images")
+        except Exception as e:  # a plot must never stop training
+            log.warning("could not draw the training curves: %s", e)
+
+    def wait_for_plots(self):
+        if self._plotter is not None:
+            self._plotter.join()
+            self._plotter = None
+
+    def run(self):
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.dist.is_main:
+            self.writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+        max_epochs = self.train_conf["max_epochs"]
+        while self.epoch <= max_epochs and not self.stop:
+            if self.batches_done < len(self.sampler.batches):
+                self.train_epoch()
+            valid = self.validate()
+            self.end_epoch(valid)
+        if self.dist.is_main:
+            self.writer.close()
+            if self.history and not (self.exp_dir / "images/error.png").is_file():
+                self.write_history()  # e.g. resumed after the last epoch, before its plots
+            self.wait_for_plots()
+        distributed.barrier(self.dist)
+
+
+# ----------------------------------------------------------------------------------------------
+# Setting up the exp dir
+
+
+def _copy_atomic(src, dst):
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_cmvn):
+    """Write config.yaml and copy tokens.txt, cmvn.ark (and bpe.model) into the exp dir."""
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    full = {
+        "frontend": frontend,
+        "token_type": "bpe" if args.bpe_model else "char",
+        "token_list": "tokens.txt",
+        "bpe_model": "bpe.model" if args.bpe_model else None,
+        "cmvn": "cmvn.ark" if has_cmvn else None,
+        "input_dim": input_dim,
+        "vocab_size": vocab_size,
+        **config,
+        "data": {"train_dir": str(args.train_dir), "valid_dir": str(args.valid_dir),
+                 "token_list": str(args.token_list)},
+    }
+    _copy_atomic(args.token_list, exp_dir / "tokens.txt")
+    if has_cmvn:
+        _copy_atomic(Path(args.train_dir) / "cmvn.ark", exp_dir / "cmvn.ark")
+    if args.bpe_model:
+        _copy_atomic(args.bpe_model, exp_dir / "bpe.model")
+    header = "# written by `asrdemo train`: everything needed to rebuild the model and its frontend\n"
+    atomic_write_text(exp_dir / "config.yaml", header + yaml.safe_dump(full, sort_keys=False, allow_unicode=True))
+    return full
+
+
+def _first_feature_dim(examples):
+    return int(kaldiio.load_mat(examples[0].feats_path).shape[1])
+
+
+def _relaunch_argv(args):
+    """The command line of this run (for re-launching under torchrun)."""
+    argv = ["train"]
+    for name in ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir", "ngpu", "seed",
+                 "max_epochs", "num_workers"):
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{name}", str(value)]
+    for text in args.set or []:
+        argv += ["--set", text]
+    if args.resume:
+        argv.append("--resume")
+    return argv
+
+
+def train(args):
+    if args.ngpu > 1 and not distributed.launched_by_torchrun():
+        distributed.relaunch_with_torchrun(args.ngpu, _relaunch_argv(args))  # does not return
+    exp_dir = Path(args.exp_dir)
+    if is_done(exp_dir, ("config.yaml", "valid.acc.ave.pth")):
+        log.info("skipped: %s is complete (remove %s/.done to train it further with --resume)", exp_dir, exp_dir)
+        return
+    config = load_config(args.config, args.set or [])
+    tc = config["train"]
+    for name in ("max_epochs", "seed", "num_workers"):
+        if getattr(args, name) is not None:
+            tc[name] = getattr(args, name)
+    dist = distributed.setup(args.ngpu)
+    log_file = None
+    if dist.is_main:  # the whole stage's log also goes to exp_dir/train.log
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        log_file = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
+        log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logging.getLogger().addHandler(log_file)
+    else:
+        logging.getLogger().setLevel(logging.WARNING)  # one copy of the log is enough
+    try:
+        _train(args, config, exp_dir, dist)
+    finally:
+        distributed.cleanup(dist)
+        if log_file is not None:
+            logging.getLogger().removeHandler(log_file)
+            log_file.close()
+
+
+def _train(args, config, exp_dir, dist):
+    from asrdemo.model.asr_model import ASRModel
+
+    tc, bc = config["train"], config["batching"]
+    ckpt_dir = exp_dir / "checkpoints"
+    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    if resume_from is not None and not args.resume:
+        raise AsrdemoError(f"{exp_dir} already has checkpoints ({resume_from.name}): pass --resume to continue "
+                           "that run, or choose another --exp_dir")
+    log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
+
+    token_list = TokenList.load(args.token_list, args.bpe_model)
+    train_examples = read_dump_dir(args.train_dir, token_list, bc["min_frames"], bc["max_frames"])
+    valid_examples = read_dump_dir(args.valid_dir, token_list)
+    input_dim, vocab_size = _first_feature_dim(train_examples), len(token_list)
+    frontend_path = Path(args.train_dir) / "frontend.yaml"
+    frontend = yaml.safe_load(frontend_path.read_text(encoding="utf-8")) if frontend_path.is_file() else None
+    if frontend is None:
+        log.warning("%s is missing: config.yaml will have no frontend", frontend_path)
+    elif frontend.get("num_mel_bins", input_dim) != input_dim:
+        raise AsrdemoError(f"{frontend_path} says {frontend['num_mel_bins']} mel bins, the features have {input_dim}")
+    cmvn_path = Path(args.train_dir) / "cmvn.ark"
+    cmvn_stats = kaldiio.load_mat(str(cmvn_path)) if cmvn_path.is_file() else None
+    if cmvn_stats is None:
+        log.warning("%s is missing: the model will not normalise its input", cmvn_path)
+
+    if resume_from is not None and (exp_dir / "config.yaml").is_file():
+        old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
+        if old.get("model") != config["model"] or old.get("vocab_size") != vocab_size:
+            raise AsrdemoError(f"--resume: the model in {args.config} (or the token list) differs from "
+                               f"{exp_dir}/config.yaml; resume with the same model settings")
+    if dist.is_main:
+        prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, cmvn_stats is not None)
+
+    seed = tc["seed"]
+    torch.manual_seed(seed)
+    model = ASRModel.from_config(config["model"], input_dim, vocab_size, cmvn_stats)
+    num_params = sum(p.numel() for p in model.parameters())
+    log.info("model: %.2fM parameters, input_dim %d, vocab %d", num_params / 1e6, input_dim, vocab_size)
+    model.to(dist.device)
+    for name, examples in (("train", train_examples), ("valid", valid_examples)):
+        short = [e for e in examples if e.num_frames < model.min_input_frames]
+        if short:
+            log.warning("%s: left out %d utterance(s) shorter than the %d frames the model needs, e.g. %s",
+                        name, len(short), model.min_input_frames, short[0].utt_id)
+            examples[:] = [e for e in examples if e.num_frames >= model.min_input_frames]
+    if dist.distributed:
+        if tc["sync_batchnorm"] and dist.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [dist.local_rank] if dist.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    torch.manual_seed(seed * 1000 + dist.rank)  # dropout/SpecAugment: a different stream per rank
+
+    train_loader, train_sampler = make_loader(
+        train_examples, bc["batch_bins"], bc["max_batch_size"], shuffle=True, seed=seed, rank=dist.rank,
+        world_size=dist.world_size, num_workers=tc["num_workers"])
+    valid_loader, _ = make_loader(
+        valid_examples, bc["valid_batch_bins"] or bc["batch_bins"], bc["max_batch_size"], shuffle=False,
+        rank=dist.rank, world_size=dist.world_size, num_workers=tc["num_workers"])
+    num_batches = len(train_sampler.batches)
+    log.info("train: %d utterances in %d batches (batch_bins %d), valid: %d utterances; %d process(es) on %s",
+             len(train_examples), num_batches, bc["batch_bins"], len(valid_examples), dist.world_size, dist.device)
+
+    core = model.module if dist.distributed else model
+    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
+    updates_per_epoch = math.ceil(num_batches / tc["accum_grad"])
+    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
+                                total_steps=updates_per_epoch * tc["max_epochs"])
+    amp_dtype, scaler = None, None
+    if tc["use_amp"]:
+        if dist.device.type != "cuda":
+            log.info("use_amp: %s ignored on CPU", tc["use_amp"])
+        elif tc["use_amp"] in ("bf16", "fp16"):
+            amp_dtype = torch.bfloat16 if tc["use_amp"] == "bf16" else torch.float16
+            scaler = torch.amp.GradScaler("cuda") if tc["use_amp"] == "fp16" else None
+        else:
+            raise AsrdemoError(f"train.use_amp must be bf16, fp16 or null, got {tc['use_amp']!r}")
+
+    trainer = Trainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
+                      token_list, exp_dir, dist, amp_dtype)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    elif args.resume:
+        log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    trainer.run()
+
+    if dist.is_main:
+        if not trainer.history:
+            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
+        path, epochs = average_best(exp_dir, tc["keep_nbest_models"])
+        best = max(trainer.history, key=lambda r: (r["valid_acc"] or 0.0, r["epoch"]))
+        mark_done(exp_dir, epochs=trainer.history[-1]["epoch"], steps=trainer.step, best_epoch=best["epoch"],
+                  best_valid_acc=best["valid_acc"], averaged_epochs=epochs, model=path.name,
+                  epoch_checkpoints=sorted(epoch_checkpoints(ckpt_dir)))
+        log.info("finished: %s (averaged epochs %s); decoding loads %s/valid.acc.ave.pth", exp_dir, epochs, exp_dir)
+    distributed.barrier(dist)
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_arguments(p):
+    p.add_argument("--config", required=True, help="training YAML, e.g. conf/train_mini.yaml")
+    p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
+    p.add_argument("--valid_dir", required=True, help="validation dump dir")
+    p.add_argument("--token_list", required=True, help="data/lang/tokens.txt")
+    p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
+    p.add_argument("--exp_dir", required=True, help="output dir, e.g. exp/train_mini")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in exp_dir")
+    p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU). >1 re-launches under torchrun")
+    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
+    p.add_argument("--num_workers", type=int, default=None, help="overrides train.num_workers")
+    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
+                   help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
+
+
+def main(args):
+    train(args)
