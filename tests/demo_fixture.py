@@ -215,7 +215,7 @@ class GunicornServer:
 
     def __exit__(self, *exc):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

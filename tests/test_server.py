@@ -5,6 +5,7 @@ The model is a tiny random one (tests/demo_fixture.py) unless ASRDEMO_TEST_EXP n
 
 import base64
 import contextlib
+import io
 import os
 import re
 import sys
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from matplotlib.image import imread
 
 from asrdemo import score
 from asrdemo.data.audio import load_audio
@@ -141,12 +143,14 @@ def test_recognize_a_file_uses_the_recognizer(client, exp):
     assert body["format"] == "wav" and body["rtf"] > 0 and body["recognize_s"] > 0
     assert isinstance(body["text"], str) and isinstance(body["tokens"], list)
     assert set(body["tokens"]) <= set((exp.path / "tokens.txt").read_text(encoding="utf-8").splitlines())
-    png = base64.b64decode(body["spectrogram"].removeprefix("data:image/png;base64,"))
-    assert png.startswith(PNG_MAGIC)
     # the same answer as the recognizer that `asrdemo decode` uses, called directly
     rec = Recognizer.from_exp_dir(exp.path, num_threads=1)
     direct = rec.recognize(*load_audio(data, rec.sample_rate)[:1], rec.sample_rate)
     assert body["text"] == direct.text
+    # the spectrogram is the recognizer's fbank: one pixel per frame and mel bin
+    png = base64.b64decode(body["spectrogram"].removeprefix("data:image/png;base64,"))
+    assert png.startswith(PNG_MAGIC)
+    assert imread(io.BytesIO(png)).shape[:2] == (80, len(rec.features(wave, 16000)))
     if exp.trained:
         assert body["text"].strip()
 
@@ -321,6 +325,6 @@ def test_without_a_model_every_page_says_how_to_get_one(tmp_path, exp, broken):
 
 
 def test_spectrogram_png_refuses_empty_features():
-    assert spectrogram_png(np.random.default_rng(0).normal(size=(50, 80)), 0.01).startswith(PNG_MAGIC)
+    assert spectrogram_png(np.random.default_rng(0).normal(size=(50, 80))).startswith(PNG_MAGIC)
     with pytest.raises(ValueError):
-        spectrogram_png(np.zeros((0, 80)), 0.01)
+        spectrogram_png(np.zeros((0, 80)))

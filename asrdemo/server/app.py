@@ -209,7 +209,7 @@ def recognize():
         body["cer"] = _cer(reference, hyp.text)
     if request.args.get("spectrogram", "1") not in ("0", "false", "no"):
         if len(feats):
-            body["spectrogram"] = png_data_uri(spectrogram_png(feats, rec.fbank.frame_shift_s))
+            body["spectrogram"] = png_data_uri(spectrogram_png(feats))
     body["total_s"] = round(time.perf_counter() - started, 4)
     return jsonify(body)
 

@@ -23,6 +23,7 @@
     $('send-button').disabled = on || !$('file-input').files.length || !modelLoaded;
     $('sample-button').disabled = on || !modelLoaded || $('sample-button').dataset.noSample === 'true';
     $('record-button').disabled = (on && !recorder) || !modelLoaded;
+    if (recorder) $('send-button').disabled = $('sample-button').disabled = true;
   }
 
   function showError(message) {
@@ -83,7 +84,10 @@
       $('cer-detail').textContent = `(N=${cer.ref_chars}, S=${cer.S} D=${cer.D} I=${cer.I})`;
     }
     $('spectrogram-figure').hidden = !r.spectrogram;
-    if (r.spectrogram) $('spectrogram').src = r.spectrogram;
+    if (r.spectrogram) {
+      $('spectrogram').src = r.spectrogram;
+      $('spectrogram-end').textContent = `${r.duration_s.toFixed(2)} s`;
+    }
     const card = $('result-card');
     card.hidden = false;
     card.dataset.state = 'done';

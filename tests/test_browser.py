@@ -1,0 +1,167 @@
+"""The demo page in headless Chromium against a real gunicorn: upload a file, try the sample,
+record through Chromium's fake microphone, and a phone-sized screen.
+
+Needs Debian's `chromium` + `chromium-driver`. Without them these tests are skipped on a
+developer's machine and FAIL in CI (CI=true). Screenshots go to $ASRDEMO_TEST_ARTIFACTS
+(default /tmp/asrdemo-artifacts).
+"""
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from demo_fixture import GunicornServer, demo_exp, sample_wav, speechlike
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+WAIT_S = 60
+
+
+def _require_browser():
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip)")
+    if missing:
+        message = f"browser tests need {', '.join(missing)} (apt-get install -y chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("ASRDEMO_TEST_ARTIFACTS", "/tmp/asrdemo-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory):
+    return demo_exp(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The clip to upload (the sample, or a stand-in) and the fake microphone's input."""
+    tmp = tmp_path_factory.mktemp("browser_audio")
+    mic = tmp / "mic.wav"
+    sf.write(mic, speechlike(4.0, 48000, seed=3), 48000, subtype="PCM_16")
+    return {"sample": sample_wav(tmp), "mic": mic}
+
+
+@pytest.fixture(scope="module")
+def server(exp, files):
+    _require_browser()
+    env = {"ASRDEMO_WORKERS": "1", "ASRDEMO_THREADS": "2", "ASRDEMO_SAMPLE": str(files["sample"])}
+    with GunicornServer(exp.path, env=env, log_path=artifacts_dir() / "gunicorn_browser.log") as srv:
+        yield srv
+
+
+@pytest.fixture()
+def browser(server, files, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--no-first-run", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={files['mic']}", f"--user-data-dir={tmp_path / 'profile'}",
+                "--window-size=1100,1400"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        driver.get(server.url + "/")
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(driver, condition, what, timeout=WAIT_S):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(lambda d: condition(d), message=what)
+
+
+def by_id(driver, element_id):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id)
+
+
+def wait_for_result(driver, name):
+    """Waits for the result card that only a successful api/recognize response fills; saves a screenshot."""
+    try:
+        wait_for(driver, lambda d: by_id(d, "result-card").get_attribute("data-state") == "done"
+                 or by_id(d, "error-box").is_displayed(), "no result and no error shown")
+    finally:
+        driver.save_screenshot(str(artifacts_dir() / f"{name}.png"))
+    assert not by_id(driver, "error-box").is_displayed(), by_id(driver, "error-box").text
+    assert by_id(driver, "result-card").is_displayed()
+    assert by_id(driver, "duration").text.endswith(" s")
+    assert by_id(driver, "spectrogram").get_attribute("src").startswith("data:image/png;base64,")
+    return by_id(driver, "transcript")
+
+
+def test_upload_a_file_shows_a_transcript(browser, files, exp):
+    by_id(browser, "file-input").send_keys(str(files["sample"]))
+    send = by_id(browser, "send-button")
+    wait_for(browser, lambda d: send.is_enabled(), "send stays disabled after choosing a file")
+    send.click()
+    transcript = wait_for_result(browser, "upload")
+    duration = sf.info(str(files["sample"])).duration
+    assert abs(float(by_id(browser, "duration").text.split()[0]) - duration) < 0.01
+    assert "wav" in by_id(browser, "input-info").text
+    if exp.trained:
+        assert transcript.text.strip() and "empty" not in transcript.get_attribute("class")
+
+
+def test_try_the_sample_shows_reference_and_cer(browser, exp):
+    by_id(browser, "sample-button").click()
+    transcript = wait_for_result(browser, "sample")
+    assert by_id(browser, "cer-block").is_displayed()
+    assert by_id(browser, "reference-text").text == by_id(browser, "sample-reference").text
+    assert by_id(browser, "cer-value").text.endswith("%")
+    if exp.trained:
+        assert transcript.text.strip()
+
+
+def test_record_through_the_fake_microphone(browser, exp):
+    record = by_id(browser, "record-button")
+    record.click()
+    wait_for(browser, lambda d: by_id(d, "record-state").get_attribute("data-state") == "recording",
+             "the page never showed the recording state", timeout=20)
+    peak_width, seconds = 0.0, 0.0
+    deadline = time.monotonic() + 20
+    while seconds < 2.0 and time.monotonic() < deadline:  # the level meter must move while recording
+        width = browser.execute_script("return parseFloat(document.getElementById('level-bar').style.width) || 0")
+        peak_width = max(peak_width, width)
+        seconds = float(by_id(browser, "record-time").text.split()[0])
+        time.sleep(0.1)
+    browser.save_screenshot(str(artifacts_dir() / "recording.png"))
+    assert seconds >= 2.0, "the recording clock did not advance"
+    assert peak_width > 20, f"the level meter stayed at {peak_width}%"
+    assert "recording" in record.get_attribute("class")
+    record.click()  # stop -> WAV -> api/recognize
+    transcript = wait_for_result(browser, "recorded")
+    assert by_id(browser, "record-state").get_attribute("data-state") == "idle"
+    assert float(by_id(browser, "duration").text.split()[0]) >= 2.0
+    assert by_id(browser, "input-info").text.endswith("1 ch") and "wav" in by_id(browser, "input-info").text
+    if exp.trained:
+        assert transcript.text.strip()
+
+
+def test_phone_sized_screen(browser):
+    browser.set_window_size(390, 844)
+    browser.get(browser.current_url)
+    overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    browser.save_screenshot(str(artifacts_dir() / "phone.png"))
+    assert overflow <= 1, f"the page is {overflow}px wider than a phone screen"
+    assert by_id(browser, "record-button").size["width"] >= 44
