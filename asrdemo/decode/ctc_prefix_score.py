@@ -31,7 +31,7 @@ NEG_INF = float("-inf")
 class CTCPrefixState:
     """The CTC side of N hypotheses (rows), all with `num_labels` labels."""
 
-    r: torch.Tensor  # (T, 2, N) log forward variables: [:, 0] last frame a label, [:, 1] a blank
+    r: torch.Tensor  # (T, 2, N) log forward variables: [:, 0] last frame a blank (r^b), [:, 1] a label (r^n)
     score: torch.Tensor  # (N,) psi(h), the log prefix probability
     last: torch.Tensor  # (N,) last label of h; -1 for the empty prefix
     utt: torch.Tensor  # (N,) row -> utterance index in the scorer's batch
@@ -46,7 +46,7 @@ class CTCPrefixState:
 class CTCPrefixExtensions:
     """Forward variables of every scored extension h + c, kept so the beam's picks can be taken."""
 
-    r: torch.Tensor  # (T, 2, N, C)
+    q: torch.Tensor  # (T, 3, N, C): r^b, r^n, phi
     score: torch.Tensor  # (N, C) psi(h + c)
     candidates: torch.Tensor  # (N, C)
     parent: CTCPrefixState
@@ -76,7 +76,7 @@ class CTCPrefixScorer:
         """The empty prefix (<sos> only) for rows belonging to utterances `utt` (N,)."""
         utt = utt.to(self.x.device)
         r = torch.full((self.x.shape[0], 2, len(utt)), NEG_INF, dtype=self.x.dtype, device=self.x.device)
-        r[:, 1] = torch.cumsum(self.x_blank[:, utt], dim=0)
+        r[:, 0] = torch.cumsum(self.x_blank[:, utt], dim=0)
         zeros = torch.zeros(len(utt), dtype=self.x.dtype, device=self.x.device)
         last = torch.full((len(utt),), -1, dtype=torch.long, device=self.x.device)
         return CTCPrefixState(r, zeros, last, utt, 0)
@@ -94,32 +94,41 @@ class CTCPrefixScorer:
 
         r_sum = torch.logaddexp(state.r[:, 0], state.r[:, 1])  # (T, N)
         repeat = (candidates == state.last.unsqueeze(1)).unsqueeze(0)  # (1, N, C)
-        log_phi = torch.where(repeat, state.r[:, 1].unsqueeze(-1), r_sum.unsqueeze(-1))  # (T, N, C)
+        log_phi = torch.where(repeat, state.r[:, 0].unsqueeze(-1), r_sum.unsqueeze(-1))  # (T, N, C)
 
-        r = torch.full((max_len, 2, n, c), NEG_INF, dtype=self.x.dtype, device=self.x.device)
+        # q[t] = (r^b_t, r^n_t, phi_t) of every extension. Laid out so that one frame is two calls:
+        # (r^b_t, r^n_t) = logaddexp(r^n_{t-1}, (r^b_{t-1}, phi_{t-1})) + (x_t(blank), x_t(c)),
+        # reading q[t-1, 1] and q[t-1, 0::2] and writing q[t, 0:2] in place.
+        q = torch.empty((max_len, 3, n, c), dtype=self.x.dtype, device=self.x.device)
+        q[:, :2] = NEG_INF
+        q[:, 2] = log_phi
         if state.num_labels == 0:
-            r[0, 0] = x_cand[0]
+            q[0, 1] = x_cand[0]
         start = max(state.num_labels, 1)
-        for t in range(start, max_len):
-            r_label, r_blank = r[t - 1, 0], r[t - 1, 1]
-            r[t, 0] = torch.logaddexp(r_label, log_phi[t - 1]) + x_cand[t]
-            r[t, 1] = torch.logaddexp(r_label, r_blank) + x_blank[t]
+        if start < max_len:
+            x_pair = torch.stack([x_blank.expand(max_len, n, c), x_cand], dim=1)  # (T, 2, N, C)
+            # per-frame views made in four calls, not four per frame (Python overhead dominates here)
+            outs, r_label = q[start:, 0:2].unbind(0), q[start - 1 : -1, 1:2].unbind(0)
+            r_blank_phi, x_next = q[start - 1 : -1, 0::2].unbind(0), x_pair[start:].unbind(0)
+            for out, prev_label, prev_pair, x in zip(outs, r_label, r_blank_phi, x_next):
+                torch.logaddexp(prev_label, prev_pair, out=out)
+                out.add_(x)
 
         if start <= max_len:
             emit = log_phi[start - 1 : max_len - 1] + x_cand[start:]  # phi_{t-1} + x_t(c), t >= start
-            psi = torch.logsumexp(torch.cat([r[start - 1, 0].unsqueeze(0), emit]), dim=0)  # (N, C)
+            psi = torch.logsumexp(torch.cat([q[start - 1, 1].unsqueeze(0), emit]), dim=0)  # (N, C)
         else:  # more labels than frames: no extension fits
             psi = torch.full((n, c), NEG_INF, dtype=self.x.dtype, device=self.x.device)
         psi = torch.where(candidates == self.eos_id, r_sum[-1].unsqueeze(1), psi)
         psi = psi.masked_fill(candidates == self.blank_id, NEG_INF)
-        return psi, CTCPrefixExtensions(r, psi, candidates, state)
+        return psi, CTCPrefixExtensions(q, psi, candidates, state)
 
     @staticmethod
     def select(ext: CTCPrefixExtensions, rows: torch.Tensor, cols: torch.Tensor) -> CTCPrefixState:
         """The state of the extensions (rows[i], cols[i]) that the beam kept."""
         parent = ext.parent
         return CTCPrefixState(
-            r=ext.r[:, :, rows, cols],
+            r=ext.q[:, :2, rows, cols],
             score=ext.score[rows, cols],
             last=ext.candidates[rows, cols],
             utt=parent.utt[rows],
