@@ -1,0 +1,101 @@
+"""Latency of the web demo under load: a real gunicorn (the Dockerfile's CMD) on loopback, a 3-second clip.
+
+    python bench/server_latency.py [--exp_dir exp_train_large] [--workers 1] [--threads 8]
+                                   [--concurrency 1 8] [--requests 40] [--torch_threads 1]
+
+For each concurrency level, that many clients send `--requests` POST /api/recognize in all
+(multipart WAV, spectrogram included, as the page sends them). Prints a markdown table: p50/p95
+latency, requests/s, and each worker's peak RSS (VmHWM). Without a trained model in --exp_dir it
+measures the tests' tiny random model and says so.
+"""
+
+import argparse
+import concurrent.futures
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from demo_fixture import GunicornServer, audio_bytes, make_tiny_exp_dir, post_file, proc_status_kb, speechlike  # noqa: E402
+
+from asrdemo.data.audio import load_audio  # noqa: E402
+
+
+def three_second_clip(seconds=3.0):
+    """sample/test.wav cut or padded (with its own tail repeated) to `seconds`, else a synthetic clip."""
+    sample = REPO / "sample" / "test.wav"
+    if sample.is_file():
+        wave, sr = load_audio(sample)
+        n = int(seconds * sr)
+        wave = np.resize(wave, n)  # repeats from the start if shorter
+        return audio_bytes(wave, sr, subtype="PCM_16"), f"sample/test.wav fitted to {seconds:g} s @ {sr} Hz"
+    return audio_bytes(speechlike(seconds, 16000), 16000, subtype="PCM_16"), f"synthetic {seconds:g} s @ 16 kHz"
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values), q))
+
+
+def run_level(url, clip, concurrency, requests):
+    def one(_):
+        t0 = time.perf_counter()
+        status, body = post_file(url, clip, "clip.wav", timeout=300)
+        return time.perf_counter() - t0, status, body.get("code")
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    errors = [r for r in results if r[1] != 200]
+    latencies = [r[0] for r in results]
+    return {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "rps": requests / wall,
+            "errors": len(errors)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--exp_dir", default=str(REPO / "exp_train_large"))
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=8, help="gunicorn threads per worker")
+    p.add_argument("--torch_threads", type=int, default=1, help="torch intra-op threads per worker")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--requests", type=int, default=40, help="requests per concurrency level")
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args()
+
+    exp_dir = Path(args.exp_dir)
+    model_note = str(exp_dir)
+    if not (exp_dir / "config.yaml").is_file():
+        exp_dir = make_tiny_exp_dir(Path(tempfile.mkdtemp(prefix="asrdemo-bench-")) / "exp_tiny")
+        model_note = f"tiny random stand-in (no model in {args.exp_dir})"
+    clip, clip_note = three_second_clip()
+    env = {"ASRDEMO_WORKERS": str(args.workers), "ASRDEMO_THREADS": str(args.threads),
+           "ASRDEMO_TORCH_THREADS": str(args.torch_threads)}
+    with GunicornServer(exp_dir, env=env, log_path=Path(tempfile.gettempdir()) / "asrdemo-bench-gunicorn.log",
+                        startup_timeout=300) as server:
+        run_level(server.url, clip, 1, args.warmup)
+        rows = [(c, run_level(server.url, clip, c, args.requests)) for c in args.concurrency]
+        peaks = [proc_status_kb(pid, "VmHWM") / 1024 for pid in server.worker_pids()]
+
+    print(f"date {datetime.date.today()}, machine {platform.machine()} {platform.processor() or ''}, "
+          f"{os.cpu_count()} CPUs, python {platform.python_version()}")
+    print(f"model: {model_note}; clip: {clip_note}; gunicorn {args.workers} worker(s) x {args.threads} threads, "
+          f"torch threads {args.torch_threads}; {args.requests} requests per level")
+    print()
+    print("| concurrent clients | p50 latency s | p95 latency s | requests/s | errors | peak RSS per worker MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    peak = ", ".join(f"{mb:.0f}" for mb in peaks)
+    for c, r in rows:
+        print(f"| {c} | {r['p50']:.3f} | {r['p95']:.3f} | {r['rps']:.2f} | {r['errors']} | {peak} |")
+
+
+if __name__ == "__main__":
+    main()
