@@ -78,7 +78,8 @@ def make_task(root, n_train=32, n_valid=8, seed=0, fixed_length=None, dim=20):
 
 
 def write_config(path, model=None, **sections):
-    """A training YAML with the tiny model; `sections` update `train`, `batching`, ... blocks."""
+    """A training YAML with the tiny model; `sections` update the `train` and `batching` blocks
+    and replace any other section."""
     config = {
         "model": model or TINY_MODEL,
         "optim": "adam",
@@ -89,7 +90,7 @@ def write_config(path, model=None, **sections):
         "train": {"max_epochs": 3, "keep_nbest_models": 2, "log_interval": 2, "num_workers": 0, "grad_clip": 5.0},
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
+        if key in ("train", "batching"):
             config[key].update(value)
         else:
             config[key] = value

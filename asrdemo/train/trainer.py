@@ -486,6 +486,9 @@ def _relaunch_argv(args):
 
 
 def train(args):
+    if args.ngpu > 0 and not torch.cuda.is_available():
+        raise AsrdemoError(f"--ngpu {args.ngpu} but torch sees no CUDA device (torch {torch.__version__}); "
+                           "use --ngpu 0 for CPU (CPU DDP: start it with torchrun, see docs/training.md)")
     if args.ngpu > 1 and not distributed.launched_by_torchrun():
         distributed.relaunch_with_torchrun(args.ngpu, _relaunch_argv(args))  # does not return
     exp_dir = Path(args.exp_dir)
