@@ -26,8 +26,10 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = "info"
-# The heartbeat file goes to memory where there is one, so the server writes nothing to disk.
+# The heartbeat file goes to memory where there is one, and no control socket is made under
+# $HOME (gunicorn >= 25), so that the server writes nothing to disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+control_socket_disable = True
 
 # The app's own log lines (model loading, errors) go to stderr beside gunicorn's.
 logging.basicConfig(level=logging.INFO, format="%(asctime)s [%(process)d] [asrdemo] %(levelname)s %(message)s")

@@ -79,7 +79,7 @@ def main():
     clip, clip_note = three_second_clip()
     env = {"ASRDEMO_WORKERS": str(args.workers), "ASRDEMO_THREADS": str(args.threads),
            "ASRDEMO_TORCH_THREADS": str(args.torch_threads)}
-    with GunicornServer(exp_dir, env=env, log_path=Path(tempfile.gettempdir()) / "asrdemo-bench-gunicorn.log",
+    with GunicornServer(exp_dir, Path(tempfile.gettempdir()) / "asrdemo-bench-gunicorn.log", env=env,
                         startup_timeout=300) as server:
         run_level(server.url, clip, 1, args.warmup)
         rows = [(c, run_level(server.url, clip, c, args.requests)) for c in args.concurrency]

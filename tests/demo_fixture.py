@@ -182,7 +182,9 @@ def free_port() -> int:
 class GunicornServer:
     """Runs the Dockerfile's CMD (gunicorn from this venv) on 127.0.0.1:<free port> until stopped."""
 
-    def __init__(self, exp_dir, env=None, log_path=None, startup_timeout=90):
+    READY = "demo model ready"  # what asrdemo.server.app logs once a worker has loaded the model
+
+    def __init__(self, exp_dir, log_path, env=None, startup_timeout=90):
         cmd = docker_cmd()
         assert cmd[0] == "gunicorn", cmd
         self.port = free_port()
@@ -192,23 +194,24 @@ class GunicornServer:
                     # gunicorn's own override channel: loopback only, for the tests
                     "GUNICORN_CMD_ARGS": f"--bind=127.0.0.1:{self.port}", **(env or {})}
         self.argv = [sys.executable, "-m", "gunicorn", *cmd[1:]]
-        self.log_path = Path(log_path) if log_path else None
+        self.workers = int(self.env.get("ASRDEMO_WORKERS", "1"))
+        self.log_path = Path(log_path)
         self.startup_timeout = startup_timeout
         self.proc = None
 
     def __enter__(self):
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # until every worker has loaded the model and one answers
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {self.proc.returncode}: {self.log_tail()}")
-            try:
-                status, body = http_json("GET", f"{self.url}/healthz", timeout=2)
-                if status == 200 and len(self.worker_pids()) >= int(self.env.get("ASRDEMO_WORKERS", "1")):
-                    return self
-            except OSError:
-                pass
+            if self.log_tail(10**7).count(self.READY) >= self.workers:
+                try:
+                    if http_json("GET", f"{self.url}/healthz", timeout=2)[0] == 200:
+                        return self
+                except OSError:
+                    pass
             time.sleep(0.2)
         self.__exit__(None, None, None)
         raise RuntimeError(f"gunicorn did not answer within {self.startup_timeout} s: {self.log_tail()}")
@@ -230,9 +233,7 @@ class GunicornServer:
             return []
 
     def log_tail(self, chars=4000) -> str:
-        if self.log_path and self.log_path.exists():
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return "(no log)"
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else "(no log)"
 
 
 def proc_status_kb(pid: int, field: str) -> int:

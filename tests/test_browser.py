@@ -58,7 +58,7 @@ def files(tmp_path_factory):
 def server(exp, files):
     _require_browser()
     env = {"ASRDEMO_WORKERS": "1", "ASRDEMO_THREADS": "2", "ASRDEMO_SAMPLE": str(files["sample"])}
-    with GunicornServer(exp.path, env=env, log_path=artifacts_dir() / "gunicorn_browser.log") as srv:
+    with GunicornServer(exp.path, artifacts_dir() / "gunicorn_browser.log", env=env) as srv:
         yield srv
 
 

@@ -40,7 +40,7 @@ def tmpdir_of_server(tmp_path_factory):
 def server(exp, tmpdir_of_server):
     env = {"ASRDEMO_WORKERS": str(WORKERS), "ASRDEMO_THREADS": str(THREADS), "ASRDEMO_MAX_UPLOAD_MB": "1",
            "ASRDEMO_MAX_SECONDS": "5", "TMPDIR": str(tmpdir_of_server)}
-    with GunicornServer(exp.path, env=env, log_path=artifacts_dir() / "gunicorn.log") as srv:
+    with GunicornServer(exp.path, artifacts_dir() / "gunicorn.log", env=env) as srv:
         yield srv
 
 
@@ -57,8 +57,9 @@ def test_each_worker_loads_the_model_once(server):
     assert len(server.worker_pids()) == WORKERS
     status, info = http_json("GET", f"{server.url}/api/model")
     assert status == 200 and info["limits"]["workers"] == WORKERS and info["limits"]["threads"] == THREADS
-    loads = [line for line in server.log_tail(10**6).splitlines() if "[asrdemo] INFO loaded" in line]
+    loads = [line for line in server.log_tail(10**7).splitlines() if GunicornServer.READY in line]
     assert len(loads) == WORKERS, loads
+    assert {int(line.split("[")[1].split("]")[0]) for line in loads} == set(server.worker_pids())
 
 
 def test_recognize_and_bad_inputs_over_http(server, exp):

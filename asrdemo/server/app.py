@@ -83,8 +83,8 @@ class Demo:
             "curves": exp_info.curve_images(exp_dir),
             "config": config,
         }
-        log.info("loaded %s (%.1f M parameters) in %.1f s", exp_dir, self.info["num_params"] / 1e6,
-                 time.perf_counter() - started)
+        log.info("demo model ready: %s (%s parameters), loaded in %.1f s", exp_dir,
+                 f"{self.info['num_params']:,}", time.perf_counter() - started)
 
     @property
     def loaded(self) -> bool:
