@@ -104,12 +104,13 @@ def _colored_noise(n: int, rng: np.random.Generator, exponent: float, sample_rat
     """Gaussian noise whose power spectrum falls as 1/f^exponent, with nothing below 20 Hz (a 1/f^2
     spectrum down to 0 Hz would put most of its power in inaudible drift, which fbank ignores and
     which would make the SNR meaningless)."""
-    spectrum = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
-    freqs = np.fft.rfftfreq(n, d=1.0 / sample_rate)
+    size = 1 << max(1, (n - 1).bit_length())  # a power of two: FFTs of prime lengths are slow
+    spectrum = rng.standard_normal(size // 2 + 1) + 1j * rng.standard_normal(size // 2 + 1)
+    freqs = np.fft.rfftfreq(size, d=1.0 / sample_rate)
     shape = np.zeros_like(freqs)
     audible = freqs >= 20.0
     shape[audible] = freqs[audible] ** (-exponent / 2)
-    return np.fft.irfft(spectrum * shape, n)
+    return np.fft.irfft(spectrum * shape, size)[:n]
 
 
 def make_noise(kind: str, n: int, rng: np.random.Generator, others=None, sample_rate: int = 16000) -> np.ndarray:
