@@ -2,9 +2,8 @@
 
 `DecoderStepScorer` is a `beam_search.DecoderScorer`: one cached decoder step for all running
 hypotheses. The encoder output is projected into every layer's source-attention keys/values once
-per batch (`decoder.precompute_memory_kv`), not once per step and hypothesis as in ESPnet; with
-one utterance the beam shares them through a broadcast view, with several they are gathered per
-row only when the set of running utterances changes.
+per batch (`decoder.precompute_memory_kv`), not once per step and hypothesis as in ESPnet; they are
+gathered per row only when the set of running utterances changes, not at every step.
 
 `teacher_forced_scorer` is attention rescoring's scorer: one full decoder pass for all hypotheses.
 """
@@ -29,11 +28,11 @@ class DecoderStepScorer:
         """memory, mask and keys/values for rows belonging to utterances `utt` (N,)."""
         if self._rows_utt is not None and torch.equal(self._rows_utt, utt):
             return self._rows
-        n = len(utt)
-        if self.memory.size(0) == 1:  # one utterance: a free broadcast view
-            pick = lambda t: t.expand(n, *t.shape[1:])  # noqa: E731
-        else:
-            pick = lambda t: t.index_select(0, utt)  # noqa: E731
+        # Materialised (not a broadcast view, even for one utterance): matmul would copy an
+        # expanded view at every step and layer.
+        def pick(t):
+            return t.index_select(0, utt)
+
         self._rows = (pick(self.memory), pick(self.memory_mask), [(pick(k), pick(v)) for k, v in self.memory_kv])
         self._rows_utt = utt.clone()
         return self._rows

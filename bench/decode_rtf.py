@@ -1,0 +1,193 @@
+"""Decoding speed (RTF) of every search mode, end to end through the Recognizer, on CPU.
+
+Comparable with ESPnet's peer benchmark (../shared/peers/espnet/bench_decode.py): the same model
+shape (JSUT conformer8: 12 x 256 Conformer, 4 heads, FFN 2048, decoder 6 x 2048, vocab 3000),
+random weights, 16 kHz Gaussian noise (std 0.1) as input, beam 10, CTC weight 0.3, 1 thread,
+median of 3 runs after 1 warm-up, and the same trick to force exactly N output tokens in the
+beam searches: the decoder's output bias for <sos/eos> is -1e4 (it never enters the beam) and
+maxlenratio = -N (at most N tokens; the search then scores <eos> in one more step, so N + 1
+decoder calls, where ESPnet appends <eos> unscored after N calls). ms/step = search s / decoder calls.
+
+    .venv/bin/python bench/decode_rtf.py                       # tiny and conformer8 shapes, 5 s and 10 s
+    .venv/bin/python bench/decode_rtf.py --shapes conformer8 --modes joint --seconds 5
+    .venv/bin/python bench/decode_rtf.py --json /tmp/decode_rtf.json
+
+Not a test: it prints a table (run it alone; the machine's other load skews it).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHAPES = {
+    "tiny": dict(vocab=50, model={
+        "encoder": "conformer",
+        "encoder_conf": {"output_size": 64, "attention_heads": 2, "linear_units": 256, "num_blocks": 2,
+                         "cnn_module_kernel": 15},
+        "decoder_conf": {"attention_heads": 2, "linear_units": 256, "num_blocks": 1},
+    }),
+    # ESPnet egs2/jsut/asr1 train_asr_conformer8.yaml, vocabulary 3000 (as the peer benchmark)
+    "conformer8": dict(vocab=3000, model={
+        "encoder": "conformer",
+        "encoder_conf": {"output_size": 256, "attention_heads": 4, "linear_units": 2048, "num_blocks": 12,
+                         "input_layer": "conv2d", "cnn_module_kernel": 15, "macaron_style": True,
+                         "pos_enc_layer_type": "rel_pos"},
+        "decoder_conf": {"attention_heads": 4, "linear_units": 2048, "num_blocks": 6},
+    }),
+}
+MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "attention", "joint")
+BEAM_MODES = ("attention", "joint")
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    p.add_argument("--seconds", type=float, nargs="+", default=[5.0, 10.0])
+    p.add_argument("--beam", type=int, default=10)
+    p.add_argument("--ctc_weight", type=float, default=0.3)
+    p.add_argument("--steps", type=int, default=30, help="output tokens forced in attention/joint (default 30)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="PATH")
+    return p.parse_args()
+
+
+def count(module):
+    return sum(p.numel() for p in module.parameters())
+
+
+def make_exp_dir(path: Path, shape: dict):
+    """A self-describing exp dir with random weights (as tests/test_recognizer.py builds one)."""
+    import kaldiio
+    import numpy as np
+    import torch
+    import yaml
+
+    from asrdemo.data import cmvn
+    from asrdemo.model.asr_model import ASRModel
+
+    vocab = shape["vocab"]
+    tokens = ["<blank>", "<unk>"] + [chr(0x4E00 + i) for i in range(vocab - 3)] + ["<sos/eos>"]
+    (path / "tokens.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+    stats = cmvn.accumulate(None, np.random.default_rng(0).normal(8.0, 3.0, (1000, 80)))
+    kaldiio.save_mat(str(path / "cmvn.ark"), stats)
+    torch.manual_seed(0)
+    model = ASRModel.from_config(shape["model"], 80, vocab, stats)
+    torch.save(model.state_dict(), path / "valid.acc.ave.pth")
+    config = {"frontend": {"sample_rate": 16000, "num_mel_bins": 80}, "token_type": "char",
+              "token_list": "tokens.txt", "bpe_model": None, "cmvn": "cmvn.ark", "model": shape["model"]}
+    (path / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+
+class Timer:
+    """Wall time and calls of a wrapped callable (installed as an instance/class attribute)."""
+
+    def __init__(self, owner, name):
+        self.total, self.calls = 0.0, 0
+        fn = getattr(owner, name)
+
+        def timed(*a, **kw):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.total += time.perf_counter() - t0
+                self.calls += 1
+
+        setattr(owner, name, timed)
+
+    def reset(self):
+        self.total, self.calls = 0.0, 0
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    args = parse_args()
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    import numpy as np
+    import torch
+
+    from asrdemo.decode.ctc_prefix_score import CTCPrefixScorer
+    from asrdemo.decode.recognizer import Recognizer
+
+    torch.set_num_threads(args.threads)
+    print(f"# asrdemo decode benchmark: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"device {args.device}, beam {args.beam}, ctc_weight {args.ctc_weight}, "
+          f"{args.steps} tokens forced in {'/'.join(BEAM_MODES)}; median of {args.repeats} after {args.warmup} warm-up")
+    rows = []
+    for shape_name in args.shapes:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_exp_dir(Path(tmp), SHAPES[shape_name])
+            conf = dict(beam_size=args.beam, ctc_weight=args.ctc_weight, maxlenratio=-float(args.steps))
+            rec = Recognizer.from_exp_dir(tmp, device=args.device, decode_conf=conf)
+        model = rec.model
+        with torch.no_grad():  # keep <sos/eos> out of the beam until the forced last step
+            model.decoder.output_layer.bias[model.eos] = -1e4
+        print(f"# {shape_name}: params {count(model) / 1e6:.2f}M (encoder {count(model.encoder) / 1e6:.2f}M, "
+              f"decoder {count(model.decoder) / 1e6:.2f}M, ctc {count(model.ctc) / 1e6:.2f}M), vocab {model.vocab_size}")
+        t_fbank, t_encode = Timer(rec, "features"), Timer(model, "encode")
+        t_step, t_full = Timer(model.decoder, "forward_one_step"), Timer(model.decoder, "forward")
+        t_ctc = Timer(CTCPrefixScorer, "score")
+        timers = (t_fbank, t_encode, t_step, t_full, t_ctc)
+        rng = np.random.default_rng(0)
+        for seconds in args.seconds:
+            wave = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+            for mode in args.modes:
+                runs = []
+                for r in range(args.warmup + args.repeats):
+                    for t in timers:
+                        t.reset()
+                    t0 = time.perf_counter()
+                    hyp = rec.recognize(wave, 16000, mode=mode)
+                    total = time.perf_counter() - t0
+                    if mode in BEAM_MODES and (len(hyp.token_ids) != args.steps or t_step.calls != args.steps + 1):
+                        print(f"WARNING: {shape_name} {mode} {seconds}s: {len(hyp.token_ids)} tokens, "
+                              f"{t_step.calls} decoder calls")
+                    if r >= args.warmup:
+                        runs.append(dict(total=total, fbank=t_fbank.total, encode=t_encode.total,
+                                         decoder=t_step.total + t_full.total, ctc_prefix=t_ctc.total,
+                                         calls=t_step.calls, tokens=len(hyp.token_ids)))
+                med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                search = med["total"] - med["fbank"] - med["encode"]
+                frames = int(model.encoder.embed.output_lengths(len(rec.features(wave, 16000))))
+                rows.append(dict(
+                    shape=shape_name, params_m=round(count(model) / 1e6, 2), mode=mode, input_s=seconds,
+                    frames=frames, fbank_s=med["fbank"], encode_s=med["encode"], search_s=search,
+                    total_s=med["total"], rtf=med["total"] / seconds,
+                    decoder_calls=int(med["calls"]), ms_per_step=1000 * search / med["calls"] if med["calls"] else None,
+                    search_decoder_s=med["decoder"], search_ctc_prefix_s=med["ctc_prefix"],
+                    tokens=int(med["tokens"]), peak_rss_mb=peak_rss_mb(), total_runs_s=[r["total"] for r in runs]))
+                row = rows[-1]
+                print(f"  {shape_name} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}",
+                      flush=True)
+
+    hdr = ("shape", "mode", "input s", "frames", "fbank s", "encode s", "search s", "total s", "RTF", "ms/step",
+           "decoder s", "CTC prefix s", "tokens", "peak RSS MB")
+    print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * 2 + "---:|" * (len(hdr) - 2))
+    for r in rows:
+        step = f"{r['ms_per_step']:.1f}" if r["ms_per_step"] else "–"
+        print(f"| {r['shape']} | {r['mode']} | {r['input_s']:g} | {r['frames']} | {r['fbank_s']:.3f} | "
+              f"{r['encode_s']:.3f} | {r['search_s']:.3f} | {r['total_s']:.3f} | {r['rtf']:.3f} | {step} | "
+              f"{r['search_decoder_s']:.3f} | {r['search_ctc_prefix_s']:.3f} | {r['tokens']} | {r['peak_rss_mb']:,.0f} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
