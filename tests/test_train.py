@@ -238,3 +238,17 @@ def test_bad_config_key_is_a_clear_error(tmp_path):
     config = write_config(tmp_path / "bad.yaml", train={"max_epoch": 3})
     proc = run_asrdemo(train_args(task, config, tmp_path / "exp"), check=False)
     assert proc.returncode == 1 and "max_epoch" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_early_stopping_on_patience(tmp_path):
+    """With lr 0 the valid accuracy never improves: patience 2 stops after epoch 3 of 10."""
+    torch.set_num_threads(1)
+    task = make_task(tmp_path, n_train=8, n_valid=2)
+    config = write_config(tmp_path / "train.yaml", optim_conf={"lr": 0.0}, scheduler="constant",
+                          scheduler_conf={}, train={"max_epochs": 10, "patience": 2})
+    exp = tmp_path / "exp"
+    assert run_inprocess(train_args(task, config, exp)) == 0
+    history = [json.loads(line) for line in (exp / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert "early stopping" in (exp / "train.log").read_text()
+    assert json.loads((exp / ".done").read_text())["epochs"] == 3

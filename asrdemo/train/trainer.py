@@ -369,7 +369,8 @@ class Trainer:
                "lr": self.optimizer.param_groups[0]["lr"], "time": round(self.epoch_time, 3)}
         self.history.append(row)
         accs = [(r["valid_acc"], r["epoch"]) for r in self.history if r.get("valid_acc") is not None]
-        best_acc, best_epoch = max(accs) if accs else (None, self.epoch)
+        best_acc = max(accs)[0] if accs else None
+        best_epoch = min((e for a, e in accs if a == best_acc), default=self.epoch)  # a tie is no improvement
         if tc["patience"] is not None and self.epoch - best_epoch >= tc["patience"]:
             log.info("early stopping: no better valid acc for %d epochs (best %.4f at epoch %d)",
                      self.epoch - best_epoch, best_acc, best_epoch)
