@@ -32,6 +32,8 @@ decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, at
 token_type=char        # char | bpe
 vocab_size=""          # sentencepiece vocabulary size (token_type=bpe)
 ngpu=0                 # >1: training through torchrun (see docs/training.md)
+train_args=""          # more `asrdemo train` options, e.g. "--max_epochs 5 --set optim_conf.lr=0.001"
+decode_args=""         # more `asrdemo decode` options, e.g. "--batch_size 8"
 num_test=""            # test/dev sizes; default: 250/250 for JSUT (ESPnet's split), 20/20 for mini_jsut
 num_dev=""
 num_utts=""            # mini_jsut: how many sentences to synthesize (default: all)
@@ -153,7 +155,7 @@ if stage_needed 4 "$exp" dump/fbank data/lang "$train_config"; then
   resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
   asrdemo train --config "$train_config" --train_dir dump/fbank/train --valid_dir dump/fbank/dev \
     --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
-    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" $resume
+    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" $resume $train_args
   touch "$exp/.done"
   stage_done 4
 fi
@@ -162,7 +164,7 @@ if stage_needed 5 "$exp/decode_test" "$exp" "$decode_config"; then
   require "$exp/config.yaml" 4
   require data/test/wav.scp 1
   asrdemo decode --exp_dir "$exp" --input data/test --out_dir "$exp/decode_test" --nj "$nj" \
-    --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"}
+    --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"} $decode_args
   asrdemo plot --exp_dir "$exp"
   touch "$exp/decode_test/.done"
   stage_done 5

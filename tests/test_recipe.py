@@ -1,0 +1,86 @@
+"""`run.sh` end to end on a tiny corpus: every stage's outputs, skipping, re-running one stage,
+and a clear error for a stage whose inputs are missing. Real subprocesses, real files."""
+
+import os
+import re
+import subprocess
+
+import kaldiio
+import pytest
+import yaml
+
+from conftest import REPO, TINY_CONFIG
+
+
+def run_sh(*args, timeout=900):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(["bash", str(REPO / "run.sh"), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe")
+    common = ["--corpus", "mini_jsut", "--num_utts", 12, "--num_test", 2, "--num_dev", 2, "--work_dir", tmp / "work",
+              "--package_dir", tmp / "pkg", "--train_config", TINY_CONFIG, "--tag", "tiny",
+              "--train_args", "--max_epochs 3", "--decode_mode", "attention_rescoring"]
+    first = run_sh(*common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return tmp, common, first
+
+
+def test_every_stage_writes_its_outputs(recipe, monkeypatch):
+    tmp, _, first = recipe
+    work = tmp / "work"
+    monkeypatch.chdir(work)  # scp files name their arks relative to the work dir, as ESPnet's do
+    for n in range(7):
+        assert f"stage {n}: done" in first.stdout, first.stdout
+    assert len(list((work / "downloads" / "jsut_ver1.1").glob("*/wav/*.wav"))) == 12
+    counts = {s: len((work / "data" / s / "text").read_text().splitlines()) for s in ("train", "dev", "test")}
+    assert counts == {"train": 8, "dev": 2, "test": 2}
+    assert (work / "data" / "test" / "text").read_text().startswith("BASIC5000_0001 水をマレーシアから")
+    for s in ("train", "dev", "test"):
+        feats = dict(kaldiio.load_scp(str(work / "dump" / "fbank" / s / "feats.scp")))
+        assert len(feats) == counts[s] and all(m.shape[1] == 80 for m in feats.values())
+    assert kaldiio.load_mat(str(work / "dump" / "fbank" / "train" / "cmvn.ark")).shape == (2, 81)
+    tokens = (work / "data" / "lang" / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert tokens[:2] == ["<blank>", "<unk>"] and tokens[-1] == "<sos/eos>"
+    exp = work / "exp" / "tiny"
+    config = yaml.safe_load((exp / "config.yaml").read_text())
+    assert config["model"]["encoder"] == "conformer" and config["frontend"]["num_mel_bins"] == 80
+    for name in ("valid.acc.ave.pth", "train.log", "tokens.txt", "cmvn.ark", "images/loss.png", "images/acc.png",
+                 "images/error.png", "decode_test/hyp.txt", "decode_test/result.txt", "decode_test/cer.txt"):
+        assert (exp / name).is_file() and (exp / name).stat().st_size > 0, name
+    assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
+    assert len((exp / "decode_test" / "hyp.txt").read_text().splitlines()) == 2
+    for name in ("config.yaml", "tokens.txt", "cmvn.ark", "valid.acc.ave.pth", "cer.txt", "README.md", "images/loss.png"):
+        assert (tmp / "pkg" / name).is_file(), name
+    # the final report: a CER table
+    assert re.search(r"\| mini_jsut \| .* \| CER \d+\.\d\d % \(N=\d+", first.stdout)
+
+
+def test_rerun_skips_every_stage(recipe):
+    _, common, _ = recipe
+    again = run_sh(*common)
+    assert again.returncode == 0, again.stderr
+    for n in range(7):
+        assert f"stage {n}: skipped" in again.stdout, again.stdout
+    assert "start" not in again.stdout
+
+
+def test_explicit_stage_redoes_it_and_what_depends_on_it(recipe):
+    tmp, common, _ = recipe
+    before = (tmp / "work" / "exp" / "tiny" / "valid.acc.ave.pth").stat().st_mtime
+    r = run_sh(*common, "--stage", 5)
+    assert r.returncode == 0, r.stderr
+    assert "stage 5: start" in r.stdout and "stage 6: " in r.stdout and "stage 6: skipped" not in r.stdout
+    assert not re.search(r"stage [0-4]:", r.stdout)
+    assert (tmp / "work" / "exp" / "tiny" / "valid.acc.ave.pth").stat().st_mtime == before  # not retrained
+
+
+def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):
+    r = run_sh("--corpus", "mini_jsut", "--work_dir", tmp_path / "empty", "--stage", 2, "--stop_stage", 2)
+    assert r.returncode == 1
+    assert "missing" in r.stderr and "made by stage 1" in r.stderr
+    r = run_sh("--corpus", "nope")
+    assert r.returncode == 2 and "unknown corpus" in r.stderr
