@@ -10,6 +10,7 @@
 #   0 corpus    downloads/jsut_ver1.1/            (JSUT: download+verify+unpack; mini: synthesize)
 #   1 prepare   data/{train,dev,test}/            Kaldi data dirs
 #   2 fbank     dump/fbank/{train,dev,test}/      80-dim fbank ark/scp; dump/fbank/train/cmvn.ark
+#               (with --speed_perturb/--noise_copies: data/train_sp/ first, and dump/fbank/train_sp/ instead of train/)
 #   3 tokens    data/lang/tokens.txt              character (or sentencepiece) token list
 #   4 train     exp/<tag>/                        checkpoints, averaged model, train.log, tensorboard/, images/
 #   5 decode    exp/<tag>/decode_test/            hyp.txt, result.txt, cer.txt
@@ -38,6 +39,10 @@ num_test=""            # test/dev sizes; default: 250/250 for JSUT (ESPnet's spl
 num_dev=""
 num_utts=""            # mini_jsut: how many sentences to synthesize (default: all)
 seed=0
+speed_perturb=""       # e.g. "0.9 1.0 1.1": train on speed-perturbed copies, data/train_sp (docs/augmentation.md)
+noise_copies=0         # noisy copies of each training utterance, added to data/train_sp
+snr_range="10,30"      # SNR range (dB) of the noisy copies
+noise_dir=""           # folder of noise recordings (e.g. MUSAN's noise/); default: generated white/pink/brown/babble
 jsut_url=""            # stage 0 (JSUT): another address for jsut_ver1.1.zip
 jsut_zip=""            # ... or a local copy of the zip
 jsut_root=""           # ... or an unpacked corpus
@@ -71,7 +76,8 @@ case "$corpus" in
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut or mini_jsut)" >&2; exit 2 ;;
 esac
-[ -n "$tag" ] || tag=$(basename "$train_config" .yaml)
+augmented=""; { [ -n "$speed_perturb" ] || [ "$noise_copies" != 0 ]; } && augmented=_sp
+[ -n "$tag" ] || tag=$(basename "$train_config" .yaml)$augmented   # an augmented run never resumes a plain one
 for f in "$train_config" "$decode_config" "$fbank_config"; do
   [ -f "$f" ] || { echo "run.sh: missing config $f" >&2; exit 1; }
 done
@@ -79,13 +85,19 @@ done
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$root/$1" ;; esac; }
 train_config=$(abspath "$train_config"); decode_config=$(abspath "$decode_config")
 fbank_config=$(abspath "$fbank_config"); package_dir=$(abspath "$package_dir")
-for v in jsut_zip jsut_root; do [ -z "${!v}" ] || printf -v "$v" '%s' "$(abspath "${!v}")"; done
+for v in jsut_zip jsut_root noise_dir; do [ -z "${!v}" ] || printf -v "$v" '%s' "$(abspath "${!v}")"; done
 
 work=$(abspath "${work_dir:-egs/$corpus}")
 mkdir -p "$work"
 cd "$work"
 corpus_root=downloads/jsut_ver1.1
 exp=exp/$tag
+# the training set: data/train, or its augmented copy data/train_sp (made at the start of stage 2)
+train_set=train$augmented
+# stage 2 is redone when the augmentation options change (this file is rewritten only then)
+augment_opts="$train_set speeds=${speed_perturb:-1.0} noise_copies=$noise_copies snr_range=$snr_range noise_dir=$noise_dir seed=$seed"
+mkdir -p data
+[ "$(cat data/augment_opts 2>/dev/null)" = "$augment_opts" ] || echo "$augment_opts" > data/augment_opts
 
 log() { echo "$(date '+%H:%M:%S') run.sh: $*"; }
 declare -A stage_seconds=()
@@ -133,11 +145,17 @@ if stage_needed 1 data "$corpus_root"; then
   stage_done 1
 fi
 
-if stage_needed 2 dump/fbank data "$fbank_config"; then
-  for set in train dev test; do
+if stage_needed 2 dump/fbank data "$fbank_config" data/augment_opts; then
+  if [ "$train_set" = train_sp ]; then
+    require data/train/wav.scp 1
+    asrdemo augment --data_dir data/train --out_dir data/train_sp --speeds "${speed_perturb:-1.0}" \
+      --noise_copies "$noise_copies" --snr_range "$snr_range" ${noise_dir:+--noise_dir "$noise_dir"} \
+      --seed "$seed" --nj "$nj" --sample_rate "$(sed -n 's/^sample_rate: *//p' "$fbank_config")"
+  fi
+  for set in "$train_set" dev test; do
     require "data/$set/wav.scp" 1
     asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_conf "$fbank_config" --nj "$nj" \
-      $([ "$set" = train ] && echo --cmvn)
+      $([ "$set" = "$train_set" ] && echo --cmvn)
   done
   touch dump/fbank/.done
   stage_done 2
@@ -150,10 +168,10 @@ if stage_needed 3 data/lang data; then
 fi
 
 if stage_needed 4 "$exp" dump/fbank data/lang "$train_config"; then
-  for f in dump/fbank/train/feats.scp dump/fbank/train/cmvn.ark dump/fbank/dev/feats.scp; do require "$f" 2; done
+  for f in "dump/fbank/$train_set/feats.scp" "dump/fbank/$train_set/cmvn.ark" dump/fbank/dev/feats.scp; do require "$f" 2; done
   require data/lang/tokens.txt 3
   resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
-  asrdemo train --config "$train_config" --train_dir dump/fbank/train --valid_dir dump/fbank/dev \
+  asrdemo train --config "$train_config" --train_dir "dump/fbank/$train_set" --valid_dir dump/fbank/dev \
     --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
     --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" $resume $train_args
   touch "$exp/.done"

@@ -50,6 +50,12 @@ def test_fbank_stage(tmp_path):
         assert (tmp_path / "dump" / name).is_file()
     again = run_fbank(data, tmp_path / "dump", "--cmvn")
     assert again.returncode == 0 and "skipped" in again.stderr
+    # a changed data dir makes the features stale
+    text = data / "text"
+    text.write_text(text.read_text().replace("テキスト0", "テキスト零"))
+    redo = run_fbank(data, tmp_path / "dump", "--cmvn")
+    assert redo.returncode == 0 and "skipped" not in redo.stderr and "changed" in redo.stderr
+    assert "テキスト零" in (tmp_path / "dump" / "text").read_text()
     # --nj does not change the output
     assert run_fbank(data, tmp_path / "dump1", "--nj", "1").returncode == 0
     assert (tmp_path / "dump1" / "feats.ark").read_bytes() == (tmp_path / "dump" / "feats.ark").read_bytes()

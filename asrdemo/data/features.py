@@ -6,6 +6,8 @@ writes the ark in utterance order, so the output does not depend on `--nj`.
     asrdemo fbank --data_dir data/train --out_dir dump/fbank/train --fbank_conf conf/fbank.yaml --nj 2 --cmvn
 """
 
+import hashlib
+import json
 import logging
 import multiprocessing
 import shutil
@@ -89,6 +91,14 @@ def compute_features(data_dir, out_dir, fbank_conf=None, nj=1, with_cmvn=False):
     return len(num_frames)
 
 
+def input_digest(data_dir) -> str:
+    """sha256 of the data dir's wav.scp and text: a changed data dir means the features are stale."""
+    h = hashlib.sha256()
+    for name in ("wav.scp", "text"):
+        h.update((Path(data_dir) / name).read_bytes())
+    return h.hexdigest()
+
+
 def add_arguments(p):
     p.add_argument("--data_dir", required=True, help="Kaldi data dir (wav.scp, text, ...)")
     p.add_argument("--out_dir", required=True, help="where feats.scp/ark go, e.g. dump/fbank/train")
@@ -101,14 +111,16 @@ def main(args):
     out_dir = Path(args.out_dir)
     conf = Fbank.from_yaml(args.fbank_conf).conf if args.fbank_conf else Fbank().conf
     required = OUTPUTS + (("cmvn.ark",) if args.cmvn else ())
+    digest = input_digest(args.data_dir) if (Path(args.data_dir) / "wav.scp").is_file() else None
     if is_done(out_dir, required):
+        done = json.loads((out_dir / ".done").read_text(encoding="utf-8"))
         done_conf = yaml.safe_load((out_dir / "frontend.yaml").read_text(encoding="utf-8"))
-        if done_conf == conf:
+        if done_conf == conf and done.get("input_sha256") == digest:
             log.info("skipped: %s is complete (remove %s/.done to redo)", out_dir, out_dir)
             return
-        log.info("fbank options changed since %s was written; recomputing", out_dir)
+        log.info("the data dir or the fbank options changed since %s was written; recomputing", out_dir)
     start = time.time()
     n = compute_features(args.data_dir, out_dir, conf, nj=args.nj, with_cmvn=args.cmvn)
-    mark_done(out_dir, data_dir=str(args.data_dir), utterances=n)
+    mark_done(out_dir, data_dir=str(args.data_dir), input_sha256=digest, utterances=n)
     log.info("wrote %d utterances to %s/feats.scp in %.1f s%s", n, out_dir, time.time() - start,
              f" (+ {out_dir}/cmvn.ark)" if args.cmvn else "")
