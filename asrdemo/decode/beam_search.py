@@ -117,16 +117,17 @@ def joint_beam_search(
     if not active:
         return results
 
-    beam = beam_size
     pre_beam = int(pre_beam_ratio * beam_size)
     ctc = CTCPrefixScorer(ctc_logp, lengths, blank_id, eos) if use_ctc else None
-    utt = torch.tensor(active, device=device).repeat_interleave(beam)  # row -> utterance
+    # Rows are (utterance, hypothesis), `width` hypotheses per utterance: 1 (<sos>) at the first
+    # step, then beam_size (fewer only while fewer candidates exist, e.g. a tiny vocabulary).
+    width = 1
+    utt = torch.tensor(active, device=device)  # row -> utterance
     maxlen = torch.tensor([max_output_length(maxlenratio, frames[b]) for b in active], device=device)
     minlen = torch.tensor([min_output_length(minlenratio, frames[b]) for b in active], device=device)
     ys = torch.full((len(utt), 1), sos, dtype=torch.long, device=device)
-    alive = torch.zeros(len(active), beam, dtype=torch.bool, device=device)
-    alive[:, 0] = True  # one live hypothesis (<sos>) per utterance to start with
-    score = torch.zeros(len(utt), device=device).masked_fill(~alive.view(-1), NEG_INF)
+    alive = torch.ones(len(active), width, dtype=torch.bool, device=device)
+    score = torch.zeros(len(utt), device=device)
     att_total = torch.zeros(len(utt), device=device)
     dec_state = scorer.init_state(utt) if use_att else None
     ctc_state = ctc.init_state(utt) if use_ctc else None
@@ -135,7 +136,7 @@ def joint_beam_search(
 
     step = 0
     while active:
-        n_utt, n_rows = len(active), len(active) * beam
+        n_utt, n_rows = len(active), len(active) * width
         # 1. next-token scores of every running hypothesis, one decoder call for all
         if use_att:
             att_logp, dec_state = scorer.score(ys, dec_state)
@@ -144,8 +145,8 @@ def joint_beam_search(
         else:
             att_logp = None
             weighted = torch.zeros(n_rows, vocab_size, device=device)
-        row_maxlen = maxlen.repeat_interleave(beam).unsqueeze(1)
-        row_minlen = minlen.repeat_interleave(beam).unsqueeze(1)
+        row_maxlen = maxlen.repeat_interleave(width).unsqueeze(1)
+        row_minlen = minlen.repeat_interleave(width).unsqueeze(1)
         forbidden = (vocab == blank_id) | ((vocab != eos) & (step >= row_maxlen)) | ((vocab == eos) & (step < row_minlen))
         weighted = weighted.masked_fill(forbidden, NEG_INF)
 
@@ -162,10 +163,12 @@ def joint_beam_search(
             cand_score = weighted
         cand_score = (cand_score + penalty + score.unsqueeze(1)).masked_fill(~alive.view(-1, 1), NEG_INF)
 
-        # 3. the beam: the best `beam` extensions of each utterance among its beam x C candidates
+        # 3. the beam: the best `beam_size` extensions of each utterance among its width x C candidates
         n_cand = cand_score.shape[1]
-        top_score, top = cand_score.view(n_utt, beam * n_cand).topk(beam, dim=1)
-        rows = (torch.arange(n_utt, device=device).unsqueeze(1) * beam + top // n_cand).view(-1)
+        new_width = min(beam_size, width * n_cand)
+        top_score, top = cand_score.view(n_utt, width * n_cand).topk(new_width, dim=1)
+        rows = (torch.arange(n_utt, device=device).unsqueeze(1) * width + top // n_cand).view(-1)
+        width = new_width
         cols = (top % n_cand).view(-1)
         tokens = cand[rows, cols] if cand is not None else cols
         score = top_score.view(-1)
@@ -181,25 +184,24 @@ def joint_beam_search(
         finite = torch.isfinite(score)
         done = finite & (tokens == eos)
         for i in done.nonzero().view(-1).tolist():
-            ended[active[i // beam]].append(Hypothesis(
+            ended[active[i // width]].append(Hypothesis(
                 token_ids=ys[i, 1:-1].tolist(), score=float(score[i]),
                 att_score=float(att_total[i]) if use_att else None,
                 ctc_score=float(ctc_state.score[i]) if use_ctc else None,
             ))
-        alive = (finite & (tokens != eos)).view(n_utt, beam)
+        alive = (finite & (tokens != eos)).view(n_utt, width)
         score = score.masked_fill(~alive.view(-1), NEG_INF)
 
         # 5. drop utterances that are finished: nothing running, max length, or end detected
         keep = []
-        for j, b in enumerate(active):
-            stop = not bool(alive[j].any()) or step >= int(maxlen[j])
+        for j, (b, stop) in enumerate(zip(active, (~alive.any(dim=1) | (step >= maxlen)).tolist())):
             if not stop and end_detection and maxlenratio == 0:
                 stop = end_detected([(len(h.token_ids), h.score) for h in ended[b]], step)
             if not stop:
                 keep.append(j)
         if len(keep) < n_utt:
             keep_t = torch.tensor(keep, dtype=torch.long, device=device)
-            keep_rows = (keep_t.unsqueeze(1) * beam + torch.arange(beam, device=device)).view(-1)
+            keep_rows = (keep_t.unsqueeze(1) * width + torch.arange(width, device=device)).view(-1)
             active = [active[j] for j in keep]
             maxlen, minlen, alive = maxlen[keep_t], minlen[keep_t], alive[keep_t]
             ys, score, att_total = ys[keep_rows], score[keep_rows], att_total[keep_rows]
