@@ -150,3 +150,19 @@ def test_loader_yields_each_utterance_once_with_its_own_features(dump, num_worke
             assert batch["ys_pad"][j, : len(ids)].tolist() == ids
             assert torch.all(batch["ys_pad"][j, len(ids):] == -1)
     assert seen == Counter({u: 1 for u in lengths})
+
+
+def test_relative_ark_paths_resolve_beside_feats_scp(dump, tmp_path, monkeypatch):
+    """feats.scp written in the recipe's work dir names `dump/.../feats.ark` relative to it; read
+    from elsewhere, the ark beside feats.scp is used. A missing ark is a clear error."""
+    d, lengths, texts, tokens = dump
+    scp = d / "feats.scp"
+    scp.write_text(scp.read_text().replace(str(d / "feats.ark"), "dump/fbank/train/feats.ark"))
+    monkeypatch.chdir(tmp_path.parent)  # somewhere without dump/fbank/train/
+    examples = read_dump_dir(d, tokens)
+    assert examples[0].feats_path.startswith(str(d / "feats.ark") + ":")
+    loader, sampler = make_loader(examples, batch_bins=10**6)
+    assert sum(len(b["utt_ids"]) for b in loader) == len(lengths)
+    (d / "feats.ark").rename(d / "moved.ark")
+    with pytest.raises(AsrdemoError, match="feats.ark"):
+        read_dump_dir(d, tokens)

@@ -48,7 +48,8 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     for name in ("feats.scp", "utt2num_frames", "text"):
         if not (dump_dir / name).is_file():
             raise AsrdemoError(f"missing {dump_dir / name} (made by stage 2, `asrdemo fbank`)")
-    feats = read_kv(dump_dir / "feats.scp")
+    arks = {}
+    feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
     texts = read_kv(dump_dir / "text")
     examples, dropped, num_unk = [], [], 0
@@ -75,6 +76,23 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     if not examples:
         raise AsrdemoError(f"{dump_dir}: no usable utterances")
     return examples
+
+
+def _resolve_ark(rxspec, dump_dir, found_arks):
+    """`file.ark:offset` of feats.scp -> a spec that opens from here. Kaldi paths are relative to
+    the directory the features were made in (the recipe's work dir); when we run elsewhere, the ark
+    beside feats.scp is the same file."""
+    ark, sep, offset = rxspec.rpartition(":")
+    if not sep or not offset.isdigit():
+        raise AsrdemoError(f"{dump_dir}/feats.scp: {rxspec!r} is not file.ark:offset")
+    if ark not in found_arks:  # {ark as written: the path that opens}, one check per ark file
+        candidates = [Path(ark), Path(dump_dir) / Path(ark).name]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise AsrdemoError(f"{dump_dir}/feats.scp names {ark}, which is neither at that path (from "
+                               f"{Path.cwd()}) nor in {dump_dir}")
+        found_arks[ark] = str(found)
+    return f"{found_arks[ark]}:{offset}"
 
 
 class ASRDataset(torch.utils.data.Dataset):
