@@ -1,0 +1,597 @@
+"""`asrdemo explain EXP_DIR AUDIO --out DIR`: follow one utterance from waveform to text.
+
+    asrdemo explain exp/train_mini sample/test.wav --out /tmp/explain
+
+Everything goes through the recognizer that `asrdemo decode` and the demo use (its resampler,
+its fbank, its model, its search); this module only looks at what they produce:
+
+    wave (any rate) -> resample -> fbank (T, 80) -> CMVN -> encoder (T', D), T' ~ T / subsampling
+        -> CTC log-posteriors (T', V) -> search (n-best) -> CTC forced alignment of the best
+        -> the attention decoder's source attention for the best (L + 1, T')
+
+and writes one PNG per stage, `trace.json` (every shape and number in the figures, and the
+per-token times) and `index.md` (the figures in order, each with what it shows).
+
+`trace_utterance(recognizer, wave, sample_rate)` is the part without figures; the demo server
+calls it for per-character times, the posteriorgram and the attention map.
+"""
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from asrdemo.data.audio import load_audio, resample
+from asrdemo.decode.alignment import (AlignmentError, CtcAlignment, TokenTime, best_path_score, ctc_forced_align,
+                                      encoder_frame_seconds, greedy_path, token_times)
+from asrdemo.decode.hypothesis import Hypothesis
+from asrdemo.errors import AsrdemoError
+from asrdemo.model.attention import store_attention_weights
+from asrdemo.utils.io import atomic_path, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FIGURES = (  # file name -> the sentences of index.md (formatted with the trace's numbers)
+    ("01_waveform.png", "The waveform",
+     "The audio as the model hears it: {duration_s:.2f} s, resampled from {original_sample_rate} Hz to "
+     "{sample_rate} Hz ({num_samples} samples). Amplitude is in [-1, 1]; silence at the edges is normal."),
+    ("02_fbank.png", "80-dim log-mel filterbank, before and after CMVN",
+     "Top: the Kaldi fbank, {num_frames} frames (one every {frame_shift_ms:g} ms, each a "
+     "{frame_length_ms:g} ms window) x {num_mel_bins} mel bins, log energy. Bottom: the same after global "
+     "CMVN (the training set's mean subtracted, divided by its standard deviation, per bin): what the "
+     "encoder actually reads; values near 0 are 'average'."),
+    ("03_subsampling.png", "Subsampling: {num_frames} fbank frames -> {encoder_frames} encoder frames",
+     "The convolutional front of the encoder keeps one frame in {subsampling_rate}: {num_frames} frames of "
+     "{frame_shift_ms:g} ms become {encoder_frames} encoder frames, one every {encoder_frame_ms:g} ms. The "
+     "shaded box marks the {receptive_frames} fbank frames ({receptive_field_ms:g} ms of audio) that one "
+     "encoder frame (the outlined column below) is computed from, before self-attention mixes in the rest."),
+    ("04_ctc_posteriorgram.png", "CTC posteriorgram with the greedy path",
+     "For each encoder frame, the CTC layer's probability of every token ({vocab_size} in all; the "
+     "{shown_tokens} most salient shown). Most frames say <blank>; each character 'spikes' on a frame or "
+     "two. Dots: the greedy path (the best token per frame); boxes: the forced alignment of the final "
+     "transcript."),
+    ("05_alignment.png", "Each character at its time",
+     "The final transcript placed on the fbank: every character is drawn at the frames where CTC emits it "
+     "in the forced alignment of the transcript (times in trace.json, `alignment.tokens`)."),
+    ("06_attention.png", "Decoder source attention",
+     "For each output token (rows, ending with <eos>), where the attention decoder looked among the "
+     "{encoder_frames} encoder frames while predicting it, one panel per decoder layer (heads averaged). "
+     "A diagonal means the decoder reads the audio left to right as it writes."),
+    ("07_hypotheses.png", "The beam's best hypotheses",
+     "The top {num_hypotheses} hypotheses of the {mode} search with their CTC log-likelihood "
+     "log p_ctc(y|x), attention log-likelihood log p_att(y|x) and the total score "
+     "(1 - {ctc_weight:g}) x attention + {ctc_weight:g} x CTC (+ length penalty) that ranks them."),
+)
+
+
+# ------------------------------------------------------------------------------------ the trace
+
+
+@dataclasses.dataclass
+class HypothesisScores:
+    """One n-best entry with its scores recomputed exactly (natural-log probabilities)."""
+
+    rank: int
+    text: str
+    tokens: List[str]
+    token_ids: List[int]
+    ctc_score: float  # log p_ctc(y | x): all CTC paths of y summed
+    att_score: float  # log p_att(y <eos> | x): teacher-forced decoder, <eos> included
+    total_score: float  # (1 - w) att + w ctc + penalty (|y| + 1), w = the decode ctc_weight
+    search_score: float  # what the search ranked by (equals total_score for joint search)
+
+
+@dataclasses.dataclass
+class UtteranceTrace:
+    """Every intermediate of one utterance through a `Recognizer` (arrays on the CPU, numpy)."""
+
+    original_sample_rate: int
+    sample_rate: int
+    wave: np.ndarray  # (N,) at sample_rate
+    fbank: np.ndarray  # (T, D) as the recognizer computes it
+    fbank_cmvn: np.ndarray  # (T, D) after the model's GlobalCMVN
+    encoder_out: np.ndarray  # (T', D_model)
+    ctc_logp: np.ndarray  # (T', V)
+    subsampling_rate: int
+    receptive_frames: int  # fbank frames one encoder frame is computed from
+    frame_shift_s: float
+    frame_length_s: float
+    mode: str
+    ctc_weight: float
+    hypotheses: List[HypothesisScores]
+    alignment: Optional[CtcAlignment]  # of the best hypothesis (None: empty, or it cannot fit)
+    token_times: List[TokenTime]
+    attention: np.ndarray  # (layers, L + 1, T') source attention of the best, heads averaged
+    token_list: List[str]
+
+    @property
+    def best(self) -> Optional[HypothesisScores]:
+        return self.hypotheses[0] if self.hypotheses else None
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.wave) / self.sample_rate
+
+    @property
+    def encoder_frame_s(self) -> float:
+        return encoder_frame_seconds(self.subsampling_rate, self.frame_shift_s)
+
+    @property
+    def greedy_path(self) -> List[int]:
+        return greedy_path(self.ctc_logp)
+
+    def salient_tokens(self, max_tokens: int = 24) -> List[int]:
+        """Token ids worth a row in a posteriorgram: <blank>, the transcript's and the greedy path's
+        tokens, then the others by their highest posterior; ordered by when they peak."""
+        if len(self.ctc_logp) == 0:
+            return [0]
+        peak = self.ctc_logp.max(axis=0)
+        must = [0, *(self.best.token_ids if self.best else []), *self.greedy_path]
+        chosen = list(dict.fromkeys(must))[:max_tokens]
+        for i in np.argsort(-peak):
+            if len(chosen) >= max_tokens or peak[i] < math.log(0.01):
+                break
+            if int(i) not in chosen and int(i) != len(self.token_list) - 1:
+                chosen.append(int(i))
+        when = self.ctc_logp.argmax(axis=0)
+        return [0] + sorted((i for i in chosen if i != 0), key=lambda i: (when[i], i))
+
+    def demo_json(self, max_tokens: int = 24, decimals: int = 3) -> dict:
+        """What the demo page draws: per-token times, the posteriorgram of salient tokens (probabilities,
+        tokens x frames) and the last decoder layer's attention (output tokens x frames)."""
+        rows = self.salient_tokens(max_tokens)
+        best = self.best
+        return {
+            "text": best.text if best else "",
+            "tokens": [t.as_dict() for t in self.token_times],
+            "encoder_frame_s": self.encoder_frame_s,
+            "duration_s": round(self.duration_s, 4),
+            "posteriorgram": {
+                "tokens": [self.token_list[i] for i in rows],
+                "token_ids": rows,
+                "probs": _rounded(np.exp(self.ctc_logp[:, rows]).T, decimals),
+                "greedy_path": self.greedy_path,
+            },
+            "attention": {
+                "rows": (best.tokens if best else []) + ["<eos>"],
+                "weights": _rounded(self.attention[-1], decimals) if len(self.attention) else [],
+            },
+        }
+
+
+def _rounded(array: np.ndarray, decimals: int):
+    return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
+
+
+def _decoder_view(decoder: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the decoder's modules that shares its weights (no tensor is copied), so that keeping
+    attention weights here never touches the model other threads are decoding with."""
+    memo = {id(t): t for t in [*decoder.parameters(), *decoder.buffers()]}
+    return copy.deepcopy(decoder, memo)
+
+
+def _hypothesis_scores(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: List[Hypothesis], ctc_weight: float,
+                       penalty: float, keep_attention: bool):
+    """Exact CTC and attention log-likelihoods of each hypothesis; the source attention of the first."""
+    num_frames = enc.size(1)
+    decoder = _decoder_view(model.decoder)
+    mask = torch.ones(1, 1, num_frames, dtype=torch.bool, device=enc.device)
+    scored, attention = [], None
+    for rank, h in enumerate(hyps):
+        ids = list(h.token_ids)
+        target = torch.tensor(ids, dtype=torch.long)
+        if ids:
+            ctc = -F.ctc_loss(ctc_logp.cpu().float(), target, torch.tensor([num_frames]), torch.tensor([len(ids)]),
+                              blank=model.blank_id, reduction="sum", zero_infinity=False).item()
+        else:
+            ctc = float(ctc_logp[:, model.blank_id].sum())
+        store_attention_weights(decoder, keep_attention and rank == 0)
+        ys_in = torch.tensor([[model.sos, *ids]], device=enc.device)
+        logp = torch.log_softmax(decoder(enc, mask, ys_in, torch.tensor([len(ids) + 1], device=enc.device)), -1)[0]
+        att = float(logp[torch.arange(len(ids) + 1), torch.tensor([*ids, model.eos])].sum())
+        if keep_attention and rank == 0:
+            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).cpu().numpy()
+        total = (1.0 - ctc_weight) * att + ctc_weight * ctc + penalty * (len(ids) + 1)
+        scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score)))
+    return scored, attention
+
+
+@torch.inference_mode()
+def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Optional[str] = None,
+                    nbest: int = 5) -> UtteranceTrace:
+    """Recognize `wave` (mono (N,) or (N, C) float, any rate) with `recognizer` and keep every
+    intermediate. The transcript is the recognizer's own (`recognizer.decode_features`); the model's
+    tensors come from the same model object in eval mode. Thread-safe: nothing shared is modified.
+
+    Audio too short for one encoder frame gives an empty transcript, no frames and no times."""
+    rec = recognizer
+    model = rec.model
+    wave = np.asarray(wave)
+    if np.issubdtype(wave.dtype, np.integer):
+        wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
+    wave = resample(wave.astype(np.float32, copy=False), int(sample_rate), rec.sample_rate)
+    feats = rec.features(wave, rec.sample_rate)  # already at the model's rate: no second resampling
+
+    conf = dataclasses.replace(rec.decode_conf, nbest=max(int(nbest), 1))
+    view = copy.copy(rec)  # same model, frontend and tokens; its own n-best setting
+    view.decode_conf = conf
+    mode = mode or conf.mode
+    hyps = view.decode_features([feats], mode)[0]
+
+    x = torch.as_tensor(feats, dtype=torch.float32, device=rec.device).unsqueeze(0)
+    normed = model.cmvn(x)[0]
+    vocab = len(rec.token_list)
+    embed = model.encoder.embed
+    if len(feats) >= model.min_input_frames:
+        enc, _ = model.encode(x, torch.tensor([len(feats)], device=rec.device))
+        ctc_logp = model.ctc.log_softmax(enc)[0].float()
+    else:
+        enc = torch.zeros(1, 0, model.encoder.output_size(), device=rec.device)
+        ctc_logp = torch.zeros(0, vocab, device=rec.device)
+        hyps = [h for h in hyps if not h.token_ids][:1]
+
+    scored, attention = _hypothesis_scores(model, enc, ctc_logp, hyps, conf.ctc_weight, conf.penalty,
+                                           keep_attention=enc.size(1) > 0)
+    frame_shift_s = rec.fbank.frame_shift_s
+    alignment, times = None, []
+    if scored and scored[0].token_ids:
+        try:
+            alignment = ctc_forced_align(ctc_logp, scored[0].token_ids, model.blank_id)
+        except AlignmentError as e:  # possible only for attention-only output longer than the frames
+            log.warning("no CTC alignment of the transcript: %s", e)
+    if alignment is not None:
+        times = token_times(alignment, rec.token_list.tokens,
+                            encoder_frame_seconds(model.subsampling_rate, frame_shift_s), len(wave) / rec.sample_rate)
+    if attention is None:
+        attention = np.zeros((0, 0, 0), dtype=np.float32)
+    return UtteranceTrace(
+        original_sample_rate=int(sample_rate), sample_rate=rec.sample_rate, wave=wave, fbank=feats,
+        fbank_cmvn=normed.cpu().numpy(), encoder_out=enc[0].cpu().numpy(), ctc_logp=ctc_logp.cpu().numpy(),
+        subsampling_rate=model.subsampling_rate, receptive_frames=embed.right_context + 1,
+        frame_shift_s=frame_shift_s, frame_length_s=rec.fbank.conf["frame_length_ms"] / 1000.0, mode=mode,
+        ctc_weight=float(conf.ctc_weight) if mode in ("joint", "attention_rescoring") else
+        (1.0 if mode.startswith("ctc") else 0.0),
+        hypotheses=scored, alignment=alignment, token_times=times, attention=attention,
+        token_list=list(rec.token_list.tokens),
+    )
+
+
+# ------------------------------------------------------------------------------------ trace.json
+
+
+def _stats(a: np.ndarray) -> dict:
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        return {"shape": list(a.shape)}
+    return {"shape": list(a.shape), "min": round(float(a.min()), 4), "max": round(float(a.max()), 4),
+            "mean": round(float(a.mean()), 4), "std": round(float(a.std()), 4)}
+
+
+def trace_numbers(trace: UtteranceTrace, max_tokens: int = 24) -> dict:
+    """The flat numbers the figure captions use (index.md)."""
+    return {
+        "duration_s": trace.duration_s, "original_sample_rate": trace.original_sample_rate,
+        "sample_rate": trace.sample_rate, "num_samples": len(trace.wave),
+        "num_frames": len(trace.fbank), "num_mel_bins": trace.fbank.shape[1],
+        "frame_shift_ms": trace.frame_shift_s * 1000, "frame_length_ms": trace.frame_length_s * 1000,
+        "encoder_frames": len(trace.encoder_out), "subsampling_rate": trace.subsampling_rate,
+        "encoder_frame_ms": round(trace.encoder_frame_s * 1000, 3), "receptive_frames": trace.receptive_frames,
+        "receptive_field_ms": round(((trace.receptive_frames - 1) * trace.frame_shift_s + trace.frame_length_s) * 1000,
+                                    3),
+        "vocab_size": len(trace.token_list), "shown_tokens": len(trace.salient_tokens(max_tokens)),
+        "num_hypotheses": len(trace.hypotheses), "mode": trace.mode, "ctc_weight": trace.ctc_weight,
+    }
+
+
+def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens: int = 24) -> dict:
+    """Every shape and number the figures show, plus the per-token times of the transcript."""
+    n = trace_numbers(trace, max_tokens)
+    demo = trace.demo_json(max_tokens, decimals=4)
+    greedy = trace.greedy_path
+    collapsed = [t for i, t in enumerate(greedy) if t != 0 and (i == 0 or t != greedy[i - 1])]
+    best = trace.best
+    return {
+        "audio": {"path": None if audio_path is None else str(audio_path),
+                  "original_sample_rate": n["original_sample_rate"], "sample_rate": n["sample_rate"],
+                  "num_samples": n["num_samples"], "duration_s": round(n["duration_s"], 4),
+                  "wave": _stats(trace.wave)},
+        "fbank": {**_stats(trace.fbank), "frame_shift_ms": n["frame_shift_ms"],
+                  "frame_length_ms": n["frame_length_ms"], "num_mel_bins": n["num_mel_bins"]},
+        "fbank_cmvn": _stats(trace.fbank_cmvn),
+        "encoder": {**_stats(trace.encoder_out), "input_frames": n["num_frames"],
+                    "output_frames": n["encoder_frames"], "subsampling_rate": n["subsampling_rate"],
+                    "frame_ms": n["encoder_frame_ms"], "receptive_frames": n["receptive_frames"],
+                    "receptive_field_ms": n["receptive_field_ms"]},
+        "ctc": {"shape": list(trace.ctc_logp.shape), "vocab_size": n["vocab_size"], "blank_id": 0,
+                "greedy_path": greedy, "greedy_text_tokens": [trace.token_list[t] for t in collapsed],
+                "best_path_score": round(best_path_score(trace.ctc_logp), 4),
+                "posteriorgram": demo["posteriorgram"]},
+        "decode": {"mode": trace.mode, "ctc_weight": trace.ctc_weight,
+                   "hypotheses": [{**dataclasses.asdict(h), **{k: round(getattr(h, k), 4) for k in
+                                   ("ctc_score", "att_score", "total_score", "search_score")}}
+                                  for h in trace.hypotheses]},
+        "text": best.text if best else "",
+        "alignment": {
+            "path_score": None if trace.alignment is None else round(trace.alignment.score, 4),
+            "best_path_score": round(best_path_score(trace.ctc_logp), 4),
+            "frame_labels": None if trace.alignment is None else trace.alignment.frame_labels,
+            "encoder_frame_s": trace.encoder_frame_s,
+            "tokens": demo["tokens"],
+        },
+        "attention": {"shape": list(trace.attention.shape), "layers": int(trace.attention.shape[0]),
+                      "rows": demo["attention"]["rows"],
+                      "weights": _rounded(trace.attention, 4)},
+        "figures": list(figures),
+    }
+
+
+# ------------------------------------------------------------------------------------ figures
+
+CJK_FONTS = ("IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "TakaoGothic", "VL Gothic",
+             "Source Han Sans JP", "Hiragino Sans", "Yu Gothic", "MS Gothic")
+
+
+def _use_cjk_font():
+    """Latin from DejaVu Sans, anything else from the first Japanese font installed."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [name for name in CJK_FONTS if name in installed]
+    if not cjk:
+        log.warning("no Japanese font found (e.g. apt install fonts-ipafont-gothic): characters will show as boxes")
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", *cjk[:1]]
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=80, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _time_extent(num_frames, frame_s, num_rows):
+    return [0.0, num_frames * frame_s, -0.5, num_rows - 0.5]
+
+
+def plot_waveform(trace: UtteranceTrace, path: Path):
+    fig = _figure(9, 2.4)
+    ax = fig.add_subplot()
+    t = np.arange(len(trace.wave)) / trace.sample_rate
+    ax.plot(t, trace.wave, linewidth=0.5, color="tab:blue")
+    ax.set_xlim(0, max(trace.duration_s, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("amplitude")
+    ax.set_title(f"waveform: {trace.duration_s:.2f} s at {trace.sample_rate} Hz "
+                 f"(input {trace.original_sample_rate} Hz)")
+    _save(fig, path)
+
+
+def plot_fbank(trace: UtteranceTrace, path: Path):
+    fig = _figure(9, 5)
+    for k, (matrix, title, label) in enumerate([
+            (trace.fbank, f"fbank {trace.fbank.shape[0]} x {trace.fbank.shape[1]}", "log mel energy"),
+            (trace.fbank_cmvn, "after global CMVN (what the encoder reads)", "normalised (std units)")]):
+        ax = fig.add_subplot(2, 1, k + 1)
+        im = ax.imshow(matrix.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+                       extent=[0.0, len(matrix) * trace.frame_shift_s, -0.5, matrix.shape[1] - 0.5])
+        ax.set_ylabel("mel bin")
+        ax.set_xlabel("time (s)")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label=label)
+    _save(fig, path)
+
+
+def plot_subsampling(trace: UtteranceTrace, path: Path):
+    from matplotlib.patches import Rectangle
+
+    n = trace_numbers(trace)
+    fig = _figure(9, 5)
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    shift, frame_s = trace.frame_shift_s, trace.encoder_frame_s
+    top.imshow(trace.fbank_cmvn.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+               extent=[0.0, len(trace.fbank) * shift, -0.5, trace.fbank.shape[1] - 0.5])
+    top.set_title(f"{n['num_frames']} fbank frames, one every {n['frame_shift_ms']:g} ms")
+    top.set_ylabel("mel bin")
+    enc = trace.encoder_out
+    if len(enc):
+        bottom.imshow(enc.T, origin="lower", aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=[0.0, len(enc) * frame_s, -0.5, enc.shape[1] - 0.5])
+        t = len(enc) // 2  # the middle encoder frame and the fbank frames it is computed from
+        first = t * trace.subsampling_rate
+        top.add_patch(Rectangle((first * shift, -0.5), (trace.receptive_frames - 1) * shift + trace.frame_length_s,
+                                trace.fbank.shape[1], fill=True, alpha=0.35, color="cyan"))
+        bottom.add_patch(Rectangle((t * frame_s, -0.5), frame_s, enc.shape[1], fill=False, edgecolor="cyan",
+                                   linewidth=2))
+    bottom.set_title(f"-> {n['encoder_frames']} encoder frames (x{n['subsampling_rate']}): one every "
+                     f"{n['encoder_frame_ms']:g} ms, each computed from {n['receptive_frames']} fbank frames "
+                     f"= {n['receptive_field_ms']:g} ms")
+    bottom.set_ylabel("encoder dim")
+    for ax in (top, bottom):
+        ax.set_xlabel("time (s)")
+        ax.set_xlim(0, max(len(trace.fbank) * shift, 1e-3))
+    _save(fig, path)
+
+
+def _token_label(token: str) -> str:
+    return "␣" if token == "<space>" else token
+
+
+def plot_posteriorgram(trace: UtteranceTrace, path: Path, max_tokens: int = 24):
+    rows = trace.salient_tokens(max_tokens)
+    fig = _figure(10, 1.5 + 0.28 * len(rows))
+    ax = fig.add_subplot()
+    frame_s = trace.encoder_frame_s
+    probs = np.exp(trace.ctc_logp[:, rows]).T if len(trace.ctc_logp) else np.zeros((len(rows), 0))
+    im = ax.imshow(probs, origin="lower", aspect="auto", interpolation="nearest", cmap="Greys", vmin=0, vmax=1,
+                   extent=_time_extent(probs.shape[1], frame_s, len(rows)))
+    row_of = {tok: r for r, tok in enumerate(rows)}
+    centres = (np.arange(len(trace.ctc_logp)) + 0.5) * frame_s
+    greedy = trace.greedy_path
+    ax.plot(centres, [row_of.get(t, np.nan) for t in greedy], ".-", color="tab:red", markersize=4, linewidth=0.6,
+            label="greedy path (best token per frame)")
+    if trace.alignment is not None:
+        from matplotlib.patches import Rectangle
+
+        for k, (tok, (start, end)) in enumerate(zip(trace.alignment.token_ids, trace.alignment.spans)):
+            if tok in row_of:
+                ax.add_patch(Rectangle((start * frame_s, row_of[tok] - 0.5), (end - start) * frame_s, 1.0, fill=False,
+                                       edgecolor="tab:blue", linewidth=1.2,
+                                       label="forced alignment of the transcript" if k == 0 else None))
+    ax.set_yticks(range(len(rows)), [_token_label(trace.token_list[i]) for i in rows])
+    ax.set_xlabel(f"time (s); one encoder frame = {frame_s * 1000:g} ms")
+    ax.set_ylabel("token")
+    ax.set_title(f"CTC posteriorgram: {len(trace.ctc_logp)} frames x {len(trace.token_list)} tokens "
+                 f"({len(rows)} shown)")
+    ax.legend(loc="upper right", fontsize="small")
+    fig.colorbar(im, ax=ax, label="P(token | frame)")
+    _save(fig, path)
+
+
+def plot_alignment(trace: UtteranceTrace, path: Path):
+    fig = _figure(10, 3.6)
+    ax = fig.add_subplot()
+    ax.imshow(trace.fbank.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
+              extent=[0.0, len(trace.fbank) * trace.frame_shift_s, -0.5, trace.fbank.shape[1] - 0.5])
+    for k, t in enumerate(trace.token_times):
+        ax.axvspan(t.start_s, t.end_s, color="cyan", alpha=0.35)
+        y = trace.fbank.shape[1] * (0.82 if k % 2 == 0 else 0.66)  # alternate rows so neighbours never overlap
+        ax.text((t.start_s + t.end_s) / 2, y, _token_label(t.token), ha="center", va="center", fontsize=13,
+                color="white", bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6))
+    ax.set_xlim(0, max(trace.duration_s, 1e-3))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel bin")
+    best = trace.best
+    ax.set_title(f"CTC alignment of the transcript: {best.text if best else ''}")
+    _save(fig, path)
+
+
+def plot_attention(trace: UtteranceTrace, path: Path):
+    layers = trace.attention
+    num = max(len(layers), 1)
+    cols = min(num, 3)
+    rows_n = math.ceil(num / cols)
+    labels = [_token_label(t) for t in (trace.best.tokens if trace.best else [])] + ["<eos>"]
+    fig = _figure(4.2 * cols + 1, 1.2 + rows_n * (0.6 + 0.22 * len(labels)))
+    frame_s = trace.encoder_frame_s
+    for i in range(num):
+        ax = fig.add_subplot(rows_n, cols, i + 1)
+        if len(layers):
+            im = ax.imshow(layers[i], aspect="auto", interpolation="nearest", cmap="viridis", vmin=0,
+                           extent=[0.0, layers.shape[2] * frame_s, len(labels) - 0.5, -0.5])
+            ax.set_title(f"decoder layer {i + 1}")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("encoder frame time (s)")
+        ax.set_ylabel("output token")
+    if len(layers):
+        fig.colorbar(im, ax=fig.axes, label="attention weight (heads averaged)")
+    _save(fig, path)
+
+
+def plot_hypotheses(trace: UtteranceTrace, path: Path):
+    hyps = trace.hypotheses
+    fig = _figure(10, 1.8 + 0.7 * max(len(hyps), 1))
+    ax = fig.add_subplot()
+    y = np.arange(len(hyps))
+    width = 0.27
+    for k, (key, label, color) in enumerate([("ctc_score", "CTC log p_ctc(y|x)", "tab:orange"),
+                                             ("att_score", "attention log p_att(y|x)", "tab:green"),
+                                             ("total_score", "total (ranks the beam)", "tab:blue")]):
+        values = [getattr(h, key) for h in hyps]
+        ax.barh(y + (k - 1) * width, values, height=width, color=color, label=label)
+        for yy, v in zip(y, values):
+            ax.text(v, yy + (k - 1) * width, f" {v:.2f}", va="center", ha="right" if v < 0 else "left",
+                    fontsize=7)
+    ax.set_yticks(y, [f"{h.rank}. {h.text or '(empty)'}" for h in hyps])
+    ax.invert_yaxis()
+    ax.set_xlabel("score (natural log probability; higher is better)")
+    ax.set_title(f"top {len(hyps)} hypotheses of the {trace.mode} search (ctc_weight {trace.ctc_weight:g})")
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
+    _save(fig, path)
+
+
+PLOTS = {
+    "01_waveform.png": plot_waveform,
+    "02_fbank.png": plot_fbank,
+    "03_subsampling.png": plot_subsampling,
+    "04_ctc_posteriorgram.png": plot_posteriorgram,
+    "05_alignment.png": plot_alignment,
+    "06_attention.png": plot_attention,
+    "07_hypotheses.png": plot_hypotheses,
+}
+
+
+# ------------------------------------------------------------------------------------ the command
+
+
+def index_markdown(trace: UtteranceTrace, audio_path, exp_dir) -> str:
+    n = trace_numbers(trace)
+    best = trace.best
+    lines = [f"# One utterance through the model: `{Path(audio_path).name}`", "",
+             f"Model: `{exp_dir}`. Transcript: **{best.text if best else ''}**", "",
+             "Every number here is in `trace.json`. The figures follow the data from the waveform to the text.", ""]
+    for k, (name, title, text) in enumerate(FIGURES, 1):
+        lines += [f"## {k}. {title.format(**n)}", "", text.format(**n), "", f"![{name}]({name})", ""]
+    if trace.token_times:
+        lines += ["## Character times", "", "| token | start (s) | end (s) |", "|---|---|---|"]
+        lines += [f"| {_token_label(t.token)} | {t.start_s:.3f} | {t.end_s:.3f} |" for t in trace.token_times]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, decode_conf=None,
+            max_tokens: int = 24) -> UtteranceTrace:
+    """Recognize `audio_path` with the exp dir's recognizer and write figures, trace.json and index.md."""
+    from asrdemo.decode.recognizer import Recognizer
+
+    rec = Recognizer.from_exp_dir(exp_dir, model_file=model_file, decode_conf=decode_conf)
+    wave, sample_rate = load_audio(audio_path)
+    trace = trace_utterance(rec, wave, sample_rate, mode=mode, nbest=nbest)
+    if len(trace.encoder_out) == 0:
+        raise AsrdemoError(f"{audio_path}: {trace.duration_s * 1000:.0f} ms of audio is too short for the model "
+                           f"(it needs at least {rec.model.min_input_frames} fbank frames, about "
+                           f"{(rec.model.min_input_frames - 1) * trace.frame_shift_s * 1000 + trace.frame_length_s * 1000:.0f} ms)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _use_cjk_font()
+    for name, plot in PLOTS.items():
+        if plot is plot_posteriorgram:
+            plot(trace, out_dir / name, max_tokens)
+        else:
+            plot(trace, out_dir / name)
+    data = trace_to_json(trace, audio_path, figures=list(PLOTS), max_tokens=max_tokens)
+    atomic_write_text(out_dir / "trace.json", json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(out_dir / "index.md", index_markdown(trace, audio_path, exp_dir))
+    log.info("%s -> %s: %r, %d figures, trace.json, index.md", audio_path, out_dir, trace.best.text if trace.best else "",
+             len(PLOTS))
+    return trace
+
+
+def add_arguments(p):
+    p.add_argument("exp_dir", help="an exp dir (exp/<tag>) or a packaged model dir")
+    p.add_argument("audio", help="an audio file (wav, flac, ogg; any sample rate, mono or not)")
+    p.add_argument("--out", required=True, help="folder for the figures, trace.json and index.md")
+    p.add_argument("--mode", default=None, help="search mode (default: the exp dir's decode.yaml, else joint)")
+    p.add_argument("--decode_config", default=None, help="a decode YAML (default: exp_dir/decode.yaml, else defaults)")
+    p.add_argument("--nbest", type=int, default=5, help="hypotheses to show (default 5)")
+    p.add_argument("--model_file", default=None, help="model file (default: valid.acc.ave.pth or the newest epoch)")
+    p.add_argument("--max_tokens", type=int, default=24, help="rows of the posteriorgram (default 24)")
+
+
+def main(args):
+    explain(args.exp_dir, args.audio, args.out, mode=args.mode, nbest=args.nbest, model_file=args.model_file,
+            decode_conf=args.decode_config, max_tokens=args.max_tokens)
