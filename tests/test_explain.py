@@ -16,7 +16,7 @@ import torch
 from asrdemo.data.audio import load_audio
 from asrdemo.data.datadir import read_kv
 from asrdemo.decode.recognizer import Recognizer
-from asrdemo.explain import FIGURES, PLOTS, trace_utterance
+from asrdemo.explain import FIGURES, PLOTS, _decoder_view, trace_utterance
 
 torch.set_num_threads(1)
 
@@ -134,7 +134,10 @@ def test_trace_api_any_input_and_nothing_shared_changes(rec, clip):
     starts = [t["start_s"] for t in demo["tokens"]]
     assert starts == sorted(starts) and all(t["end_s"] > t["start_s"] for t in demo["tokens"])
     assert len(demo["attention"]["weights"]) == len(trace.best.token_ids) + 1
-    # the recognizer's model keeps no attention weights and its decoding setting is untouched
+    # the attention maps come from a view of the decoder that shares its weights (nothing copied)...
+    view = _decoder_view(rec.model.decoder)
+    assert view.embed.weight is rec.model.decoder.embed.weight and view.decoders[0] is not rec.model.decoder.decoders[0]
+    # ...so the recognizer's model keeps no attention weights, and its decoding setting is untouched
     for m in rec.model.modules():
         assert getattr(m, "store_attn", False) is False and getattr(m, "attn", None) is None
     assert rec.decode_conf.nbest == 1
