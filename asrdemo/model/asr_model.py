@@ -32,6 +32,7 @@ IGNORE_ID = -1
 COMMON_ENCODER_DEFAULTS = dict(
     output_size=256, attention_heads=4, linear_units=2048, num_blocks=12, dropout_rate=0.1,
     positional_dropout_rate=0.1, attention_dropout_rate=0.0, input_layer="conv2d", normalize_before=True,
+    input_layer_channels=None,  # channels of the subsampling convs (null: output_size, as ESPnet)
 )
 ENCODER_DEFAULTS = {
     "conformer": dict(

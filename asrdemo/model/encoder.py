@@ -32,7 +32,7 @@ class BaseEncoder(nn.Module):
     """Subsampling front, a stack of layers (built by the subclass), final LayerNorm."""
 
     def __init__(self, input_size: int, output_size: int, input_layer: str, pos_enc_layer_type: str,
-                 positional_dropout_rate: float, normalize_before: bool):
+                 positional_dropout_rate: float, normalize_before: bool, input_layer_channels=None):
         super().__init__()
         if input_layer not in INPUT_LAYERS:
             raise ValueError(f"input_layer must be one of {sorted(INPUT_LAYERS)}, got {input_layer!r}")
@@ -41,7 +41,8 @@ class BaseEncoder(nn.Module):
         self._output_size = output_size
         self.pos_enc_layer_type = pos_enc_layer_type
         pos_enc = POS_ENCODINGS[pos_enc_layer_type](output_size, positional_dropout_rate)
-        self.embed = Conv2dSubsampling(input_size, output_size, pos_enc, INPUT_LAYERS[input_layer])
+        self.embed = Conv2dSubsampling(input_size, output_size, pos_enc, INPUT_LAYERS[input_layer],
+                                       channels=input_layer_channels)
         self.encoders = nn.ModuleList()
         self.normalize_before = normalize_before
         if normalize_before:
@@ -70,11 +71,11 @@ class TransformerEncoder(BaseEncoder):
                  linear_units: int = 2048, num_blocks: int = 12, dropout_rate: float = 0.1,
                  positional_dropout_rate: float = 0.1, attention_dropout_rate: float = 0.0,
                  input_layer: str = "conv2d", pos_enc_layer_type: str = "abs_pos",
-                 activation_type: str = "relu", normalize_before: bool = True):
+                 activation_type: str = "relu", normalize_before: bool = True, input_layer_channels=None):
         if pos_enc_layer_type != "abs_pos":
             raise ValueError("the transformer encoder uses abs_pos (rel_pos is the conformer's)")
         super().__init__(input_size, output_size, input_layer, pos_enc_layer_type,
-                         positional_dropout_rate, normalize_before)
+                         positional_dropout_rate, normalize_before, input_layer_channels)
         for _ in range(num_blocks):
             self.encoders.append(TransformerEncoderLayer(
                 output_size,
@@ -92,9 +93,9 @@ class ConformerEncoder(BaseEncoder):
                  input_layer: str = "conv2d", pos_enc_layer_type: str = "rel_pos",
                  activation_type: str = "swish", normalize_before: bool = True,
                  macaron_style: bool = True, use_cnn_module: bool = True, cnn_module_kernel: int = 15,
-                 cnn_module_norm: str = "batch_norm"):
+                 cnn_module_norm: str = "batch_norm", input_layer_channels=None):
         super().__init__(input_size, output_size, input_layer, pos_enc_layer_type,
-                         positional_dropout_rate, normalize_before)
+                         positional_dropout_rate, normalize_before, input_layer_channels)
         attention_class = RelPositionMultiHeadedAttention if pos_enc_layer_type == "rel_pos" else MultiHeadedAttention
 
         def ffn():

@@ -2,7 +2,9 @@
 
 Two or three 2-D convolutions (no padding, ReLU) over time x frequency, then a linear layer
 from (channels x remaining frequency bins) to D, then the positional encoding
-(ESPnet/WeNet ``Conv2dSubsampling4/6/8``).
+(ESPnet/WeNet ``Conv2dSubsampling4/6/8``). The convolutions have D channels as in ESPnet unless
+``channels`` says otherwise: their cost grows with channels², and at the mini model's size they
+are most of a training step, so a small model does well with fewer (e.g. 32).
 
 Output frame t' looks at input frames ``rate*t' ... rate*t' + right_context``. The mask is
 subsampled so that t' is valid exactly when its last input frame is valid, which makes the
@@ -29,20 +31,21 @@ def conv_output_length(length, kernel: int, stride: int):
 
 
 class Conv2dSubsampling(nn.Module):
-    def __init__(self, idim: int, odim: int, pos_enc: nn.Module, rate: int = 4):
+    def __init__(self, idim: int, odim: int, pos_enc: nn.Module, rate: int = 4, channels=None):
         super().__init__()
         if rate not in CONV_LAYERS:
             raise ValueError(f"subsampling rate must be one of {sorted(CONV_LAYERS)}, got {rate}")
         self.rate = rate
         self.layers = CONV_LAYERS[rate]
-        convs, channels, freq = [], 1, idim
+        channels = channels or odim
+        convs, in_channels, freq = [], 1, idim
         for kernel, stride in self.layers:
-            convs += [nn.Conv2d(channels, odim, kernel, stride), nn.ReLU()]
-            channels, freq = odim, conv_output_length(freq, kernel, stride)
+            convs += [nn.Conv2d(in_channels, channels, kernel, stride), nn.ReLU()]
+            in_channels, freq = channels, conv_output_length(freq, kernel, stride)
         if freq < 1:
             raise ValueError(f"input_dim {idim} is too small for conv2d subsampling x{rate}")
         self.conv = nn.Sequential(*convs)
-        self.out = nn.Linear(odim * freq, odim)
+        self.out = nn.Linear(channels * freq, odim)
         self.pos_enc = pos_enc
         # receptive field: output t' covers input frames rate*t' ... rate*t' + right_context
         self.right_context = 0
