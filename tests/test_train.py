@@ -252,3 +252,34 @@ def test_early_stopping_on_patience(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert "early stopping" in (exp / "train.log").read_text()
     assert json.loads((exp / ".done").read_text())["epochs"] == 3
+
+
+def test_non_finite_gradient_skips_the_update(caplog):
+    """An inf/nan grad norm: no optimizer or scheduler step, a warning, and the step still counts."""
+    import copy
+
+    from asrdemo.train.distributed import DistInfo
+    from asrdemo.train.scheduler import build_scheduler
+    from asrdemo.train.trainer import DEFAULTS, Trainer, build_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = build_optimizer("adam", model.parameters(), {"lr": 0.1})
+    scheduler = build_scheduler("warmuplr", optimizer, {"warmup_steps": 10})
+    trainer = Trainer(copy.deepcopy(DEFAULTS), model, optimizer, scheduler, None, None, None, None, None,
+                      "/nonexistent", DistInfo())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        p.grad = torch.full_like(p, float("nan"))
+    with caplog.at_level("WARNING"):
+        norm = trainer._update()
+    assert not np.isfinite(norm) and "skipping this update" in caplog.text
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scheduler.last_epoch == 0 and trainer.step == 1
+    assert all(p.grad is None for p in model.parameters())
+    # a finite gradient is clipped and applied
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 100.0)
+    norm = trainer._update()
+    assert np.isfinite(norm) and norm > DEFAULTS["train"]["grad_clip"]
+    assert not torch.equal(before["weight"], model.weight) and scheduler.last_epoch == 1

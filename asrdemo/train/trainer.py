@@ -182,6 +182,7 @@ class Trainer:
         self.ckpt_dir = self.exp_dir / "checkpoints"
         self.writer = None
         self._plotter = None  # the thread drawing images/*.png
+        self.last_lr = None
         # where we are; a checkpoint overwrites these
         self.epoch, self.batches_done, self.step = 1, 0, 0
         self.epoch_sums = torch.zeros(len(STAT_NAMES) + 2, dtype=torch.float64)
@@ -259,6 +260,7 @@ class Trainer:
 
     def _update(self):
         """Clip, step (unless the gradient is not finite), return the grad norm."""
+        self.last_lr = self.optimizer.param_groups[0]["lr"]  # the lr this update uses
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         clip = self.train_conf["grad_clip"] or float("inf")
@@ -301,15 +303,16 @@ class Trainer:
                 continue
             grad_norm = self._update()
             distributed.all_reduce_sum(pending, self.dist)  # every rank now holds the global sums
-            self.epoch_sums += pending
-            window += pending
+            if math.isfinite(grad_norm):  # a skipped update does not count (the same on all ranks)
+                self.epoch_sums += pending
+                window += pending
+                grad_norms.append(grad_norm)
+                window_steps += 1
             pending.zero_()
-            grad_norms.append(grad_norm)
-            window_steps += 1
             self.epoch_time = time.perf_counter() - epoch_start
-            if self.step % tc["log_interval"] == 0 or self.batches_done == num_batches:
+            if window_steps and (self.step % tc["log_interval"] == 0 or self.batches_done == num_batches):
                 self._log_window(window, window_steps, grad_norms, time.perf_counter() - window_start, num_batches)
-                bar.set_postfix(loss=f"{averages(window)['loss']:.2f}")
+                bar.set_postfix(loss=f"{averages(window)['loss'] or float('nan'):.2f}")
                 window.zero_()
                 window_start, window_steps, grad_norms = time.perf_counter(), 0, []
             if tc["save_interval_steps"] and self.step % tc["save_interval_steps"] == 0 \
@@ -320,7 +323,7 @@ class Trainer:
 
     def _log_window(self, sums, steps, grad_norms, seconds, num_batches):
         avg = averages(sums)
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self.last_lr
         grad_norm = sum(grad_norms) / len(grad_norms)
         utts, frames = float(sums[-2]), float(sums[-1])
         if self.dist.is_main:
