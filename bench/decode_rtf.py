@@ -5,12 +5,23 @@ shape (JSUT conformer8: 12 x 256 Conformer, 4 heads, FFN 2048, decoder 6 x 2048,
 random weights, 16 kHz Gaussian noise (std 0.1) as input, beam 10, CTC weight 0.3, 1 thread,
 median of 3 runs after 1 warm-up, and the same trick to force exactly N output tokens in the
 beam searches: the decoder's output bias for <sos/eos> is -1e4 (it never enters the beam) and
-maxlenratio = -N (at most N tokens; the search then scores <eos> in one more step, so N + 1
-decoder calls, where ESPnet appends <eos> unscored after N calls). ms/step = search s / decoder calls.
+maxlenratio = -N (at most N tokens). The one difference: after the N-th token ESPnet appends
+<eos> without scoring it (N decoder calls); our search scores <eos> in one more step (N + 1
+calls, checked), so our totals include one extra step. ms/step = search s / decoder calls in
+both (ESPnet: search s / N).
+
+Columns as the peer's: fbank s (features), encoder s (CMVN + encoder; the peer's enc_only_s),
+encode s (fbank + encoder), search s (everything after the encoder: CTC log-softmax, the search,
+token strings), total s (the whole Recognizer.recognize call), RTF = total / input. Also:
+min total s, CPU s (process CPU time of the call: less sensitive to other jobs than wall time),
+and inside the search the time in the decoder, in the CTC prefix scorer, and the rest.
+
+Shapes: tiny (a smoke test), conformer8 (the peer's), mini (conf/train_mini.yaml's model,
+vocabulary 900).
 
     .venv/bin/python bench/decode_rtf.py                       # tiny and conformer8 shapes, 5 s and 10 s
     .venv/bin/python bench/decode_rtf.py --shapes conformer8 --modes joint --seconds 5
-    .venv/bin/python bench/decode_rtf.py --json /tmp/decode_rtf.json
+    .venv/bin/python bench/decode_rtf.py --shapes mini --json /tmp/decode_rtf.json
 
 Not a test: it prints a table (run it alone; the machine's other load skews it).
 """
@@ -43,13 +54,28 @@ SHAPES = {
         "decoder_conf": {"attention_heads": 4, "linear_units": 2048, "num_blocks": 6},
     }),
 }
+ROOT = Path(__file__).resolve().parents[1]
+# conf/train_mini.yaml's model (read from the file), with the mini corpus' ~900-character vocabulary
+MINI = dict(vocab=900, config=ROOT / "conf" / "train_mini.yaml")
+
+
+def load_shape(name: str) -> dict:
+    if name != "mini":
+        return SHAPES[name]
+    import yaml
+
+    model = yaml.safe_load(MINI["config"].read_text(encoding="utf-8"))["model"]
+    model.pop("specaug", None)  # training only
+    return dict(vocab=MINI["vocab"], model=model)
+
+
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "attention", "joint")
 BEAM_MODES = ("attention", "joint")
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES) + ["mini"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--seconds", type=float, nargs="+", default=[5.0, 10.0])
     p.add_argument("--beam", type=int, default=10)
@@ -132,8 +158,9 @@ def main():
           f"{args.steps} tokens forced in {'/'.join(BEAM_MODES)}; median of {args.repeats} after {args.warmup} warm-up")
     rows = []
     for shape_name in args.shapes:
+        shape = load_shape(shape_name)
         with tempfile.TemporaryDirectory() as tmp:
-            make_exp_dir(Path(tmp), SHAPES[shape_name])
+            make_exp_dir(Path(tmp), shape)
             conf = dict(beam_size=args.beam, ctc_weight=args.ctc_weight, maxlenratio=-float(args.steps))
             rec = Recognizer.from_exp_dir(tmp, device=args.device, decode_conf=conf)
         model = rec.model
@@ -142,7 +169,7 @@ def main():
         print(f"# {shape_name}: params {count(model) / 1e6:.2f}M (encoder {count(model.encoder) / 1e6:.2f}M, "
               f"decoder {count(model.decoder) / 1e6:.2f}M, ctc {count(model.ctc) / 1e6:.2f}M), vocab {model.vocab_size}")
         t_fbank, t_encode = Timer(rec, "features"), Timer(model, "encode")
-        t_step, t_full = Timer(model.decoder, "forward_one_step"), Timer(model.decoder, "forward")
+        t_step, t_full = Timer(model.decoder, "forward_step"), Timer(model.decoder, "forward")
         t_ctc = Timer(CTCPrefixScorer, "score")
         timers = (t_fbank, t_encode, t_step, t_full, t_ctc)
         rng = np.random.default_rng(0)
@@ -153,43 +180,47 @@ def main():
                 for r in range(args.warmup + args.repeats):
                     for t in timers:
                         t.reset()
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     hyp = rec.recognize(wave, 16000, mode=mode)
-                    total = time.perf_counter() - t0
+                    total, cpu = time.perf_counter() - t0, time.process_time() - c0
                     if mode in BEAM_MODES and (len(hyp.token_ids) != args.steps or t_step.calls != args.steps + 1):
                         print(f"WARNING: {shape_name} {mode} {seconds}s: {len(hyp.token_ids)} tokens, "
                               f"{t_step.calls} decoder calls")
                     if r >= args.warmup:
-                        runs.append(dict(total=total, fbank=t_fbank.total, encode=t_encode.total,
+                        runs.append(dict(total=total, cpu=cpu, fbank=t_fbank.total, encoder=t_encode.total,
                                          decoder=t_step.total + t_full.total, ctc_prefix=t_ctc.total,
                                          calls=t_step.calls, tokens=len(hyp.token_ids)))
                 med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                search = med["total"] - med["fbank"] - med["encode"]
+                search = med["total"] - med["fbank"] - med["encoder"]
                 frames = int(model.encoder.embed.output_lengths(len(rec.features(wave, 16000))))
                 rows.append(dict(
                     shape=shape_name, params_m=round(count(model) / 1e6, 2), mode=mode, input_s=seconds,
-                    frames=frames, fbank_s=med["fbank"], encode_s=med["encode"], search_s=search,
-                    total_s=med["total"], rtf=med["total"] / seconds,
+                    frames=frames, fbank_s=med["fbank"], encoder_s=med["encoder"],
+                    encode_s=med["fbank"] + med["encoder"], search_s=search,
+                    total_s=med["total"], rtf=med["total"] / seconds, cpu_s=med["cpu"],
                     decoder_calls=int(med["calls"]), ms_per_step=1000 * search / med["calls"] if med["calls"] else None,
                     search_decoder_s=med["decoder"], search_ctc_prefix_s=med["ctc_prefix"],
+                    search_other_s=search - med["decoder"] - med["ctc_prefix"],
                     tokens=int(med["tokens"]), peak_rss_mb=peak_rss_mb(), total_runs_s=[r["total"] for r in runs],
                     total_min_s=min(r["total"] for r in runs)))
                 row = rows[-1]
-                print(f"  {shape_name} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}",
-                      flush=True)
+                print(f"  {shape_name} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}  "
+                      f"(runs {' '.join(f'{x:.3f}' for x in row['total_runs_s'])})", flush=True)
 
-    hdr = ("shape", "mode", "input s", "frames", "fbank s", "encode s", "search s", "total s", "min total s", "RTF",
-           "ms/step",
-           "decoder s", "CTC prefix s", "tokens", "peak RSS MB")
+    print(f"# load average {os.getloadavg()[0]:.1f} at the end")
+    hdr = ("shape", "mode", "input s", "frames", "fbank s", "encoder s", "encode s", "search s", "total s", "RTF",
+           "ms/step", "min total s", "CPU s", "decoder s", "CTC prefix s", "other s", "tokens", "peak RSS MB")
     print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * 2 + "---:|" * (len(hdr) - 2))
     for r in rows:
         step = f"{r['ms_per_step']:.1f}" if r["ms_per_step"] else "–"
         print(f"| {r['shape']} | {r['mode']} | {r['input_s']:g} | {r['frames']} | {r['fbank_s']:.3f} | "
-              f"{r['encode_s']:.3f} | {r['search_s']:.3f} | {r['total_s']:.3f} | {r['total_min_s']:.3f} | {r['rtf']:.3f} | {step} | "
-              f"{r['search_decoder_s']:.3f} | {r['search_ctc_prefix_s']:.3f} | {r['tokens']} | {r['peak_rss_mb']:,.0f} |")
+              f"{r['encoder_s']:.3f} | {r['encode_s']:.3f} | {r['search_s']:.3f} | {r['total_s']:.3f} | {r['rtf']:.3f} | "
+              f"{step} | {r['total_min_s']:.3f} | {r['cpu_s']:.3f} | {r['search_decoder_s']:.3f} | "
+              f"{r['search_ctc_prefix_s']:.3f} | {r['search_other_s']:.3f} | {r['tokens']} | {r['peak_rss_mb']:,.0f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__), f, indent=1)
+            json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__,
+                           loadavg_end=os.getloadavg()), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,96 @@ def test_forward_one_step_matches_teacher_forcing():
             torch.testing.assert_close(no_cache, full[:, step - 1], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("normalize_before", [True, False])
+def test_forward_step_with_self_kv_cache_matches_teacher_forcing(normalize_before):
+    """The cached keys/values path (beam search's): B = 2 utterances of different lengths x W = 3
+    hypotheses each, sharing one projected memory per utterance, with beam-style reordering of the
+    rows between steps, against a full teacher-forced pass over the reordered prefixes."""
+    conf = tiny_conf()
+    conf["decoder_conf"]["normalize_before"] = normalize_before
+    model = build(conf).eval()
+    g = torch.Generator().manual_seed(7)
+    b, w, length = 2, 3, 6
+    memory = torch.randn(b, 7, 16, generator=g)
+    memory_mask = make_non_pad_mask(torch.tensor([7, 4])).unsqueeze(1)
+    utt = torch.arange(b).repeat_interleave(w)  # rows 0-2: utterance 0, rows 3-5: utterance 1
+    ys = torch.full((b * w, 1), model.sos)
+    with torch.no_grad():
+        memory_kv = model.decoder.precompute_memory_kv(memory)
+        assert all(k.shape == (b, 2, 7, 8) for k, _ in memory_kv)
+        state = None
+        for step in range(1, length + 1):
+            logp, state = model.decoder.forward_step(ys[:, -1], state, memory_kv, memory_mask)
+            assert len(state) == 2 and all(k.shape == (b * w, 2, step, 8) for k, _ in state)
+            full = torch.log_softmax(model.decoder(memory[utt], memory_mask[utt], ys, torch.full((b * w,), step)), -1)
+            torch.testing.assert_close(logp, full[:, -1], atol=1e-5, rtol=1e-4)
+            # reorder within each utterance (a beam keeps some hypotheses twice), extend by a token
+            rows = torch.randint(0, w, (b, w), generator=g) + (torch.arange(b) * w).unsqueeze(1)
+            rows = rows.view(-1)
+            state = model.decoder.select_self_kv(state, rows)
+            ys = torch.cat([ys[rows], torch.randint(1, VOCAB - 1, (b * w, 1), generator=g)], dim=1)
+        # no padding to mask: memory_mask None gives the same as an all-True mask
+        full_mask = torch.ones(b, 1, 7, dtype=torch.bool)
+        a, _ = model.decoder.forward_step(ys[:, 0], None, memory_kv, full_mask)
+        c, _ = model.decoder.forward_step(ys[:, 0], None, memory_kv, None)
+        torch.testing.assert_close(a, c)
+        with pytest.raises(ValueError, match="split evenly"):
+            model.decoder.forward_step(ys[:5, 0], None, memory_kv, memory_mask)
+
+
+def test_teacher_forcing_with_shared_memory_kv():
+    """forward(..., memory_kv=) with one projected memory per utterance for its W rows (attention
+    rescoring) equals forward with the memory repeated per row."""
+    model = build(tiny_conf()).eval()
+    g = torch.Generator().manual_seed(8)
+    memory = torch.randn(2, 9, 16, generator=g)
+    memory_mask = make_non_pad_mask(torch.tensor([9, 5])).unsqueeze(1)
+    utt = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    ys = torch.randint(1, VOCAB - 1, (8, 5), generator=g)
+    ys[:, 0] = model.sos
+    lens = torch.tensor([5, 3, 4, 1, 2, 5, 5, 3])
+    with torch.no_grad():
+        expected = model.decoder(memory[utt], memory_mask[utt], ys, lens)
+        shared = model.decoder(None, memory_mask, ys, lens, memory_kv=model.decoder.precompute_memory_kv(memory))
+        per_row = model.decoder(None, memory_mask[utt], ys, lens,
+                                memory_kv=model.decoder.precompute_memory_kv(memory[utt]))
+    valid = make_non_pad_mask(lens, 5)
+    torch.testing.assert_close(shared[valid], expected[valid], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(per_row[valid], expected[valid], atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_tree_teacher_forcing_equals_one_row_per_hypothesis():
+    """Attention rescoring's scorer runs the decoder once per distinct prefix (forward_tree);
+    its log-probs equal a plain teacher-forced pass per row: rows of two utterances interleaved,
+    duplicates, a row that is a prefix of another, a bare <sos>, padding, shared and unshared
+    prefixes, and padded memory."""
+    from asrdemo.decode.model_scorer import PrefixTree, teacher_forced_scorer
+
+    model = build(tiny_conf()).eval()
+    g = torch.Generator().manual_seed(9)
+    memory = torch.randn(2, 9, 16, generator=g)
+    memory_mask = make_non_pad_mask(torch.tensor([9, 6])).unsqueeze(1)
+    s, e = model.sos, model.eos
+    rows = [(0, [s, 3, 4, 5, 6]), (1, [s, 3, 4, 7]), (0, [s, 3, 4, 5, 2]), (0, [s, 3, 4]), (1, [s, 3, 4, 7]),
+            (0, [s, 8]), (1, [s]), (0, [s, 3, 4, 5, 6])]
+    utt = torch.tensor([u for u, _ in rows])
+    lens = torch.tensor([len(y) for _, y in rows])
+    ys = torch.full((len(rows), 5), e)
+    for i, (_, y) in enumerate(rows):
+        ys[i, : len(y)] = torch.tensor(y)
+    tree = PrefixTree(utt, ys, lens)
+    assert tree.utts.tolist() == [0, 1]
+    # utterance 0: <sos> 3 4 5 {6, 2} and <sos> 8 -> 7 nodes; utterance 1: <sos> 3 4 7 -> 4 nodes
+    assert tree.mask.shape == (2, 7, 7) and int(tree.mask[1].diagonal().sum()) == 7
+    assert int(tree.mask[0].any(dim=0).sum()) == 7 and tree.positions[0].max() == 4
+    with torch.no_grad():
+        got = teacher_forced_scorer(model.decoder, memory, memory_mask)(utt, ys, lens)
+        expected = torch.log_softmax(model.decoder(memory[utt], memory_mask[utt], ys, lens), dim=-1)
+    assert got.shape == expected.shape
+    valid = make_non_pad_mask(lens, 5)
+    torch.testing.assert_close(got[valid], expected[valid], atol=1e-5, rtol=1e-4)
+
+
 def test_tiny_batch_overfits():
     model = build(tiny_conf(encoder="conformer", dropout=0.0))
     feats, feat_lens, ys, ys_lens = random_batch([60, 48], [5, 3], seed=5)

@@ -1,10 +1,20 @@
 """The attention decoder: token embedding + positions -> N decoder blocks -> LayerNorm -> Linear.
 
-Two ways to run it:
+Ways to run it:
 * ``forward`` — teacher forcing over whole padded label sequences (training, rescoring).
-* ``forward_one_step`` — one new token per call with a per-layer cache (beam search).
-  ``precompute_memory_kv(memory)`` projects the encoder output for every layer's source
-  attention once; pass the result as ``memory_kv`` so the steps do not project it again.
+* ``forward_step`` — beam search: one new token per call for N hypotheses. The state is each
+  layer's self-attention keys/values, so a step projects only the newest position, and the
+  source attention reads keys/values that ``precompute_memory_kv(memory)`` projected once per
+  utterance, shared by all of that utterance's hypotheses (no copy per hypothesis). Cost per
+  step: the decoder's weights once, plus attention over L earlier positions and T frames.
+* ``forward_one_step`` — ESPnet's cache layout (each layer's outputs), kept for compatibility:
+  it projects the self-attention keys/values of all L positions again at every step.
+
+* ``forward_tree`` — teacher forcing over a prefix tree (attention rescoring): hypotheses that
+  share a prefix share its positions, so an n-best list costs its distinct prefixes only.
+
+``precompute_memory_kv`` also serves ``forward(..., memory_kv=)`` and ``forward_tree``: each
+utterance's memory is projected once for all of its hypotheses.
 """
 
 from typing import List, Optional, Tuple
@@ -13,12 +23,13 @@ import torch
 from torch import nn
 
 from asrdemo.model.attention import MultiHeadedAttention
-from asrdemo.model.decoder_layer import DecoderLayer
+from asrdemo.model.decoder_layer import KV, DecoderLayer
 from asrdemo.model.embedding import PositionalEncoding
 from asrdemo.model.mask import subsequent_mask, target_mask
 from asrdemo.model.positionwise_feed_forward import PositionwiseFeedForward
 
-MemoryKV = List[Tuple[torch.Tensor, torch.Tensor]]
+MemoryKV = List[KV]  # per layer: the source attention's (keys, values), each (B, H, T, d_k)
+SelfKV = List[KV]  # per layer: the self-attention's (keys, values) of L positions, each (N, H, L, d_k)
 
 
 class TransformerDecoder(nn.Module):
@@ -51,24 +62,47 @@ class TransformerDecoder(nn.Module):
             x = self.after_norm(x)
         return self.output_layer(x)
 
-    def forward(self, memory: torch.Tensor, memory_mask: torch.Tensor, ys_in_pad: torch.Tensor,
-                ys_in_lens: torch.Tensor) -> torch.Tensor:
+    def forward(self, memory: Optional[torch.Tensor], memory_mask: Optional[torch.Tensor], ys_in_pad: torch.Tensor,
+                ys_in_lens: torch.Tensor, memory_kv: Optional[MemoryKV] = None) -> torch.Tensor:
         """Teacher forcing.
 
-        memory (B, T, D), memory_mask (B, 1, T) bool True = valid,
-        ys_in_pad (B, L) token ids starting with <sos> (any id in the padding), ys_in_lens (B,)
-        -> logits (B, L, V): position l predicts the token after ys_in_pad[:, :l+1].
+        memory (N, T, D), memory_mask (N, 1, T) bool True = valid,
+        ys_in_pad (N, L) token ids starting with <sos> (any id in the padding), ys_in_lens (N,)
+        -> logits (N, L, V): position l predicts the token after ys_in_pad[:, :l+1].
+
+        ``memory_kv`` = ``precompute_memory_kv`` of B utterances' memory, with N = B * W rows,
+        W consecutive rows per utterance (e.g. an n-best list): the memory is then not read
+        (pass None) and memory_mask is (B, 1, T), or None when every frame is valid.
         """
+        if memory_kv is not None and ys_in_pad.size(0) % memory_kv[0][0].size(0) != 0:
+            raise ValueError(f"{ys_in_pad.size(0)} rows do not split evenly over {memory_kv[0][0].size(0)} utterances")
         tgt_mask = target_mask(ys_in_lens, ys_in_pad.size(1))
         x, _ = self.pos_enc(self.embed(ys_in_pad))
-        for layer in self.decoders:
-            x = layer(x, tgt_mask, memory, memory_mask)
+        for i, layer in enumerate(self.decoders):
+            x = layer(x, tgt_mask, memory, memory_mask, memory_kv=None if memory_kv is None else memory_kv[i])
+        return self._project(x)
+
+    def forward_tree(self, memory: Optional[torch.Tensor], memory_mask: Optional[torch.Tensor], tokens: torch.Tensor,
+                     positions: torch.Tensor, tree_mask: torch.Tensor,
+                     memory_kv: Optional[MemoryKV] = None) -> torch.Tensor:
+        """Teacher forcing over a prefix tree: every distinct prefix of a set of hypotheses once.
+
+        tokens (B, U) the token of each node (the root is <sos>), positions (B, U) its depth
+        (root 0), tree_mask (B, U, U) bool, True where node j is node i or one of its ancestors.
+        -> logits (B, U, V): node i predicts the token after the prefix that ends in it, exactly
+        as ``forward`` over that prefix would (a causal decoder sees only the prefix).
+        memory / memory_mask / memory_kv as in ``forward`` (one row per utterance here).
+        """
+        x = self.pos_enc.at(self.embed(tokens), positions)
+        for i, layer in enumerate(self.decoders):
+            x = layer(x, tree_mask, memory, memory_mask, memory_kv=None if memory_kv is None else memory_kv[i])
         return self._project(x)
 
     def precompute_memory_kv(self, memory: torch.Tensor) -> MemoryKV:
-        """memory (N, T, D) -> per layer (k, v), each (N, H, T, d_k), for ``memory_kv=``.
+        """memory (B, T, D) -> per layer (k, v), each (B, H, T, d_k), for ``memory_kv=``.
 
-        Computed once per utterance; for a beam, index it like the memory (``k[idx]``)."""
+        Computed once per utterance; ``forward`` and ``forward_step`` share it between all
+        hypotheses of an utterance (``forward_one_step`` wants it per row: index it like memory)."""
         return [layer.src_attn.project_kv(memory, memory) for layer in self.decoders]
 
     def forward_one_step(
@@ -100,3 +134,37 @@ class TransformerDecoder(nn.Module):
             new_cache.append(x)
         logp = torch.log_softmax(self._project(x[:, -1]), dim=-1)
         return logp, new_cache
+
+    def forward_step(
+        self,
+        tokens: torch.Tensor,
+        self_kv: Optional[SelfKV],
+        memory_kv: MemoryKV,
+        memory_mask: Optional[torch.Tensor] = None,
+    ) -> Tuple[torch.Tensor, SelfKV]:
+        """Score the next token of N = B * W prefixes, W consecutive rows per utterance.
+
+        tokens (N,) the newest token of every prefix (<sos> at the first call); self_kv None at
+        the first call, else the state returned by the previous call (rows reordered as the beam
+        needs with ``select_self_kv``); memory_kv ``precompute_memory_kv`` of the B utterances;
+        memory_mask (B, 1, T) bool True = valid, or None when every frame is valid.
+        Returns log-probs (N, V) of the token after the prefix, and the state for the next call.
+        """
+        n = tokens.size(0)
+        if n % memory_kv[0][0].size(0) != 0:
+            raise ValueError(f"{n} rows do not split evenly over {memory_kv[0][0].size(0)} utterances")
+        position = 0 if self_kv is None else self_kv[0][0].size(2)
+        x, _ = self.pos_enc(self.embed(tokens.view(n, 1)), offset=position)
+        new_kv = []
+        for i, layer in enumerate(self.decoders):
+            x, kv = layer.forward_step(x, None if self_kv is None else self_kv[i], memory_kv[i], memory_mask)
+            new_kv.append(kv)
+        logp = torch.log_softmax(self._project(x.view(n, -1)), dim=-1)
+        return logp, new_kv
+
+    @staticmethod
+    def select_self_kv(self_kv: Optional[SelfKV], rows: torch.Tensor) -> Optional[SelfKV]:
+        """The ``forward_step`` state of rows ``rows`` (M,) (beam reordering, dropped utterances)."""
+        if self_kv is None:
+            return None
+        return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self_kv]

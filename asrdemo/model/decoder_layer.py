@@ -1,15 +1,23 @@
 """One Transformer decoder block: masked self-attention, source attention over the encoder
 output ("memory"), feed-forward; each with a residual connection and LayerNorm.
 
-Incremental decoding: with ``cache`` (this layer's outputs for the first L-1 positions,
-(N, L-1, D)) only the newest position is computed as a query; the earlier outputs are copied
-from the cache. The self-attention still reads keys/values of all L inputs.
+Two incremental (one new position per call) paths for beam search:
+
+* ``forward_step`` (the fast one): the cache holds the self-attention's projected keys/values of
+  the earlier positions, so a step projects only the newest position; the source attention takes
+  keys/values projected once per utterance and shared by that utterance's W hypotheses (the W
+  queries attend to one (H, T, d_k) memory, nothing is copied per hypothesis).
+* ``forward(..., cache=)`` (ESPnet's layout, kept for compatibility): the cache holds this layer's
+  outputs for the first L-1 positions, only the newest position is a query, but the keys/values
+  of all L inputs are projected again at every step.
 """
 
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
+
+KV = Tuple[torch.Tensor, torch.Tensor]  # keys, values, each (N, H, L, d_k)
 
 
 class DecoderLayer(nn.Module):
@@ -37,7 +45,9 @@ class DecoderLayer(nn.Module):
         """
         tgt (N, L, D) inputs of all positions; tgt_mask (N|1, L, L) bool or None (no masking);
         memory (N, T, D), memory_mask (N, 1, T) bool True = valid;
-        cache None or (N, L-1, D); memory_kv None or ``src_attn.project_kv(memory, memory)``.
+        cache None or (N, L-1, D); memory_kv None or ``src_attn.project_kv(memory, memory)``, either
+        per row (N, H, T, d_k) or per utterance (B, H, T, d_k) with N = B * W rows, W consecutive
+        rows per utterance (then memory is not read and memory_mask is (B, 1, T) or None).
         Returns (N, L, D).
         """
         residual = tgt
@@ -58,7 +68,14 @@ class DecoderLayer(nn.Module):
         residual = x
         if self.normalize_before:
             x = self.norm2(x)
-        x = residual + self.dropout(self.src_attn(x, memory, memory, memory_mask, kv=memory_kv))
+        n, length, d = x.shape
+        b = n if memory_kv is None else memory_kv[0].size(0)
+        if b != n:  # memory_kv of B utterances, N = B * W rows: W consecutive rows per utterance
+            x = self.src_attn(x.reshape(b, (n // b) * length, d), None, None, memory_mask, kv=memory_kv)
+            x = x.reshape(n, length, d)
+        else:
+            x = self.src_attn(x, memory, memory, memory_mask, kv=memory_kv)
+        x = residual + self.dropout(x)
         if not self.normalize_before:
             x = self.norm2(x)
 
@@ -72,3 +89,48 @@ class DecoderLayer(nn.Module):
         if cache is not None:
             x = torch.cat([cache, x], dim=1)
         return x
+
+    def forward_step(
+        self,
+        x: torch.Tensor,
+        self_kv: Optional[KV],
+        memory_kv: KV,
+        memory_mask: Optional[torch.Tensor],
+    ) -> Tuple[torch.Tensor, KV]:
+        """One new position for N = B * W hypotheses (W consecutive rows per utterance).
+
+        x (N, 1, D) this layer's input at the newest position; self_kv None (first position) or
+        the keys/values of the earlier positions, each (N, H, L-1, d_k); memory_kv the source
+        attention's keys/values of the B utterances, each (B, H, T, d_k); memory_mask (B, 1, T)
+        bool True = valid, or None when every frame is valid.
+        Returns the output (N, 1, D) and the keys/values of all L positions, each (N, H, L, d_k).
+        """
+        n, _, d = x.shape
+        residual = x
+        if self.normalize_before:
+            x = self.norm1(x)
+        k, v = self.self_attn.project_kv(x, x)  # (N, H, 1, d_k): the newest position only
+        if self_kv is not None:
+            k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
+        # the newest position may see every earlier one: no mask
+        x = residual + self.dropout(self.self_attn(x, None, None, None, kv=(k, v)))
+        if not self.normalize_before:
+            x = self.norm1(x)
+
+        residual = x
+        if self.normalize_before:
+            x = self.norm2(x)
+        # an utterance's W hypotheses are W queries against its one memory: (B, W, D)
+        b = memory_kv[0].size(0)
+        x = self.src_attn(x.reshape(b, n // b, d), None, None, memory_mask, kv=memory_kv).reshape(n, 1, d)
+        x = residual + self.dropout(x)
+        if not self.normalize_before:
+            x = self.norm2(x)
+
+        residual = x
+        if self.normalize_before:
+            x = self.norm3(x)
+        x = residual + self.dropout(self.feed_forward(x))
+        if not self.normalize_before:
+            x = self.norm3(x)
+        return x, (k, v)

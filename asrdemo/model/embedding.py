@@ -44,6 +44,12 @@ class PositionalEncoding(nn.Module):
         pe = sinusoid_table(positions, self.d_model).to(x.dtype)
         return self.dropout(x * self.xscale + pe.unsqueeze(0)), None
 
+    def at(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x (B, L, D), positions (B, L) int: x * sqrt(d) + PE[positions], then dropout
+        (each element at its own position, e.g. the depth of a node in a prefix tree)."""
+        pe = sinusoid_table(positions.reshape(-1), self.d_model).to(x.dtype).view(*positions.shape, -1)
+        return self.dropout(x * self.xscale + pe)
+
 
 class RelPositionalEncoding(nn.Module):
     """x * sqrt(d) (dropout), and pos_emb (1, 2T-1, D) for distances T-1 ... 0 ... -(T-1)."""
