@@ -263,17 +263,17 @@ def trace_excerpt(work: Path) -> str:
 
 
 def trace_form(text: str) -> str:
-    """Shapes that depend only on the audio stay exact (the same utterance is followed); the vocabulary,
-    the model's layers, the scores and what was recognised depend on the training run."""
+    """Shapes that depend only on the audio stay exact (the same utterance is followed); the subsampling,
+    the vocabulary, the model's layers, the scores and what was recognised depend on the training run."""
     out = []
     for line in text.splitlines():
         key, _, value = line.partition(": ")
-        if key in ("audio", "fbank", "encoder"):
+        if key in ("audio", "fbank"):
             out.append(line)
-        elif key == "ctc":
-            out.append(f"ctc: {json.loads(value)['shape'][0]} frames")
-        elif key == "attention":
-            out.append(f"attention: {json.loads(value)['shape'][2]} frames")
+        elif key == "encoder":  # its input is the audio's; the subsampling is the model config's
+            out.append(f"encoder: {json.loads(value)['input_frames']} input frames")
+        elif key in ("ctc", "attention"):
+            out.append(f"{key}: {len(json.loads(value)['shape'])} dims")
         else:
             out.append(key)
     return "\n".join(out)
