@@ -113,7 +113,7 @@ class DecoderLayer(nn.Module):
         if self_kv is not None:
             k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
         # the newest position may see every earlier one: no mask
-        x = residual + self.dropout(self.self_attn(x, None, None, None, kv=(k, v)))
+        x = residual + self.dropout(self.self_attn.forward_fused(x, (k, v), None))
         if not self.normalize_before:
             x = self.norm1(x)
 
@@ -122,7 +122,7 @@ class DecoderLayer(nn.Module):
             x = self.norm2(x)
         # an utterance's W hypotheses are W queries against its one memory: (B, W, D)
         b = memory_kv[0].size(0)
-        x = self.src_attn(x.reshape(b, n // b, d), None, None, memory_mask, kv=memory_kv).reshape(n, 1, d)
+        x = self.src_attn.forward_fused(x.reshape(b, n // b, d), memory_kv, memory_mask).reshape(n, 1, d)
         x = residual + self.dropout(x)
         if not self.normalize_before:
             x = self.norm2(x)
