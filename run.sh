@@ -73,7 +73,9 @@ cd "$root"
 
 case "$corpus" in
   jsut)      : "${train_config:=conf/train.yaml}"; : "${num_test:=250}"; : "${num_dev:=250}" ;;
-  mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}" ;;
+  # the mini model decodes with attention_rescoring: as accurate as joint there, and faster
+  mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
+             : "${decode_mode:=attention_rescoring}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut or mini_jsut)" >&2; exit 2 ;;
 esac
 augmented=""; { [ -n "$speed_perturb" ] || [ "$noise_copies" != 0 ]; } && augmented=_sp

@@ -3,7 +3,8 @@
     asrdemo package --exp_dir egs/mini_jsut/exp/train_mini --decode_dir .../decode_test --out_dir exp_train_large
 
 The folder holds config.yaml, tokens.txt, cmvn.ark (+ bpe.model), the model (`valid.acc.ave.pth`),
-images/*.png, the test CER (`cer.txt`, `result.txt`) and a README.md that says how it was made.
+images/*.png, the test CER (`cer.txt`, `result.txt`), the search settings that CER was measured with
+(`decode.yaml`, which the recognizer then uses by default) and a README.md that says how it was made.
 It is assembled beside the target and swapped in with renames, so the demo never sees half a model.
 """
 
@@ -87,7 +88,7 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown"):
     cer_line = None
     if decode_dir is not None:
         decode_dir = Path(decode_dir)
-        for name in ("cer.txt", "result.txt"):
+        for name in ("cer.txt", "result.txt", "decode.yaml"):  # decode.yaml: the demo searches the same way
             if not (decode_dir / name).is_file():
                 raise AsrdemoError(f"missing {decode_dir / name} (made by stage 5, decoding)")
             files.append(decode_dir / name)

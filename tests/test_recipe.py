@@ -53,8 +53,11 @@ def test_every_stage_writes_its_outputs(recipe, monkeypatch):
         assert (exp / name).is_file() and (exp / name).stat().st_size > 0, name
     assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
     assert len((exp / "decode_test" / "hyp.txt").read_text().splitlines()) == 2
-    for name in ("config.yaml", "tokens.txt", "cmvn.ark", "valid.acc.ave.pth", "cer.txt", "README.md", "images/loss.png"):
+    for name in ("config.yaml", "tokens.txt", "cmvn.ark", "valid.acc.ave.pth", "cer.txt", "decode.yaml", "README.md",
+                 "images/loss.png"):
         assert (tmp / "pkg" / name).is_file(), name
+    # the demo searches the way the packaged CER was measured
+    assert yaml.safe_load((tmp / "pkg" / "decode.yaml").read_text())["mode"] == "attention_rescoring"
     # the final report: a CER table
     assert re.search(r"\| mini_jsut \| .* \| CER \d+\.\d\d % \(N=\d+", first.stdout)
 

@@ -25,12 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
 from tqdm import tqdm
 
 from asrdemo.data.datadir import c_sorted, read_kv
 from asrdemo.decode.decode_config import DecodeConfig
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,8 @@ def step_merge(args, settings):
         totals = score_files(out / "ref.txt", out / "hyp.txt", out)
         summary = totals.summary()
         log.info("%s: %s", out / "cer.txt", summary)
+    # the search settings these results came from; `asrdemo package` ships them with the model
+    atomic_write_text(out / "decode.yaml", yaml.safe_dump(settings["decode_conf"], sort_keys=False))
     mark_done(out, **settings, num_utterances=len(utts), cer=summary)
     log.info("wrote %s (%d utterances)", out / "hyp.txt", len(utts))
 
