@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import multiprocessing
-import os
 import re
 import shutil
 import time
@@ -36,8 +35,6 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
 
 logger = logging.getLogger(__name__)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 SAMPLE_RATE = 48000  # JSUT's rate, and the HTS voice's
 CORPUS_NAME = "jsut_ver1.1"
@@ -275,7 +272,6 @@ def write_wav(path, wave: np.ndarray, sample_rate: int) -> None:
 
     with atomic_path(path) as tmp:
         sf.write(str(tmp), to_int16(wave), sample_rate, subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a corpus is for everyone to read
 
 
 # --------------------------------------------------------------------------- sentences
