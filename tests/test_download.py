@@ -353,3 +353,19 @@ def test_rerun_after_done_marker_was_removed(tmp_path, archive):
 def test_bad_sha256_argument(tmp_path, archive):
     with pytest.raises(AsrdemoError, match="64 hex"):
         dl.fetch_jsut(tmp_path / "dl", zip_path=archive["zip"], sha256="abc")
+
+
+def test_run_sh_stages_0_and_1_against_the_loopback_server(tmp_path, server, archive):
+    """The issue's acceptance command: `./run.sh --stop_stage 1 --jsut_url URL`, cut off once, then again."""
+    server.cut_at = len(archive["data"]) // 2
+    args = ["bash", str(REPO / "run.sh"), "--stop_stage", 1, "--jsut_url", server.url, "--work_dir", tmp_path,
+            "--num_test", 4, "--num_dev", 4]
+    r = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stage 0: done" in r.stdout and "stage 1: done" in r.stdout
+    assert any("Range" in h for h in server.requests[1:]), "the cut download was not resumed"
+    assert_corpus(tmp_path / "downloads")
+    counts = {s: len((tmp_path / "data" / s / "text").read_text().splitlines()) for s in ("train", "dev", "test")}
+    assert counts == {"train": 9 * PER_SUBSET - 8, "dev": 4, "test": 4}
+    again = subprocess.run(list(map(str, args)), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "stage 0: skipped" in again.stdout and "stage 1: skipped" in again.stdout
