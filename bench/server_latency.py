@@ -1,10 +1,11 @@
 """Latency of the web demo under load: a real gunicorn (the Dockerfile's CMD) on loopback, a 3-second clip.
 
     python bench/server_latency.py [--exp_dir exp_train_large] [--workers 1] [--threads 8]
-                                   [--concurrency 1 8] [--requests 40] [--torch_threads 1]
+                                   [--concurrency 1 8] [--requests 40] [--torch_threads 1] [--details 1]
 
 For each concurrency level, that many clients send `--requests` POST /api/recognize in all
-(multipart WAV, spectrogram included, as the page sends them). Prints a markdown table: p50/p95
+(multipart WAV, spectrogram included; with `--details 1` also the posteriorgram and attention map,
+`?details=1`, as the page sends them). Prints a markdown table: p50/p95
 latency, requests/s, and each worker's peak RSS (VmHWM). Without a trained model in --exp_dir it
 measures the tests' tiny random model and says so.
 """
@@ -44,10 +45,10 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
-def run_level(url, clip, concurrency, requests):
+def run_level(url, clip, concurrency, requests, query=""):
     def one(_):
         t0 = time.perf_counter()
-        status, body = post_file(url, clip, "clip.wav", timeout=300)
+        status, body = post_file(url, clip, "clip.wav", timeout=300, query=query)
         return time.perf_counter() - t0, status, body.get("code")
 
     started = time.perf_counter()
@@ -69,6 +70,8 @@ def main():
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     p.add_argument("--requests", type=int, default=40, help="requests per concurrency level")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--details", type=int, choices=(0, 1), default=1,
+                   help="1: ask for ?details=1 (posteriorgram, attention) as the page does; 0: the plain API")
     args = p.parse_args()
 
     exp_dir = Path(args.exp_dir)
@@ -81,14 +84,15 @@ def main():
            "ASRDEMO_TORCH_THREADS": str(args.torch_threads)}
     with GunicornServer(exp_dir, Path(tempfile.gettempdir()) / "asrdemo-bench-gunicorn.log", env=env,
                         startup_timeout=300) as server:
-        run_level(server.url, clip, 1, args.warmup)
-        rows = [(c, run_level(server.url, clip, c, args.requests)) for c in args.concurrency]
+        query = "?details=1" if args.details else ""
+        run_level(server.url, clip, 1, args.warmup, query)
+        rows = [(c, run_level(server.url, clip, c, args.requests, query)) for c in args.concurrency]
         peaks = [proc_status_kb(pid, "VmHWM") / 1024 for pid in server.worker_pids()]
 
     print(f"date {datetime.date.today()}, machine {platform.machine()} {platform.processor() or ''}, "
           f"{os.cpu_count()} CPUs, python {platform.python_version()}")
     print(f"model: {model_note}; clip: {clip_note}; gunicorn {args.workers} worker(s) x {args.threads} threads, "
-          f"torch threads {args.torch_threads}; {args.requests} requests per level")
+          f"torch threads {args.torch_threads}; {args.requests} requests per level; details={args.details}")
     print()
     print("| concurrent clients | p50 latency s | p95 latency s | requests/s | errors | peak RSS per worker MB |")
     print("|---:|---:|---:|---:|---:|---:|")

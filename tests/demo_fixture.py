@@ -157,9 +157,41 @@ def http_json(method, url, body=None, content_type=None, timeout=60):
     return status, json.loads(data)
 
 
-def post_file(base_url, data: bytes, filename="clip.wav", timeout=60, **fields):
+def post_file(base_url, data: bytes, filename="clip.wav", timeout=60, query="", **fields):
     body, ctype = multipart(fields, {"file": (filename, data)})
-    return http_json("POST", f"{base_url}/api/recognize", body, ctype, timeout)
+    return http_json("POST", f"{base_url}/api/recognize{query}", body, ctype, timeout)
+
+
+# -- what every /api/recognize answer must hold --------------------------------------------------
+
+
+def spelling(token: str) -> str:
+    """What a token adds to the transcript text: <space> and sentencepiece's \u2581 a space, <unk> nothing."""
+    if token == "<space>":
+        return " "
+    if token.startswith("<") and token.endswith(">"):
+        return ""
+    return token.replace("\u2581", " ")
+
+
+def assert_token_times(body: dict) -> list:
+    """`tokens` of an /api/recognize answer: one object per recognised token, in order, each with
+    [start_s, end_s) inside [0, duration_s], monotonic and non-overlapping, spelling `text`.
+    Returns the tokens."""
+    tokens = body["tokens"]
+    duration, frame_s = body["duration_s"], body["encoder_frame_s"]
+    assert 0.0 < frame_s < 0.2, frame_s
+    spelled = "".join(spelling(t["token"]) for t in tokens)
+    assert spelled.split() == body["text"].split(), (spelled, body["text"])
+    previous_end, previous_frame = 0.0, 0
+    for t in tokens:
+        assert set(t) >= {"token", "token_id", "start_s", "end_s", "start_frame", "end_frame"}, t
+        assert 0.0 <= previous_end <= t["start_s"] < t["end_s"] <= duration + 1e-3, (t, previous_end, duration)
+        assert previous_frame <= t["start_frame"] < t["end_frame"], (t, previous_frame)
+        assert abs(t["start_s"] - t["start_frame"] * frame_s) < 1e-3, t  # seconds are encoder frames
+        assert abs(t["end_s"] - min(t["end_frame"] * frame_s, duration)) < 1e-3, t
+        previous_end, previous_frame = t["end_s"], t["end_frame"]
+    return tokens
 
 
 # -- a real gunicorn, started with the container's own command -----------------------------------

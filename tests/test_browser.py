@@ -1,5 +1,6 @@
 """The demo page in headless Chromium against a real gunicorn: upload a file, try the sample,
-record through Chromium's fake microphone, and a phone-sized screen.
+record through Chromium's fake microphone, and a phone-sized screen; the recognised characters on
+the time axis (hovering one highlights its span), the posteriorgram and the attention map.
 
 Needs Debian's `chromium` + `chromium-driver`. Without them these tests are skipped on a
 developer's machine and FAIL in CI (CI=true). Screenshots go to $ASRDEMO_TEST_ARTIFACTS
@@ -17,7 +18,7 @@ import soundfile as sf
 
 from asrdemo.data.datadir import read_data_dir
 from asrdemo.score import cer
-from demo_fixture import DemoExp, GunicornServer, sample_wav
+from demo_fixture import DemoExp, GunicornServer, sample_wav, spelling
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -119,6 +120,82 @@ def wait_for_result(driver, name):
     return by_id(driver, "transcript")
 
 
+def by_css(driver, selector):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def canvas_ink(driver, element_id):
+    """How many of a canvas's pixels are not its background: 0 for a canvas nothing was drawn on."""
+    return driver.execute_script("""
+        const c = document.getElementById(arguments[0]);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] && !(d[i] === 244 && d[i + 1] === 245 && d[i + 2] === 248)
+            && !(d[i] === 255 && d[i + 1] === 255 && d[i + 2] === 255)) n++;
+        return n;""", element_id)
+
+
+def check_timeline(driver, transcript_text, name, interact="hover"):
+    """The character row spells the transcript in time order inside the spectrogram's width; hovering
+    (or tapping: `interact="click"`) a character highlights its span on the spectrogram, and moving
+    to another moves the highlight. The posteriorgram and the attention map are drawn."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    chars = by_css(driver, "#char-track .char")
+    assert chars, "no character row"
+    shown = [c.text for c in chars]
+    tokens = [c.get_attribute("title").split()[0] for c in chars]  # the token itself (e.g. <unk>)
+    assert "".join(spelling(t) for t in tokens) == transcript_text, (shown, transcript_text)
+    assert all(label == t for label, t in zip(shown, tokens) if not t.startswith("<")), (shown, tokens)
+    starts = [float(c.get_attribute("data-start")) for c in chars]
+    ends = [float(c.get_attribute("data-end")) for c in chars]
+    assert starts == sorted(starts) and all(s < e for s, e in zip(starts, ends))
+    assert all(e <= s for e, s in zip(ends, starts[1:])), "spans overlap"
+    image = by_id(driver, "spectrogram")
+    img = image.rect
+    duration = float(by_css(driver, "#spectrogram-figure .time-end")[0].text.split()[0])
+    assert ends[-1] <= duration + 1e-3
+    for c in chars:  # inside the spectrogram's width, over (or near) its own time
+        r = c.rect
+        assert img["x"] - 1 <= r["x"] and r["x"] + r["width"] <= img["x"] + img["width"] + 1, (c.text, r, img)
+    lanes = {c.get_attribute("data-lane") for c in chars}
+    for lane in lanes:  # no two characters of one lane overlap
+        xs = sorted((c.rect["x"], c.rect["x"] + c.rect["width"]) for c in chars if c.get_attribute("data-lane") == lane)
+        assert all(a[1] <= b[0] + 0.5 for a, b in zip(xs, xs[1:])), xs
+    highlight = by_id(driver, "span-highlight")
+    assert not highlight.is_displayed()
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", by_id(driver, "transcript"))
+    picks = sorted({len(chars) // 3, (2 * len(chars)) // 3})
+    lefts = []
+    for k in picks:
+        if interact == "hover":
+            ActionChains(driver).move_to_element(chars[k]).perform()
+        else:
+            chars[k].click()
+        wait_for(driver, lambda d: highlight.is_displayed() and highlight.get_attribute("data-index") == str(k),
+                 f"{interact} on character {k} highlighted nothing", timeout=5)
+        assert "active" in chars[k].get_attribute("class")
+        assert by_id(driver, "char-track").get_attribute("data-active") == str(k)
+        h = highlight.rect
+        expected_left = img["x"] + starts[k] / duration * img["width"]
+        expected_width = (ends[k] - starts[k]) / duration * img["width"]
+        assert abs(h["x"] - expected_left) <= 2, (h, expected_left)
+        assert abs(h["width"] - max(expected_width, 4)) <= 2, (h, expected_width)  # 4: its two borders
+        assert img["y"] - 1 <= h["y"] and h["y"] + h["height"] <= img["y"] + img["height"] + 1
+        lefts.append(h["x"])
+    if len(picks) == 2:
+        assert lefts[1] > lefts[0], "the highlight did not move to the second character"
+    for canvas in ("posteriorgram", "attention"):
+        assert by_id(driver, f"{canvas}-figure").is_displayed()
+        assert by_id(driver, canvas).get_attribute("data-drawn") == "true"
+        assert canvas_ink(driver, canvas) > 200, f"the {canvas} canvas is blank"
+        assert abs(by_id(driver, canvas).rect["width"] - img["width"]) <= 1  # the same time axis
+        assert abs(by_id(driver, canvas).rect["x"] - img["x"]) <= 1
+    driver.save_screenshot(str(artifacts_dir() / f"{name}.png"))
+
+
 def test_upload_a_file_shows_a_transcript(browser, files, exp):
     by_id(browser, "file-input").send_keys(str(files["upload"]))
     send = by_id(browser, "send-button")
@@ -129,6 +206,7 @@ def test_upload_a_file_shows_a_transcript(browser, files, exp):
     assert abs(float(by_id(browser, "duration").text.split()[0]) - duration) < 0.01
     assert "wav" in by_id(browser, "input-info").text
     assert cer(files["upload_text"], transcript.text) <= 0.1, (files["upload_text"], transcript.text)
+    check_timeline(browser, transcript.text, "upload_timeline")
 
 
 def test_try_the_sample_shows_reference_and_cer(browser, exp):
@@ -166,10 +244,19 @@ def test_record_through_the_fake_microphone(browser, files, exp):
     assert cer(files["mic_text"], transcript.text) <= 0.35, (files["mic_text"], transcript.text)
 
 
-def test_phone_sized_screen(browser):
+def test_phone_sized_screen(browser, files):
     browser.set_window_size(390, 844)
     browser.get(browser.current_url)
     overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     browser.save_screenshot(str(artifacts_dir() / "phone.png"))
     assert overflow <= 1, f"the page is {overflow}px wider than a phone screen"
     assert by_id(browser, "record-button").size["width"] >= 44
+    # with a result: the character row, the spectrogram and both canvases still fit; a tap highlights
+    by_id(browser, "file-input").send_keys(str(files["upload"]))
+    send = by_id(browser, "send-button")
+    wait_for(browser, lambda d: send.is_enabled(), "send stays disabled after choosing a file")
+    send.click()
+    transcript = wait_for_result(browser, "phone_result")
+    overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"with a result the page is {overflow}px wider than a phone screen"
+    check_timeline(browser, transcript.text, "phone_timeline", interact="click")

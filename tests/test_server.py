@@ -6,6 +6,7 @@ The model is a tiny random one (tests/demo_fixture.py) unless ASRDEMO_TEST_EXP n
 import base64
 import contextlib
 import io
+import json
 import os
 import re
 import sys
@@ -23,7 +24,7 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.server import create_app
 from asrdemo.server.settings import SAMPLE_REFERENCE, DemoSettings
 from asrdemo.server.spectrogram import spectrogram_png
-from demo_fixture import audio_bytes, demo_exp, multipart, sample_wav, speechlike
+from demo_fixture import assert_token_times, audio_bytes, demo_exp, multipart, sample_wav, speechlike
 
 torch.set_num_threads(1)
 
@@ -98,8 +99,10 @@ def test_page_has_every_part_and_no_external_resource(client):
     for needle in ("日本語音声認識", "Japanese speech recognition", 'id="file-input"', 'id="send-button"',
                    'id="sample-button"', 'id="record-button"', 'id="level-bar"', 'id="transcript"',
                    'id="spectrogram"', "images/loss.png", "images/acc.png", "images/error.png",
-                   SAMPLE_REFERENCE, 'name="viewport"'):
+                   SAMPLE_REFERENCE, 'name="viewport"', 'id="char-track"', 'id="span-highlight"',
+                   'id="posteriorgram"', 'id="attention"', "CTC 事後確率", "CTC posteriorgram"):
         assert needle in html, needle
+    assert b"api/recognize?details=1" in client.get("/static/app.js").data  # the page asks for the plots
     assert re.search(r"テスト CER.*\n\s*<dd[^>]*>CER [0-9.]+ %", html), "the test CER is not on the page"
     # relative URLs only, nothing fetched from another host (no CDN, no web fonts)
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -142,17 +145,79 @@ def test_recognize_a_file_uses_the_recognizer(client, exp):
     assert body["duration_s"] == 1.5 and body["sample_rate_in"] == 16000 and body["channels"] == 1
     assert body["format"] == "wav" and body["rtf"] > 0 and body["recognize_s"] > 0
     assert isinstance(body["text"], str) and isinstance(body["tokens"], list)
-    assert set(body["tokens"]) <= set((exp.path / "tokens.txt").read_text(encoding="utf-8").splitlines())
+    assert {t["token"] for t in body["tokens"]} <= set((exp.path / "tokens.txt").read_text(encoding="utf-8").splitlines())
     # the same answer as the recognizer that `asrdemo decode` uses, called directly
     rec = Recognizer.from_exp_dir(exp.path, num_threads=1)
     direct = rec.recognize(*load_audio(data, rec.sample_rate)[:1], rec.sample_rate)
     assert body["text"] == direct.text
+    assert [t["token"] for t in body["tokens"]] == list(direct.tokens)
     # the spectrogram is the recognizer's fbank: one pixel per frame and mel bin
     png = base64.b64decode(body["spectrogram"].removeprefix("data:image/png;base64,"))
     assert png.startswith(PNG_MAGIC)
     assert imread(io.BytesIO(png)).shape[:2] == (80, len(rec.features(wave, 16000)))
     if exp.trained:
         assert body["text"].strip()
+
+
+TIMED_CLIPS = {  # the random model's transcripts of these are long (it emits a token on most frames)
+    "sample": lambda sample: sample.read_bytes(),
+    "speechlike_1.5s": lambda sample: _wav(1.5),
+    "stereo_44k_2.3s": lambda sample: audio_bytes(speechlike(2.3, 44100, 2, seed=3), 44100, subtype="PCM_16"),
+}
+
+
+@pytest.mark.parametrize("name", list(TIMED_CLIPS))
+def test_every_character_comes_with_its_time(client, exp, sample, name):
+    """`tokens`: in order, each [start_s, end_s) inside the audio, monotonic, non-overlapping; the
+    times are the CTC forced alignment of the transcript that `asrdemo explain` computes."""
+    from asrdemo.decode.recognizer import Recognizer
+    from asrdemo.explain import trace_utterance
+
+    data = TIMED_CLIPS[name](sample)
+    body = post_file(client, data, query="?spectrogram=0").get_json()
+    tokens = assert_token_times(body)
+    assert tokens, body  # a test that could pass on an empty transcript would prove nothing
+    assert tokens[-1]["end_s"] > 0.5 * body["duration_s"]  # spread over the audio, not piled at the start
+    rec = Recognizer.from_exp_dir(exp.path, num_threads=1)
+    wave, _ = load_audio(data, rec.sample_rate)  # (wave at the model's rate, the file's own rate)
+    trace = trace_utterance(rec, wave, rec.sample_rate, nbest=1)
+    assert tokens == [t.as_dict() for t in trace.token_times]
+
+
+def test_details_give_the_posteriorgram_and_the_attention_map(client, sample):
+    plain = post_file(client, sample.read_bytes(), query="?spectrogram=0").get_json()
+    assert "alignment" not in plain  # only on request: it is most of the answer's size
+    assert "alignment" not in post_file(client, sample.read_bytes(), query="?details=0").get_json()
+    body = post_file(client, sample.read_bytes(), query="?details=1&spectrogram=0").get_json()
+    assert body["text"] == plain["text"] and body["tokens"] == plain["tokens"]
+    tokens = assert_token_times(body)
+    a = body["alignment"]
+    frames, frame_s = a["num_frames"], body["encoder_frame_s"]
+    assert frames > 0 and (frames - 1) * frame_s < body["duration_s"] <= (frames + 3) * frame_s
+    # the posteriorgram: <blank> first, at most 24 rows, every recognised token among them
+    p = a["posteriorgram"]
+    assert p["tokens"][0] == "<blank>" and p["token_ids"][0] == 0 and len(p["tokens"]) <= 24
+    assert len(p["tokens"]) == len(p["token_ids"]) == len(p["probs"]) and len(p["greedy_path"]) == frames
+    probs = np.array(p["probs"])
+    assert probs.shape == (len(p["tokens"]), frames)
+    assert probs.min() >= 0 and probs.max() <= 1 and np.all(probs.sum(0) <= 1 + 0.005 * len(probs))
+    assert np.all(np.round(probs, 2) == probs)  # compact: two decimals
+    assert {t["token_id"] for t in tokens[:10]} <= set(p["token_ids"])
+    assert all(t["end_frame"] <= frames for t in tokens)  # spans are frames of this posteriorgram
+    # the attention map: one row per output token and <eos>, one column per encoder frame, rows sum to 1
+    att = a["attention"]
+    weights = np.array(att["weights"])
+    assert att["rows"] == [t["token"] for t in tokens] + ["<eos>"]
+    assert weights.shape == (len(tokens) + 1, frames)
+    assert np.allclose(weights.sum(1), 1.0, atol=0.005 * frames + 0.01)
+    values = probs.size + weights.size + frames
+    assert len(json.dumps(a, ensure_ascii=False, separators=(",", ":"))) < 5.5 * values + 2000  # ~5 bytes a number
+
+
+def test_audio_too_short_for_one_encoder_frame(client):
+    body = post_file(client, _wav(0.05), query="?details=1").get_json()
+    assert body["text"] == "" and body["tokens"] == [] and body["alignment"]["num_frames"] == 0
+    assert body["spectrogram"].startswith("data:image/png;base64,")
 
 
 def test_raw_body_and_no_spectrogram(client):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from demo_fixture import (REPO, GunicornServer, audio_bytes, demo_exp, docker_cmd, free_port, http, http_json,
-                          post_file, proc_status_kb, speechlike)
+from demo_fixture import (REPO, GunicornServer, assert_token_times, audio_bytes, demo_exp, docker_cmd, free_port, http,
+                          http_json, post_file, proc_status_kb, speechlike)
 
 WORKERS, THREADS = 2, 2
 LOAD_CLIENTS, LOAD_REQUESTS = 4, 24
@@ -69,8 +69,14 @@ def test_recognize_and_bad_inputs_over_http(server, exp):
     assert body["spectrogram"].startswith("data:image/png;base64,")
     if exp.trained:
         assert body["text"].strip()
-    status, raw = http_json("POST", f"{server.url}/api/recognize", clip(), "audio/wav")
+    assert_token_times(body)
+    assert "alignment" not in body
+    status, raw = http_json("POST", f"{server.url}/api/recognize?details=1", clip(), "audio/wav")
     assert status == 200 and raw["duration_s"] == 1.0
+    assert_token_times(raw)
+    frames = raw["alignment"]["num_frames"]
+    assert frames > 0 and len(raw["alignment"]["posteriorgram"]["greedy_path"]) == frames
+    assert len(raw["alignment"]["attention"]["weights"]) == len(raw["tokens"]) + 1
     for data, expected_status, code in [
         (b"", 400, "empty_input"),
         (b"GIF89a" + bytes(2000), 415, "unsupported_format"),

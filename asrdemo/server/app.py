@@ -1,7 +1,8 @@
 """The demo's Flask app: one packaged exp dir, loaded once per process, behind a page and a JSON API.
 
     GET  /                 the page (upload, sample, recording; transcript, spectrogram, curves)
-    POST /api/recognize    audio (multipart field `file`, or the raw body) -> JSON transcript
+    POST /api/recognize    audio (multipart field `file`, or the raw body) -> JSON transcript, each
+                           character with its time; `?details=1` adds the posteriorgram and attention
     GET  /api/model        architecture, parameter count, tokens, test CER, config, limits
     GET  /api/sample       the sample clip (sample/test.wav), for the page's "try the sample"
     GET  /images/<name>    the exp dir's training curves (loss.png, acc.png, error.png)
@@ -28,6 +29,11 @@ from asrdemo.server.spectrogram import png_data_uri, spectrogram_png
 
 log = logging.getLogger(__name__)
 bp = Blueprint("demo", __name__)
+
+# `?details=1`: the posteriorgram's rows (<blank>, the transcript's tokens, then the most likely
+# others) and the rounding of its probabilities and of the attention weights.
+DETAIL_TOKENS = 24
+DETAIL_DECIMALS = 2
 
 
 class InMemoryRequest(Request):
@@ -180,24 +186,30 @@ def sample():
 
 @bp.post("/api/recognize")
 def recognize():
-    """Audio in, transcript out. Optional: `reference` (form field or query) adds the CER against it;
-    `spectrogram=0` (query) leaves the spectrogram out."""
+    """Audio in, transcript out, each character with its time. Optional: `reference` (form field or
+    query) adds the CER against it; `?spectrogram=0` leaves the spectrogram out; `?details=1` adds
+    `alignment` (the CTC posteriorgram and the decoder's attention, what the page draws)."""
     demo = _demo()
     if not demo.loaded:
         return _no_model()
     started = time.perf_counter()
     data, reference = _read_audio_and_reference()
-    rec = demo.recognizer
-    audio = decode_audio(data, rec.sample_rate, demo.settings.max_seconds)
+    audio = decode_audio(data, demo.recognizer.sample_rate, demo.settings.max_seconds)
+    from asrdemo.explain import trace_utterance  # imports torch; loaded with the model, not with the app
+
     t0 = time.perf_counter()
-    # rec.recognize() in its two halves, so that the spectrogram shows these very features
-    feats = rec.features(audio.wave, audio.sample_rate)
-    hyp = rec.decode_features([feats])[0][0]
+    # The recognizer's own fbank and search, with every intermediate kept: `trace.fbank` is the very
+    # matrix that was decoded (the spectrogram shows it), computed once.
+    trace = trace_utterance(demo.recognizer, audio.wave, audio.sample_rate, nbest=1)
     recognize_s = time.perf_counter() - t0
+    details = _flag("details", default=False)
+    view = trace.demo_json(max_tokens=DETAIL_TOKENS, decimals=DETAIL_DECIMALS) if details else None
+    text = trace.best.text if trace.best else ""
     body = {
-        "text": hyp.text,
-        "tokens": list(hyp.tokens),
+        "text": text,
+        "tokens": _token_times(trace),
         "duration_s": round(audio.duration_s, 3),
+        "encoder_frame_s": round(trace.encoder_frame_s, 6),
         "sample_rate_in": audio.sample_rate_in,
         "channels": audio.channels,
         "format": audio.format,
@@ -206,11 +218,35 @@ def recognize():
     }
     if reference:
         body["reference"] = reference
-        body["cer"] = _cer(reference, hyp.text)
-    if len(feats) and request.args.get("spectrogram", "1") not in ("0", "false", "no"):
-        body["spectrogram"] = png_data_uri(spectrogram_png(feats))
+        body["cer"] = _cer(reference, text)
+    if len(trace.fbank) and _flag("spectrogram", default=True):
+        body["spectrogram"] = png_data_uri(spectrogram_png(trace.fbank))
+    if view is not None:
+        body["alignment"] = {"num_frames": len(trace.ctc_logp), "posteriorgram": view["posteriorgram"],
+                             "attention": view["attention"]}
     body["total_s"] = round(time.perf_counter() - started, 4)
     return jsonify(body)
+
+
+def _flag(name: str, default: bool) -> bool:
+    """A yes/no query parameter: 0/false/no/off and 1/true/yes/on; anything else is the default."""
+    value = request.args.get(name, "").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    return default
+
+
+def _token_times(trace) -> list:
+    """Each recognised token with the [start_s, end_s) where CTC emits it (its forced alignment).
+
+    Should the transcript not fit the CTC frames (only possible for an attention-only search), its
+    tokens come without times (`start_s`/`end_s` null) rather than not at all."""
+    if trace.token_times or trace.best is None:
+        return [t.as_dict() for t in trace.token_times]
+    return [{"token": token, "token_id": token_id, "start_frame": None, "end_frame": None, "start_s": None,
+             "end_s": None} for token, token_id in zip(trace.best.tokens, trace.best.token_ids)]
 
 
 def _read_audio_and_reference():

@@ -1,4 +1,6 @@
-// The demo page: send a file, the sample, or a recording to api/recognize and show the answer.
+// The demo page: send a file, the sample, or a recording to api/recognize and show the answer:
+// the transcript, each character at its time over the spectrogram, the CTC posteriorgram and the
+// decoder's attention (api/recognize?details=1), all on one time axis.
 // Relative URLs only (no leading slash), so the page works under any path prefix.
 (() => {
   'use strict';
@@ -50,7 +52,7 @@
     setStatus('認識中… / recognizing…');
     const started = performance.now();
     try {
-      const response = await fetch('api/recognize', { method: 'POST', body: form });
+      const response = await fetch('api/recognize?details=1', { method: 'POST', body: form });
       let data;
       try {
         data = await response.json();
@@ -83,15 +85,245 @@
       $('cer-value').textContent = `${cer.cer.toFixed(1)} %`;
       $('cer-detail').textContent = `(N=${cer.ref_chars}, S=${cer.S} D=${cer.D} I=${cer.I})`;
     }
-    $('spectrogram-figure').hidden = !r.spectrogram;
-    if (r.spectrogram) {
-      $('spectrogram').src = r.spectrogram;
-      $('spectrogram-end').textContent = `${r.duration_s.toFixed(2)} s`;
-    }
+    showTimeline(r);
     const card = $('result-card');
     card.hidden = false;
     card.dataset.state = 'done';
   }
+
+  // ---- one utterance on one time axis: characters, spectrogram, posteriorgram, attention ------
+  //
+  // Every plot spans [0, duration_s] across the same width (the page's gutter + plot-area rows), so
+  // a character, its span on the spectrogram and its column in the two canvases line up. Encoder
+  // frame t covers [t * encoder_frame_s, (t + 1) * encoder_frame_s).
+
+  const SPECIAL_LABELS = { '<blank>': 'ε', '<eos>': 'eos', '<sos/eos>': 'eos', '<space>': '␣', '<unk>': 'unk' };
+  const label = (token) => SPECIAL_LABELS[token] || token;
+  const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const INK = [[255, 255, 255], [29, 35, 48]];
+
+  let view = null; // {duration, frameS, tokens, alignment, active}
+
+  function ramp(stops, v) {
+    const x = Math.min(1, Math.max(0, v)) * (stops.length - 1);
+    const i = Math.min(Math.floor(x), stops.length - 2);
+    const f = x - i;
+    return stops[i].map((c, k) => Math.round(c + (stops[i + 1][k] - c) * f));
+  }
+
+  function showTimeline(r) {
+    document.querySelectorAll('.time-end').forEach((el) => { el.textContent = `${r.duration_s.toFixed(2)} s`; });
+    $('spectrogram-figure').hidden = !r.spectrogram;
+    if (r.spectrogram) $('spectrogram').src = r.spectrogram;
+    const timed = (r.tokens || []).length > 0 && r.tokens.every((t) => t.start_s !== null);
+    view = { duration: Math.max(r.duration_s, 1e-3), frameS: r.encoder_frame_s, tokens: timed ? r.tokens : [],
+             alignment: r.alignment || null, active: -1, cells: {} };
+    buildCharTrack();
+    const a = view.alignment;
+    $('posteriorgram-figure').hidden = !a || !a.num_frames;
+    $('attention-figure').hidden = !a || !a.num_frames || !a.attention.weights.length;
+    document.querySelectorAll('.frame-ms').forEach((el) => { el.textContent = (r.encoder_frame_s * 1000).toFixed(0); });
+    if (a && a.num_frames) {
+      setRowLabels($('posteriorgram-labels'), a.posteriorgram.tokens);
+      if (a.attention.weights.length) setRowLabels($('attention-labels'), a.attention.rows);
+    }
+    setActive(-1);
+    requestAnimationFrame(redraw); // once the figures are laid out and have their widths
+  }
+
+  function buildCharTrack() {
+    const track = $('char-track');
+    track.textContent = '';
+    view.tokens.forEach((t, k) => {
+      const el = document.createElement('span');
+      el.className = 'char';
+      el.setAttribute('role', 'listitem');
+      el.tabIndex = 0;
+      el.lang = 'ja';
+      el.textContent = label(t.token);
+      el.dataset.index = String(k);
+      el.dataset.start = String(t.start_s);
+      el.dataset.end = String(t.end_s);
+      el.title = `${t.token}  ${t.start_s.toFixed(2)}–${t.end_s.toFixed(2)} s`;
+      el.addEventListener('mouseenter', () => setActive(k));
+      el.addEventListener('focus', () => setActive(k));
+      el.addEventListener('click', () => setActive(k)); // a tap on a phone
+      el.addEventListener('mouseleave', () => { if (document.activeElement !== el) setActive(-1); });
+      el.addEventListener('blur', () => setActive(-1));
+      track.appendChild(el);
+    });
+    $('char-row').hidden = view.tokens.length === 0;
+  }
+
+  // Characters sit centred over their span; one that would touch its left neighbour moves to the next
+  // lane down, so that no two overlap however narrow the screen.
+  function layoutCharTrack() {
+    const track = $('char-track');
+    const width = track.clientWidth;
+    if (!width) return;
+    const laneEnds = [];
+    let laneHeight = 0;
+    track.querySelectorAll('.char').forEach((el) => {
+      const t = view.tokens[Number(el.dataset.index)];
+      const w = el.offsetWidth;
+      laneHeight = Math.max(laneHeight, el.offsetHeight);
+      const centre = ((t.start_s + t.end_s) / 2 / view.duration) * width;
+      const left = Math.min(Math.max(centre - w / 2, 0), Math.max(width - w, 0));
+      let lane = laneEnds.findIndex((end) => end + 1 <= left);
+      if (lane < 0) { lane = laneEnds.length; laneEnds.push(0); }
+      laneEnds[lane] = left + w;
+      el.style.left = `${left.toFixed(1)}px`;
+      el.style.top = `${lane * laneHeight}px`;
+      el.dataset.lane = String(lane);
+    });
+    track.style.height = `${Math.max(laneEnds.length, 1) * laneHeight}px`;
+  }
+
+  function setRowLabels(box, tokens) {
+    box.textContent = '';
+    tokens.forEach((token) => {
+      const el = document.createElement('span');
+      el.textContent = label(token);
+      el.title = token;
+      box.appendChild(el);
+    });
+  }
+
+  function setActive(k) {
+    if (!view) return;
+    view.active = k;
+    const box = $('span-highlight');
+    $('char-track').querySelectorAll('.char').forEach((el) => el.classList.toggle('active', Number(el.dataset.index) === k));
+    $('char-track').dataset.active = String(k);
+    const t = view.tokens[k];
+    box.hidden = !t;
+    if (t) {
+      box.style.left = `${((t.start_s / view.duration) * 100).toFixed(3)}%`;
+      box.style.width = `${(((t.end_s - t.start_s) / view.duration) * 100).toFixed(3)}%`;
+      box.dataset.index = String(k);
+    }
+    drawPlots();
+  }
+
+  function redraw() {
+    if (!view) return;
+    layoutCharTrack();
+    drawPlots();
+  }
+
+  // A canvas the width of its plot area and `rows` rows tall, drawn in device pixels.
+  function sizeCanvas(canvas, rows, labels) {
+    const rowPx = Math.max(7, Math.min(16, Math.floor(360 / rows)));
+    const dpr = window.devicePixelRatio || 1;
+    const width = canvas.parentElement.clientWidth;
+    canvas.style.height = `${rows * rowPx}px`;
+    canvas.width = Math.max(1, Math.round(width * dpr));
+    canvas.height = Math.max(1, Math.round(rows * rowPx * dpr));
+    labels.style.height = `${rows * rowPx}px`;
+    labels.style.fontSize = `${Math.min(rowPx - 2, 13)}px`;
+    labels.classList.toggle('dense', rowPx < 10);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    return { ctx, width, rowPx, height: rows * rowPx };
+  }
+
+  // matrix: rows x frames in [0, 1] -> an image of one pixel per (row, frame), made once per result
+  function cellImage(name, matrix, colours, normaliseRows) {
+    if (view.cells[name]) return view.cells[name];
+    const rows = matrix.length;
+    const frames = rows ? matrix[0].length : 0;
+    const cells = document.createElement('canvas');
+    cells.width = Math.max(frames, 1);
+    cells.height = Math.max(rows, 1);
+    if (frames) {
+      const cctx = cells.getContext('2d');
+      const image = cctx.createImageData(frames, rows);
+      matrix.forEach((row, r) => {
+        const scale = normaliseRows ? 1 / Math.max(Math.max(...row), 1e-6) : 1;
+        row.forEach((v, t) => {
+          const [red, green, blue] = ramp(colours, v * scale);
+          const o = 4 * (r * frames + t);
+          image.data[o] = red; image.data[o + 1] = green; image.data[o + 2] = blue; image.data[o + 3] = 255;
+        });
+      });
+      cctx.putImageData(image, 0, 0);
+    }
+    view.cells[name] = { canvas: cells, frames };
+    return view.cells[name];
+  }
+
+  // the cells, nearest-neighbour scaled onto the time axis (frame t at [t, t + 1) * encoder_frame_s)
+  function drawCells(g, cells) {
+    g.ctx.imageSmoothingEnabled = false;
+    g.ctx.fillStyle = '#f4f5f8';
+    g.ctx.fillRect(0, 0, g.width, g.height);
+    if (cells.frames) g.ctx.drawImage(cells.canvas, 0, 0, cells.frames, cells.canvas.height, 0, 0,
+                                      x(cells.frames * view.frameS, g), g.height);
+  }
+
+  const x = (seconds, g) => (seconds / view.duration) * g.width;
+
+  function spanBox(g, row, t, colour, lineWidth) {
+    const left = x(t.start_frame * view.frameS, g);
+    const right = x(t.end_frame * view.frameS, g);
+    g.ctx.strokeStyle = colour;
+    g.ctx.lineWidth = lineWidth;
+    g.ctx.strokeRect(left + 0.5, row * g.rowPx + 0.5, Math.max(right - left - 1, 1), g.rowPx - 1);
+  }
+
+  function activeBand(g) {
+    const t = view.tokens[view.active];
+    if (!t) return;
+    g.ctx.fillStyle = 'rgba(255, 196, 0, 0.28)';
+    g.ctx.fillRect(x(t.start_s, g), 0, Math.max(x(t.end_s, g) - x(t.start_s, g), 2), g.height);
+  }
+
+  function drawPlots() {
+    const a = view && view.alignment;
+    if (!a || !a.num_frames) return;
+    drawPosteriorgram(a.posteriorgram);
+    if (a.attention.weights.length) drawAttention(a.attention);
+  }
+
+  function drawPosteriorgram(p) {
+    const canvas = $('posteriorgram');
+    const g = sizeCanvas(canvas, p.tokens.length, $('posteriorgram-labels'));
+    drawCells(g, cellImage('posteriorgram', p.probs, INK, false));
+    activeBand(g);
+    const rowOf = new Map(p.token_ids.map((id, r) => [id, r]));
+    view.tokens.forEach((t, k) => {
+      if (rowOf.has(t.token_id)) spanBox(g, rowOf.get(t.token_id), t, '#2f5fd0', k === view.active ? 3 : 1.5);
+    });
+    g.ctx.fillStyle = '#d33a2c';
+    p.greedy_path.forEach((id, f) => {
+      if (!rowOf.has(id)) return;
+      g.ctx.beginPath();
+      g.ctx.arc(x((f + 0.5) * view.frameS, g), (rowOf.get(id) + 0.5) * g.rowPx, Math.min(2.5, g.rowPx / 3), 0, 2 * Math.PI);
+      g.ctx.fill();
+    });
+    canvas.dataset.drawn = 'true';
+  }
+
+  function drawAttention(att) {
+    const canvas = $('attention');
+    const g = sizeCanvas(canvas, att.rows.length, $('attention-labels'));
+    drawCells(g, cellImage('attention', att.weights, VIRIDIS, true));
+    const k = view.active;
+    if (view.tokens[k]) {
+      g.ctx.strokeStyle = 'rgba(255, 196, 0, 0.95)';
+      g.ctx.lineWidth = 2;
+      g.ctx.strokeRect(1, k * g.rowPx + 1, g.width - 2, g.rowPx - 2);
+    }
+    view.tokens.forEach((t, row) => spanBox(g, row, t, row === k ? '#ffffff' : 'rgba(120, 170, 255, 0.9)', row === k ? 2.5 : 1.2));
+    canvas.dataset.drawn = 'true';
+  }
+
+  let resizePending = false;
+  window.addEventListener('resize', () => {
+    if (resizePending) return;
+    resizePending = true;
+    requestAnimationFrame(() => { resizePending = false; redraw(); });
+  });
 
   // ---- file and sample ----------------------------------------------------------------------
 
