@@ -87,7 +87,8 @@ def write_config(path, model=None, **sections):
         "scheduler": "warmuplr",
         "scheduler_conf": {"warmup_steps": 10},
         "batching": {"batch_bins": 600, "max_batch_size": 8},
-        "train": {"max_epochs": 3, "keep_nbest_models": 2, "log_interval": 2, "num_workers": 0, "grad_clip": 5.0},
+        "train": {"max_epochs": 3, "keep_nbest_models": 2, "log_interval": 2, "num_workers": 0, "grad_clip": 5.0,
+                  "attention_image_interval": 2},
     }
     for key, value in sections.items():
         if key in ("train", "batching"):
@@ -152,7 +153,15 @@ def test_exp_dir_is_complete(trained):
                  "valid.acc.ave.pth", "images/loss.png", "images/acc.png", "images/error.png"):
         assert (exp / name).is_file() and (exp / name).stat().st_size > 0, name
     assert (exp / "tokens.txt").read_text() == Path(task["token_list"]).read_text()
-    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(events[0]), size_guidance={"images": 0}).Reload()
+    for tag in ("train/loss", "train/loss_ctc", "train/loss_att", "train/acc", "train/lr", "train/grad_norm",
+                "epoch/valid_cer", "epoch/valid_acc"):
+        assert tag in tb.Tags()["scalars"], tag
+    assert [e.step for e in tb.Images("valid/attention")] == [2]  # every attention_image_interval epochs
     for png in (exp / "images").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     conf = yaml.safe_load((exp / "config.yaml").read_text())

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from asrdemo.data.dataset import make_loader, read_dump_dir
 from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
+from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
 from asrdemo.train.average import average_best
 from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
@@ -65,6 +66,7 @@ DEFAULTS = {
         "patience": None,  # stop after this many epochs without a better valid acc (null: never)
         "keep_nbest_models": 5,  # epoch checkpoints kept (best valid acc) and averaged at the end
         "log_interval": 50,  # updates between train.log lines
+        "attention_image_interval": 5,  # epochs between source-attention images in TensorBoard (0: off)
         "save_interval_steps": 0,  # also checkpoint (checkpoints/last.pt) every N updates (0: off)
         "use_amp": None,  # bf16 | fp16 on GPU (fp16 with a GradScaler); ignored on CPU
         "sync_batchnorm": False,  # DDP on GPUs: share BatchNorm statistics across processes
@@ -344,13 +346,23 @@ class Trainer:
         CTC greedy decoding, counted on characters (spaces removed)."""
         self.model.eval()
         sums = torch.zeros(len(STAT_NAMES) + 4, dtype=torch.float64)  # + char errors, ref chars
+        interval = self.train_conf["attention_image_interval"]
+        want_image = self.dist.is_main and interval and self.epoch % interval == 0
         for batch in self.valid_loader:
             feats, feat_lens = batch["feats"].to(self.device), batch["feat_lens"].to(self.device)
             ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
+            src_attn = self.core.decoder.decoders[-1].src_attn
+            store_attention_weights(src_attn, want_image)
             with self._autocast():
                 out = self.core(feats, feat_lens, ys_pad, ys_lens)
                 enc, enc_lens = self.core.encode(feats, feat_lens)
                 ctc_logp = self.core.ctc.log_softmax(enc)
+            if want_image:  # the first validation utterance: output tokens (+ <eos>) x encoder frames
+                attn = src_attn.attn[0].float().mean(0)[: int(ys_lens[0]) + 1, : int(enc_lens[0])]
+                self.writer.add_image("valid/attention", (attn / attn.max().clamp(min=1e-9)).unsqueeze(0).cpu(),
+                                      self.epoch, dataformats="CHW")
+                store_attention_weights(src_attn, False)
+                want_image = False
             errors = chars = 0
             for hyp, ref, n in zip(ctc_greedy(ctc_logp.float(), enc_lens), batch["ys_pad"].tolist(),
                                    batch["ys_lens"].tolist()):
