@@ -102,6 +102,7 @@ mkdir -p data
 [ "$(cat data/augment_opts 2>/dev/null)" = "$augment_opts" ] || echo "$augment_opts" > data/augment_opts
 
 log() { echo "$(date '+%H:%M:%S') run.sh: $*"; }
+where() { case "$1" in /*) echo "$1" ;; *) echo "$work/$1" ;; esac; }  # a path as the user can find it
 declare -A stage_seconds=()
 
 # stage_needed N OUT_DIR INPUT...: succeeds when stage N must run. A stage in range is skipped when
@@ -115,13 +116,13 @@ stage_needed() {
       [ "$input" -nt "$out/.done" ] && stale=$input
     done
     if [ -z "$stale" ]; then
-      log "stage $n: skipped, $work/$out is up to date (remove $work/$out/.done to redo)"
+      log "stage $n: skipped, $(where "$out") is up to date (remove $(where "$out")/.done to redo)"
       return 1
     fi
-    log "stage $n: $stale is newer than $work/$out; redoing"
+    log "stage $n: $stale is newer than $(where "$out"); redoing"
   fi
   rm -f "$out/.done"
-  log "stage $n: start -> $work/$out"
+  log "stage $n: start -> $(where "$out")"
   SECONDS=0
 }
 stage_done() { stage_seconds[$1]=$SECONDS; log "stage $1: done in ${SECONDS} s"; }
