@@ -79,12 +79,7 @@ class DecoderLayer(nn.Module):
         if not self.normalize_before:
             x = self.norm2(x)
 
-        residual = x
-        if self.normalize_before:
-            x = self.norm3(x)
-        x = residual + self.dropout(self.feed_forward(x))
-        if not self.normalize_before:
-            x = self.norm3(x)
+        x = self._feed_forward_block(x)
 
         if cache is not None:
             x = torch.cat([cache, x], dim=1)
@@ -127,10 +122,15 @@ class DecoderLayer(nn.Module):
         if not self.normalize_before:
             x = self.norm2(x)
 
+        x = self._feed_forward_block(x)
+        return x, (k, v)
+
+    def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
+        """The third sub-layer of both paths: (pre- or post-) LayerNorm, feed-forward, residual."""
         residual = x
         if self.normalize_before:
             x = self.norm3(x)
         x = residual + self.dropout(self.feed_forward(x))
         if not self.normalize_before:
             x = self.norm3(x)
-        return x, (k, v)
+        return x
