@@ -102,7 +102,7 @@
   const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
   const INK = [[255, 255, 255], [29, 35, 48]];
 
-  let view = null; // {duration, frameS, tokens, alignment, active}
+  let view = null; // {duration, frameS, tokens, alignment, active (token index or -1), cells (per plot)}
 
   function ramp(stops, v) {
     const x = Math.min(1, Math.max(0, v)) * (stops.length - 1);
@@ -155,23 +155,28 @@
     $('char-row').hidden = view.tokens.length === 0;
   }
 
-  // Characters sit centred over their span; one that would touch its left neighbour moves to the next
-  // lane down, so that no two overlap however narrow the screen.
+  // Characters sit centred over their span. One that would touch the character before it steps one
+  // lane down (a run of close characters reads as a staircase); one with room goes back to the top.
+  // No two overlap however narrow the screen.
   function layoutCharTrack() {
     const track = $('char-track');
     const width = track.clientWidth;
     if (!width) return;
     const laneEnds = [];
     let laneHeight = 0;
+    let previous = { lane: -1, right: -Infinity };
     track.querySelectorAll('.char').forEach((el) => {
       const t = view.tokens[Number(el.dataset.index)];
       const w = el.offsetWidth;
       laneHeight = Math.max(laneHeight, el.offsetHeight);
       const centre = ((t.start_s + t.end_s) / 2 / view.duration) * width;
       const left = Math.min(Math.max(centre - w / 2, 0), Math.max(width - w, 0));
-      let lane = laneEnds.findIndex((end) => end + 1 <= left);
-      if (lane < 0) { lane = laneEnds.length; laneEnds.push(0); }
+      const first = previous.right + 1 > left ? previous.lane + 1 : 0;
+      let lane = first;
+      while (lane < laneEnds.length && laneEnds[lane] + 1 > left) lane++;
+      if (lane >= laneEnds.length) { lane = laneEnds.length; laneEnds.push(0); }
       laneEnds[lane] = left + w;
+      previous = { lane, right: left + w };
       el.style.left = `${left.toFixed(1)}px`;
       el.style.top = `${lane * laneHeight}px`;
       el.dataset.lane = String(lane);
