@@ -207,7 +207,8 @@ def _hypothesis_scores(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: L
 def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Optional[str] = None,
                     nbest: int = 5) -> UtteranceTrace:
     """Recognize `wave` (mono (N,) or (N, C) float, any rate) with `recognizer` and keep every
-    intermediate. The transcript is the recognizer's own (`recognizer.decode_features`); the model's
+    intermediate. The transcript is the recognizer's own search (`recognizer.decode_encoded`, on the
+    encoder output computed here once); the model's
     tensors come from the same model object in eval mode. Thread-safe: nothing shared is modified.
 
     Audio too short for one encoder frame gives an empty transcript, no frames and no times."""
@@ -223,19 +224,20 @@ def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Option
     view = copy.copy(rec)  # same model, frontend and tokens; its own n-best setting
     view.decode_conf = conf
     mode = mode or conf.mode
-    hyps = view.decode_features([feats], mode)[0]
 
     x = torch.as_tensor(feats, dtype=torch.float32, device=rec.device).unsqueeze(0)
     normed = model.cmvn(x)[0]
     vocab = len(rec.token_list)
     embed = model.encoder.embed
     if len(feats) >= model.min_input_frames:
-        enc, _ = model.encode(x, torch.tensor([len(feats)], device=rec.device))
+        # one encoder pass: the search runs on the encoder output kept here
+        enc, enc_lens = model.encode(x, torch.tensor([len(feats)], device=rec.device))
         ctc_logp = model.ctc.log_softmax(enc)[0].float()
+        hyps = view.decode_encoded(enc, enc_lens, mode)[0]
     else:
         enc = torch.zeros(1, 0, model.encoder.output_size(), device=rec.device)
         ctc_logp = torch.zeros(0, vocab, device=rec.device)
-        hyps = [h for h in hyps if not h.token_ids][:1]
+        hyps = view.decode_features([feats], mode)[0][:1]  # the empty hypothesis
 
     scored, attention = _hypothesis_scores(model, enc, ctc_logp, hyps, conf.ctc_weight, conf.penalty,
                                            keep_attention=enc.size(1) > 0)

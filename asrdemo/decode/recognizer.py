@@ -183,17 +183,32 @@ class Recognizer:
             feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
             lengths = torch.tensor([len(f) for f in feats], device=self.device)
             padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-            for i, hyps in zip(usable, self._search(padded, lengths, mode)):
-                results[i] = hyps[: conf.nbest]
+            enc, enc_lens = self.model.encode(padded, lengths)
+            for i, hyps in zip(usable, self._search(enc, enc_lens, mode)):
+                results[i] = hyps
+        return self._finish(results)
+
+    @torch.inference_mode()
+    def decode_encoded(self, enc: torch.Tensor, enc_lens: torch.Tensor, mode: Optional[str] = None
+                       ) -> List[List[Hypothesis]]:
+        """The search alone, on encoder output (B, T', D) with its lengths (B,), for a caller that
+        keeps the encoder output anyway (`asrdemo.explain`); the same n-best as `decode_features`."""
+        mode = mode or self.decode_conf.mode
+        if mode not in MODES:
+            raise AsrdemoError(f"unknown decoding mode {mode!r}; one of {', '.join(MODES)}")
+        return self._finish(self._search(enc, enc_lens, mode))
+
+    def _finish(self, results: List[List[Hypothesis]]) -> List[List[Hypothesis]]:
+        """Keep `nbest` per utterance and spell each hypothesis out."""
+        results = [hyps[: self.decode_conf.nbest] for hyps in results]
         for hyps in results:
             for h in hyps:
                 h.tokens = [self.token_list.tokens[t] for t in h.token_ids]
                 h.text = self.token_list.decode(h.token_ids)
         return results
 
-    def _search(self, feats: torch.Tensor, lengths: torch.Tensor, mode: str) -> List[List[Hypothesis]]:
+    def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, mode: str) -> List[List[Hypothesis]]:
         conf, model = self.decode_conf, self.model
-        enc, enc_lens = model.encode(feats, lengths)
         ctc_logp = model.ctc.log_softmax(enc) if mode != "attention" else None
         if mode == "ctc_greedy":
             return ctc_greedy_search(ctc_logp, enc_lens, model.blank_id)
