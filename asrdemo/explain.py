@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from asrdemo.data.audio import load_audio, resample
+from asrdemo.data.audio import load_audio
 from asrdemo.decode.alignment import (AlignmentError, CtcAlignment, TokenTime, best_path_score, ctc_forced_align,
                                       encoder_frame_seconds, greedy_path, token_times)
 from asrdemo.decode.hypothesis import Hypothesis
@@ -214,11 +214,8 @@ def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Option
     Audio too short for one encoder frame gives an empty transcript, no frames and no times."""
     rec = recognizer
     model = rec.model
-    wave = np.asarray(wave)
-    if np.issubdtype(wave.dtype, np.integer):
-        wave = wave.astype(np.float32) / float(np.iinfo(wave.dtype).max + 1)
-    wave = resample(wave.astype(np.float32, copy=False), int(sample_rate), rec.sample_rate)
-    feats = rec.features(wave, rec.sample_rate)  # already at the model's rate: no second resampling
+    wave = rec.model_wave(wave, sample_rate)  # kept for the waveform figure
+    feats = rec.fbank(wave)
 
     conf = dataclasses.replace(rec.decode_conf, nbest=max(int(nbest), 1))
     view = copy.copy(rec)  # same model, frontend and tokens; its own n-best setting

@@ -150,9 +150,13 @@ class Recognizer:
         return self.fbank.sample_rate
 
     # ------------------------------------------------------------------------------- front end
+    def model_wave(self, wave, sample_rate: int) -> np.ndarray:
+        """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
+        return resample(_to_float_wave(wave), int(sample_rate), self.sample_rate)
+
     def features(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate."""
-        return self.fbank(resample(_to_float_wave(wave), int(sample_rate), self.sample_rate))
+        return self.fbank(self.model_wave(wave, sample_rate))
 
     # ---------------------------------------------------------------------------------- search
     def recognize(self, wave, sample_rate: int, mode: Optional[str] = None) -> Hypothesis:
