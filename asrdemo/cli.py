@@ -14,6 +14,10 @@ from asrdemo.errors import AsrdemoError
 # name -> (module, one-line help); the order is the recipe's order.
 COMMANDS = {
     "make_mini_jsut": ("asrdemo.data.mini_jsut", "synthesize the offline mini corpus in JSUT's layout"),
+    "make_synth_ja": ("asrdemo.data.synth_ja", "synthesize the large offline corpus (generated text, many voices)"),
+    "generate_text": ("asrdemo.data.sentence_gen", "write sentences of the project's own text generator"),
+    "make_eval_sets": ("asrdemo.data.synth_eval", "synthesize the evaluation sets (unseen sentences, voices, noises)"),
+    "eval_table": ("asrdemo.evaluate", "CER per voice and SNR on the evaluation sets, the sample, noise, silence"),
     "download": ("asrdemo.data.download", "download / verify / unpack JSUT (resumable)"),
     "prepare": ("asrdemo.data.jsut", "JSUT layout -> Kaldi data dirs (train/dev/test)"),
     "augment": ("asrdemo.data.augment", "speed perturbation and noisy copies of a data dir"),

@@ -188,10 +188,10 @@ def _speech_bounds(wave: np.ndarray, frame: int = 480) -> tuple[int, int]:
     return max(int(active[0]) - 1, 0) * frame, min(int(active[-1]) + 2, n) * frame
 
 
-def _room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarray:
+def _room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """A small synthetic room: exponentially decaying noise impulse response, mostly dry."""
-    n_ir = int(rt60_s * SAMPLE_RATE)
-    t = np.arange(n_ir) / SAMPLE_RATE
+    n_ir = int(rt60_s * sample_rate)
+    t = np.arange(n_ir) / sample_rate
     ir = rng.standard_normal(n_ir) * np.exp(-6.9078 * t / rt60_s)  # -60 dB at rt60
     ir *= 0.3 / np.sqrt(np.sum(ir**2))
     ir[0] = 1.0
@@ -200,14 +200,15 @@ def _room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator) -> np.ndarr
     return wet
 
 
-def _noise(kind: str, n: int, speech: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _noise(kind: str, n: int, speech: np.ndarray, rng: np.random.Generator,
+           sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Unit-power noise: white, pink (1/f power) or babble (shifted, reversed copies of the speech)."""
     if kind == "white":
         noise = rng.standard_normal(n)
     elif kind == "pink":
         n_fft = 1 << (n - 1).bit_length()  # a power of two: pocketfft is slow on large primes
         spec = np.fft.rfft(rng.standard_normal(n_fft))
-        spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE), 20.0))
+        spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n_fft, 1.0 / sample_rate), 20.0))
         noise = np.fft.irfft(spec, n_fft)[:n]
     elif kind == "babble":
         base = np.resize(speech, n) if len(speech) else np.zeros(n)
