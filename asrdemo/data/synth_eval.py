@@ -1,0 +1,164 @@
+"""Evaluation sets the offline recipe keeps: natural sentences, unseen voices, unseen noises.
+
+`make_eval_sets(out_dir, num_sentences, seed, nj)` writes Kaldi data dirs
+
+    <out>/eval_clean/    every voice reads the same `num_sentences` hand-written sentences
+    <out>/eval_snr20/    the same audio with noise at 20 dB SNR
+    <out>/eval_snr10/    ... 10 dB
+    <out>/eval_snr5/     ... 5 dB
+
+(wavs under `<out>/eval_wav/`, 16 kHz). The sentences are the mini corpus's
+(`egs/mini_jsut/sentences.txt`) and `egs/synth_ja/eval_sentences.txt`: natural sentences the
+generator never produces. The voices are the training voices with renderings drawn from
+another seed and kept clean (speed, pitch and warp values the training corpus never used)
+and the voices reserved for evaluation (`voices.EVAL_VOICES`, never trained on). Utterance
+ids are `<voice>-<n>`, and utt2spk maps each to its voice, so CER is reported per voice.
+The noises are ones training never adds: brown (1/f^2) noise and a machine hum (harmonics of
+a random 50-200 Hz fundamental with a little broadband hiss).
+
+`asrdemo eval_table` (asrdemo/evaluate.py) turns their decoding into one table.
+"""
+
+import logging
+import math
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+
+from asrdemo.data import voices
+from asrdemo.data.datadir import Utterance, read_data_dir, read_kv, write_data_dir
+from asrdemo.data.mini_jsut import _rng, read_sentences, write_wav
+from asrdemo.data.sentence_gen import EVAL_SENTENCE_FILES
+from asrdemo.data.synth_ja import SAMPLE_RATE, Rendering, render
+from asrdemo.errors import AsrdemoError
+from asrdemo.utils.io import atomic_write_text, is_done, mark_done
+
+log = logging.getLogger(__name__)
+
+EVAL_SETS = {"eval_clean": math.inf, "eval_snr20": 20.0, "eval_snr10": 10.0, "eval_snr5": 5.0}
+EVAL_NOISES = ("brown", "hum")
+
+
+def eval_pool() -> list:
+    """Every evaluation sentence, mini corpus first (file order), then the synth_ja additions."""
+    out = [t for _, t in read_sentences(EVAL_SENTENCE_FILES[0])]
+    extra = EVAL_SENTENCE_FILES[1]
+    if extra.is_file():
+        out += [ln.strip() for ln in extra.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and not ln.startswith("#")]
+    return out
+
+
+def pick_sentences(n: int, seed: int) -> list:
+    """`n` sentences of the pool, a fixed random choice for a seed."""
+    pool = eval_pool()
+    if not 1 <= n <= len(pool):
+        raise AsrdemoError(f"--num_sentences must be in 1..{len(pool)}, got {n}")
+    idx = np.random.default_rng(seed).permutation(len(pool))[:n]
+    return [pool[i] for i in sorted(idx)]
+
+
+def eval_rendering(rng: np.random.Generator, voice: str) -> Rendering:
+    """A clean rendering (no room, no noise, full band) of a voice with freshly drawn settings."""
+    hts = voice in voices.HTS_VOICES
+    return Rendering(voice=voice, speed=float(rng.uniform(0.9, 1.1)),
+                     half_tone=float(rng.uniform(-2.0, 2.0)) if hts else 0.0,
+                     warp=float(rng.uniform(0.95, 1.05)), tilt=float(rng.uniform(-0.2, 0.2)),
+                     lead_s=0.3, trail_s=0.3, room_rt60_s=0.0, noise="none", snr_db=math.inf,
+                     telephone=False, level_dbfs=float(rng.uniform(-30.0, -20.0)), clip=1.0)
+
+
+def eval_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power noise of a kind training never used: brown (1/f^2) or a machine hum."""
+    if kind == "brown":
+        noise = np.cumsum(rng.standard_normal(n))
+        noise -= np.convolve(noise, np.ones(801) / 801, mode="same")  # drop the random walk's drift
+    elif kind == "hum":
+        t = np.arange(n) / SAMPLE_RATE
+        f0 = rng.uniform(50.0, 200.0)
+        noise = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
+                    for k in range(1, 16))
+        noise = noise + 0.05 * rng.standard_normal(n)
+    else:
+        raise ValueError(f"unknown evaluation noise {kind!r}")
+    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
+
+
+def add_noise(wave: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """`wave` plus `kind` noise at `snr_db` (speech power measured where |x| is above 1 % of peak)."""
+    active = wave[np.abs(wave) > 0.01 * np.max(np.abs(wave))]
+    noise = eval_noise(kind, len(wave), rng) * np.sqrt(np.mean(active**2) / 10 ** (snr_db / 10))
+    out = wave + noise
+    peak = np.max(np.abs(out))
+    return (out * (0.98 / peak) if peak > 0.98 else out).astype(np.float32)
+
+
+def _job(job):
+    utt_id, text, voice, seed, wav_dir = job
+    rng = _rng(seed, utt_id)
+    clean = render(text, eval_rendering(rng, voice), rng, evaluation=True)
+    kind = EVAL_NOISES[int(rng.integers(len(EVAL_NOISES)))]
+    out = {}
+    for name, snr in EVAL_SETS.items():
+        wave = clean if math.isinf(snr) else add_noise(clean, snr, kind, rng)
+        path = Path(wav_dir) / name / f"{utt_id}.wav"
+        write_wav(path, wave, SAMPLE_RATE)
+        out[name] = (str(path.absolute()), len(wave) / SAMPLE_RATE)
+    return utt_id, text, voice, kind, out
+
+
+def make_eval_sets(out_dir, num_sentences: int = 80, seed: int = 1000, nj: int = 2) -> dict:
+    """Write the four evaluation data dirs under `out_dir`; returns {set: utterance count}.
+
+    Skipped when `<out_dir>/eval_clean/.done` records the same arguments.
+    """
+    out_dir = Path(out_dir)
+    args = {"num_sentences": num_sentences, "seed": seed, "voices": list(voices.TRAIN_VOICES + voices.EVAL_VOICES)}
+    done_file = out_dir / "eval_clean"
+    if is_done(done_file) and all((out_dir / s / "text").is_file() for s in EVAL_SETS):
+        import json
+
+        info = json.loads((done_file / ".done").read_text(encoding="utf-8"))
+        if all(info.get(k) == v for k, v in args.items()):
+            log.info("skipped: %s holds these evaluation sets", out_dir)
+            return {s: len(read_kv(out_dir / s / "text")) for s in EVAL_SETS}
+    sentences = pick_sentences(num_sentences, seed)
+    jobs = [(f"{voice}-{i:03d}", text, voice, seed, out_dir / "eval_wav")
+            for voice in voices.TRAIN_VOICES + voices.EVAL_VOICES for i, text in enumerate(sentences)]
+    for name in EVAL_SETS:
+        (out_dir / "eval_wav" / name).mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    if nj > 1:
+        pool = multiprocessing.get_context("spawn").Pool(nj)
+        results = list(tqdm(pool.imap_unordered(_job, jobs, chunksize=2), total=len(jobs), desc="eval sets"))
+        pool.close()
+        pool.join()
+    else:
+        results = [_job(j) for j in tqdm(jobs, desc="eval sets")]
+    counts = {}
+    for name in EVAL_SETS:
+        utts = [Utterance(u, files[name][0], text, voice, files[name][1]) for u, text, voice, _, files in results]
+        write_data_dir(out_dir / name, utts)
+        counts[name] = len(utts)
+    atomic_write_text(out_dir / "eval_wav" / "noise_kinds.txt",
+                      "".join(f"{u} {kind}\n" for u, _, _, kind, _ in sorted(results)))
+    mark_done(done_file, **args, counts=counts)
+    hours = sum(f["eval_clean"][1] for *_, f in results) / 3600
+    log.info("evaluation sets in %s: %d voices x %d sentences, %.2f h clean, SNR copies at %s dB",
+             out_dir, len(args["voices"]), num_sentences, hours,
+             "/".join(str(int(s)) for s in EVAL_SETS.values() if not math.isinf(s)))
+    return counts
+
+
+def add_arguments(parser):
+    parser.add_argument("--out_dir", required=True, help="data root: eval_clean/, eval_snr*/ and eval_wav/ go here")
+    parser.add_argument("--num_sentences", type=int, default=80, help="sentences each voice reads")
+    parser.add_argument("--seed", type=int, default=1000, help="not the training corpus's seed: unseen renderings")
+    parser.add_argument("--nj", type=int, default=os.cpu_count() or 1)
+
+
+def main(args):
+    make_eval_sets(args.out_dir, args.num_sentences, args.seed, args.nj)
