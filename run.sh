@@ -4,26 +4,29 @@
 #
 #   ./run.sh                                  # real JSUT (downloads ~2.7 GB)
 #   ./run.sh --corpus mini_jsut               # offline, synthesized corpus: every stage in minutes on a CPU
+#   ./run.sh --corpus synth_ja                # the large offline corpus and the shipped model (hours on a CPU)
 #   ./run.sh --stage 5 --stop_stage 5         # re-run stage 5 only (decoding)
 #
 # Stages (all files are relative to egs/<corpus>/):
-#   0 corpus    downloads/jsut_ver1.1/            (JSUT: download+verify+unpack; mini: synthesize)
+#   0 corpus    downloads/jsut_ver1.1/            (JSUT: download+verify+unpack; mini_jsut, synth_ja: synthesize)
 #   1 prepare   data/{train,dev,test}/            Kaldi data dirs
 #   2 fbank     dump/fbank/{train,dev,test}/      80-dim fbank ark/scp; dump/fbank/train/cmvn.ark
 #               (with --speed_perturb/--noise_copies: data/train_sp/ first, and dump/fbank/train_sp/ instead of train/)
 #   3 tokens    data/lang/tokens.txt              character (or sentencepiece) token list
 #   4 train     exp/<tag>/                        checkpoints, averaged model, train.log, tensorboard/, images/
 #   5 decode    exp/<tag>/decode_test/            hyp.txt, result.txt, cer.txt
-#   6 package   exp_train_large/ (repo root)      what the demo loads
+#   6 package   exp_train_large/ (repo root)      what the demo loads (mini_jsut: egs/mini_jsut/package/)
+#   7 evaluate  exp/<tag>/decode_eval/            synth_ja only: CER per voice and SNR on data/eval_* (unseen
+#                                                 sentences, voices and noises), eval_table.md, copied to the package
 #
 # A stage whose outputs are complete and newer than its inputs is skipped (each output dir has a
 # `.done` marker); the stage named by an explicit --stage is always re-run.
 set -euo pipefail
 
 # ---- options (each can be given as --name value) ----
-corpus=jsut            # jsut | mini_jsut
+corpus=jsut            # jsut | mini_jsut | synth_ja
 stage=0
-stop_stage=6
+stop_stage=7
 nj=2                   # parallel jobs for features and decoding
 tag=""                 # exp/<tag>; default: the train config's name
 train_config=""        # default: conf/train.yaml (jsut) or conf/train_mini.yaml (mini_jsut)
@@ -38,6 +41,9 @@ decode_args=""         # more `asrdemo decode` options, e.g. "--batch_size 8"
 num_test=""            # test/dev sizes; default: 250/250 for JSUT (ESPnet's split), 20/20 for mini_jsut
 num_dev=""
 num_utts=""            # mini_jsut: how many sentences to synthesize (default: all)
+hours=14               # synth_ja: hours of speech to synthesize
+kokoro_hours=""        # synth_ja: of which read by the (slow) kokoro voices (default: 12 %)
+eval_sentences=60      # synth_ja: sentences each evaluation voice reads (stage 7)
 seed=0
 speed_perturb=""       # e.g. "0.9 1.0 1.1": train on speed-perturbed copies, data/train_sp (docs/augmentation.md)
 noise_copies=0         # noisy copies of each training utterance, added to data/train_sp
@@ -47,7 +53,8 @@ jsut_url=""            # stage 0 (JSUT): another address for jsut_ver1.1.zip
 jsut_zip=""            # ... or a local copy of the zip
 jsut_root=""           # ... or an unpacked corpus
 jsut_sha256=""         # ... expected sha256 of a mirror or trimmed zip
-package_dir=exp_train_large
+package_dir=""         # default: exp_train_large (jsut, synth_ja); egs/mini_jsut/package (mini_jsut: the
+                       # mini model never replaces the shipped one)
 work_dir=""            # where stages write (default: egs/<corpus>)
 # ---- end of options ----
 
@@ -75,9 +82,12 @@ case "$corpus" in
   jsut)      : "${train_config:=conf/train.yaml}"; : "${num_test:=250}"; : "${num_dev:=250}" ;;
   # the mini model decodes with attention_rescoring: as accurate as joint there, and faster
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
+             : "${decode_mode:=attention_rescoring}"; : "${package_dir:=egs/mini_jsut/package}" ;;
+  synth_ja)  : "${train_config:=conf/train_synth.yaml}"; : "${num_test:=200}"; : "${num_dev:=200}"
              : "${decode_mode:=attention_rescoring}" ;;
-  *) echo "run.sh: unknown corpus '$corpus' (jsut or mini_jsut)" >&2; exit 2 ;;
+  *) echo "run.sh: unknown corpus '$corpus' (jsut, mini_jsut or synth_ja)" >&2; exit 2 ;;
 esac
+: "${package_dir:=exp_train_large}"
 augmented=""; { [ -n "$speed_perturb" ] || [ "$noise_copies" != 0 ]; } && augmented=_sp
 [ -n "$tag" ] || tag=$(basename "$train_config" .yaml)$augmented   # an augmented run never resumes a plain one
 for f in "$train_config" "$decode_config" "$fbank_config"; do
@@ -134,6 +144,9 @@ require() {
 if stage_needed 0 "$corpus_root"; then
   if [ "$corpus" = mini_jsut ]; then
     asrdemo make_mini_jsut --out_dir downloads --seed "$seed" --nj "$nj" ${num_utts:+--num_utts "$num_utts"}
+  elif [ "$corpus" = synth_ja ]; then
+    asrdemo make_synth_ja --out_dir downloads --hours "$hours" --seed "$seed" --nj "$nj" \
+      ${kokoro_hours:+--kokoro_hours "$kokoro_hours"}
   else
     asrdemo download --out_dir downloads ${jsut_url:+--jsut_url "$jsut_url"} ${jsut_zip:+--jsut_zip "$jsut_zip"} \
       ${jsut_root:+--jsut_root "$jsut_root"} ${jsut_sha256:+--jsut_sha256 "$jsut_sha256"}
@@ -197,6 +210,20 @@ if stage_needed 6 "$package_dir" "$exp/decode_test"; then
     --corpus "$corpus"
   touch "$package_dir/.done"
   stage_done 6
+fi
+
+if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test"; then
+  require "$exp/config.yaml" 4
+  asrdemo make_eval_sets --out_dir data --num_sentences "$eval_sentences" --nj "$nj"
+  for set in eval_clean eval_snr20 eval_snr10 eval_snr5; do
+    asrdemo decode --exp_dir "$exp" --input "data/$set" --out_dir "$exp/decode_eval/$set" --nj "$nj" \
+      --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"} $decode_args
+  done
+  asrdemo eval_table --data_root data --decode_root "$exp/decode_eval" --exp_dir "$exp" \
+    ${decode_mode:+--mode "$decode_mode"} --out "$exp/decode_eval/eval_table.md"
+  [ ! -f "$package_dir/config.yaml" ] || cp "$exp/decode_eval/eval_table.md" "$package_dir/eval_table.md"
+  touch "$exp/decode_eval/.done"
+  stage_done 7
 fi
 
 # ---- report ----
