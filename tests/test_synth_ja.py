@@ -1,0 +1,212 @@
+"""The large offline corpus at tiny scale: text generator, lexicon, voices, corpus, evaluation sets.
+
+CI never builds the real corpus; these tests run every piece on a few utterances (about a minute
+on 2 cores, most of it the kokoro voices and the 50,000-sentence generator check).
+"""
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asrdemo.data import lexicon, sentence_gen, synth_eval, synth_ja, voices
+from asrdemo.data.jsut import prepare_jsut
+from asrdemo.data.datadir import read_data_dir
+from asrdemo.errors import AsrdemoError
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_SENTENCE = "水をマレーシアから買わなくてはならないのです。"
+
+
+def evaluation_text():
+    """Every evaluation sentence, read here independently of the generator's own list."""
+    out = {SAMPLE_SENTENCE}
+    for line in (REPO / "egs" / "mini_jsut" / "sentences.txt").read_text(encoding="utf-8").splitlines():
+        if ":" in line and not line.startswith("#"):
+            out.add(line.split(":", 1)[1].strip())
+    for line in (REPO / "egs" / "synth_ja" / "eval_sentences.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            out.add(line.strip())
+    return out
+
+
+# --------------------------------------------------------------------------- text
+
+
+def test_generator_scale_and_no_evaluation_sentence():
+    sents = sentence_gen.generate(50000, seed=0)
+    assert len(set(sents)) == 50000
+    assert len(set("".join(sents))) >= 2500
+    evals = evaluation_text()
+    assert len(evals) > 400
+    assert not evals & set(sents), "an evaluation sentence is in the training text"
+    assert all(s.endswith(("。", "？")) for s in sents)
+
+
+def test_generator_is_deterministic_and_prefix_stable():
+    a = sentence_gen.generate(300, seed=7)
+    assert a == sentence_gen.generate(300, seed=7)
+    assert a[:100] == sentence_gen.generate(100, seed=7)
+    assert a != sentence_gen.generate(300, seed=8)
+    with pytest.raises(ValueError):
+        sentence_gen.generate(0)
+
+
+def test_generator_refuses_an_evaluation_sentence_it_would_make(tmp_path, monkeypatch):
+    """Put the 5th generated sentence into an evaluation file: the generator must skip it."""
+    sents = sentence_gen.generate(10, seed=3)
+    extra = tmp_path / "eval.txt"
+    extra.write_text(f"X_001:{sents[4]}\n", encoding="utf-8")
+    monkeypatch.setattr(sentence_gen, "EVAL_SENTENCE_FILES", sentence_gen.EVAL_SENTENCE_FILES + (extra,))
+    again = sentence_gen.generate(10, seed=3)
+    assert sents[4] not in again and again[:4] == sents[:4]
+
+
+@pytest.mark.parametrize("n, text", [(0, "〇"), (7, "七"), (10, "十"), (15, "十五"), (108, "百八"),
+                                     (2024, "二千二十四"), (10000, "一万"), (35000, "三万五千"),
+                                     (123456789, "一億二千三百四十五万六千七百八十九")])
+def test_kanji_number(n, text):
+    assert sentence_gen.kanji_number(n) == text
+
+
+def test_lexicon_from_the_installed_dictionary():
+    lex = lexicon.load_lexicon()
+    sizes = lex.sizes()
+    assert min(sizes.values()) >= 300, sizes
+    words = lex.nouns + lex.places + lex.surnames + [v.base for v in lex.verbs]
+    assert all(lexicon.everyday(w) for w in words)
+    verbs = {v.base: v for v in lex.verbs}
+    assert verbs["書く"].renyo == "書き" and verbs["書く"].ta == "書い" and verbs["書く"].mizen == "書か"
+    assert verbs["読む"].ta == "読ん" and verbs["読む"].ta_voiced
+
+
+def test_conjugated_surface_and_kanji_levels():
+    assert lexicon.conjugated_surface("切り凌ぐ", "キリシノグ", "キリシノギ") == "切り凌ぎ"
+    assert lexicon.conjugated_surface("食べる", "タベル", "タベ") == "食べ"
+    assert lexicon.conjugated_surface("ダブる", "ダブル", "ダブリ") == "ダブり"
+    assert lexicon.conjugated_surface("来る", "クル", "キ") is None  # irregular: the kanji's reading changes
+    assert lexicon.is_level1_kanji("亜") and lexicon.is_level1_kanji("駅")
+    assert not lexicon.is_level1_kanji("丼") and not lexicon.is_level1_kanji("あ")
+    assert not lexicon.everyday("カッ歩")
+
+
+def test_lexicon_rejects_a_file_that_is_not_a_dictionary(tmp_path):
+    bad = tmp_path / "sys.dic"
+    bad.write_bytes(b"\0" * 200)
+    with pytest.raises(AsrdemoError):
+        lexicon.read_entries(bad)
+
+
+# --------------------------------------------------------------------------- voices and corpus
+
+
+def test_evaluation_voices_are_refused_for_training():
+    for voice in voices.EVAL_VOICES:
+        with pytest.raises(AsrdemoError, match="reserved for evaluation"):
+            voices.tts(voice, "こんにちは。")
+    with pytest.raises(AsrdemoError, match="unknown voice"):
+        voices.tts("nobody", "こんにちは。")
+    plan = synth_ja.plan(0.5, seed=0, kokoro_hours=0.1)
+    assert {v for _, _, v in plan} == set(voices.TRAIN_VOICES)
+
+
+@pytest.mark.parametrize("voice", voices.TRAIN_VOICES)
+def test_every_training_voice_speaks(voice):
+    wave, sr = voices.tts(voice, "駅はどこですか。")
+    assert sr in (24000, 48000) and 0.5 < len(wave) / sr < 4.0
+    assert 0.01 < np.max(np.abs(wave)) <= 1.0
+
+
+def _digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
+    a = synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002)
+    wavs = sorted((a / "basic5000" / "wav").glob("*.wav"))
+    lines = (a / "basic5000" / "transcript_utf8.txt").read_text(encoding="utf-8").splitlines()
+    assert len(wavs) == len(lines) >= 8
+    info = sf.info(str(wavs[0]))
+    assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
+    rows = (a / "renderings.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == len(lines) + 1 and "jf_" in "".join(rows)  # kokoro read some
+    # the same corpus with one worker: byte-identical
+    b = synth_ja.make_corpus(tmp_path / "b", hours=0.01, seed=5, nj=1, kokoro_hours=0.002)
+    assert [_digest(w) for w in wavs] == [_digest(b / "basic5000" / "wav" / w.name) for w in wavs]
+    # a killed run: a wav lost, .done gone, a temp file left -> resumed and identical
+    lost = wavs[3]
+    want = _digest(lost)
+    lost.unlink()
+    (a / ".done").unlink()
+    (a / "basic5000" / "wav" / ".SYNTH_x.wav.tmp").write_bytes(b"half")
+    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002)
+    assert _digest(lost) == want
+    assert not list((a / "basic5000" / "wav").glob(".*"))
+    # the recipe's data preparation reads it unchanged
+    counts = prepare_jsut(a, tmp_path / "data", num_test=2, num_dev=2)
+    assert counts["train"] == len(lines) - 4
+    # and no evaluation sentence is in it
+    assert not {ln.split(":", 1)[1] for ln in lines} & evaluation_text()
+
+
+def test_corpus_refuses_a_foreign_dir(tmp_path):
+    root = tmp_path / "jsut_ver1.1"
+    root.mkdir()
+    (root / "README.txt").write_text("the real JSUT\n")
+    with pytest.raises(AsrdemoError, match="not an asrdemo synthetic corpus"):
+        synth_ja.make_corpus(tmp_path, hours=0.01)
+
+
+def test_rendering_variety_stays_in_range():
+    rng = np.random.default_rng(0)
+    rs = [synth_ja.draw_rendering(rng, "mei") for _ in range(400)]
+    assert {r.noise for r in rs} == {"none", "white", "pink", "babble"}
+    assert any(r.telephone for r in rs) and any(r.clip > 1 for r in rs) and any(r.room_rt60_s for r in rs)
+    assert all(0.8 <= r.speed <= 1.25 and 0.86 <= r.warp <= 1.14 for r in rs)
+
+
+# --------------------------------------------------------------------------- evaluation sets
+
+
+def test_evaluation_sets_and_table(tmp_path):
+    counts = synth_eval.make_eval_sets(tmp_path, num_sentences=1, seed=3, nj=2)
+    n_voices = len(voices.TRAIN_VOICES + voices.EVAL_VOICES)
+    assert counts == {name: n_voices for name in synth_eval.EVAL_SETS}
+    clean = read_data_dir(tmp_path / "eval_clean")
+    assert {u.spk for u in clean} == set(voices.TRAIN_VOICES + voices.EVAL_VOICES)
+    assert len({u.text for u in clean}) == 1 and clean[0].text in evaluation_text()
+    # the noisy copies are the clean audio plus noise at the stated SNR
+    u = clean[0]
+    x, _ = sf.read(u.wav, dtype="float64")
+    for name, snr in (("eval_snr20", 20), ("eval_snr5", 5)):
+        y, _ = sf.read(str(tmp_path / "eval_wav" / name / Path(u.wav).name), dtype="float64")
+        assert len(y) == len(x)
+        gain = np.dot(x, y) / np.dot(x, x)  # the clip guard may have scaled the mix
+        active = np.abs(x) > 0.01 * np.max(np.abs(x))
+        measured = 10 * np.log10(np.mean((gain * x[active]) ** 2) / np.mean((y - gain * x) ** 2))
+        assert abs(measured - snr) < 1.0, (name, measured)
+    # table: perfect hypotheses -> 0 %, empty ones -> 100 %
+    from asrdemo.evaluate import eval_table
+
+    for name in synth_eval.EVAL_SETS:
+        (tmp_path / "dec" / name).mkdir(parents=True)
+        text = (tmp_path / name / "text").read_text(encoding="utf-8")
+        if name == "eval_snr5":
+            text = "".join(line.split(" ", 1)[0] + "\n" for line in text.splitlines())
+        (tmp_path / "dec" / name / "hyp.txt").write_text(text, encoding="utf-8")
+    table = eval_table(tmp_path, tmp_path / "dec")
+    assert "| **unseen voices** | 0.0 % | 0.0 % | 0.0 % | 100.0 % |" in table
+    assert "| jm_kumo |" in table and "| mei |" in table
+
+
+def test_generate_text_cli(tmp_path):
+    out = tmp_path / "text.txt"
+    r = subprocess.run([sys.executable, "-m", "asrdemo", "generate_text", "--num_sentences", "200", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 200
+    assert "200 sentences" in r.stdout
