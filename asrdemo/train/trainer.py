@@ -618,6 +618,7 @@ def _train(args, config, exp_dir, dist):
         scaler = torch.amp.GradScaler("cuda") if tc["use_amp"] == "fp16" else None
     elif tc["use_amp"] == "bf16" and cpu_has_bf16():
         amp_dtype = torch.bfloat16  # AMX / AVX-512 BF16 matmuls: ~1.4x faster steps here (bench/RESULTS.md)
+        log.info("use_amp: bf16 autocast on CPU (native bf16 matmuls)")
     elif tc["use_amp"]:
         log.info("use_amp: %s ignored on this %s (no native support)", tc["use_amp"], dist.device.type)
 
