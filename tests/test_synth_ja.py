@@ -146,6 +146,10 @@ def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
     synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002)
     assert _digest(lost) == want
     assert not list((a / "basic5000" / "wav").glob(".*"))
+    # other arguments give utterances other voices: those wavs are made again, not kept
+    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0)
+    assert "jf_" not in (a / "renderings.tsv").read_text(encoding="utf-8")
+    assert _digest(wavs[0]) != _digest(b / "basic5000" / "wav" / wavs[0].name)
     # the recipe's data preparation reads it unchanged
     counts = prepare_jsut(a, tmp_path / "data", num_test=2, num_dev=2)
     assert counts["train"] == len(lines) - 4

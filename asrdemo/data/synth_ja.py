@@ -156,7 +156,7 @@ def plan(hours: float, seed: int, kokoro_hours: float) -> list:
 
 
 def _synth_job(job):
-    """Worker: render one utterance into its wav (atomically); returns (utt_id, seconds, rendering)."""
+    """Worker: render one utterance into its wav (atomically); returns (utt_id, text, seconds, rendering)."""
     utt_id, text, voice, seed, wav_path = job
     rng = _rng(seed, utt_id)
     r = draw_rendering(rng, voice)
@@ -165,7 +165,7 @@ def _synth_job(job):
     except AsrdemoError as e:
         raise AsrdemoError(f"{utt_id}: {e}") from None
     write_wav(wav_path, wave, SAMPLE_RATE)
-    return utt_id, len(wave) / SAMPLE_RATE, asdict(r)
+    return utt_id, text, len(wave) / SAMPLE_RATE, asdict(r)
 
 
 def _init_worker():
@@ -218,21 +218,25 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     atomic_write_text(readme, _readme(len(utts), hours, seed, kokoro_hours))
     log_path = root / "renderings.jsonl"  # appended as wavs finish, so a resumed run keeps the log
     done_rows = {}
+    planned = {u: (t, v) for u, t, v in utts}
     if log_path.is_file():
         for line in log_path.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line cut by a kill
-            if (wav_dir / f"{row['utt_id']}.wav").is_file():
+            # a wav counts as made only if this plan gives its id the same text and voice
+            text, voice = planned.get(row.get("utt_id"), (None, None))
+            if voice == row.get("voice") and row.get("text", text) == text \
+                    and (wav_dir / f"{row['utt_id']}.wav").is_file():
                 done_rows[row["utt_id"]] = row
     jobs = [(u, t, v, seed, wav_dir / f"{u}.wav") for u, t, v in utts if u not in done_rows]
     jobs.sort(key=lambda j: j[2] in voices.HTS_VOICES)  # slow kokoro jobs first
     logger.info("synth_ja: %d utterances planned (%.1f h estimated, %.1f h kokoro), %d already made, %d to go",
                 len(utts), hours, kokoro_hours, len(done_rows), len(jobs))
     with open(log_path, "a", encoding="utf-8") as log:
-        for utt_id, seconds, r in _run(jobs, nj):
-            row = {"utt_id": utt_id, "seconds": round(seconds, 3), **r}
+        for utt_id, text, seconds, r in _run(jobs, nj):
+            row = {"utt_id": utt_id, "text": text, "seconds": round(seconds, 3), **r}
             done_rows[utt_id] = row
             log.write(json.dumps(row, ensure_ascii=False) + "\n")
             log.flush()
