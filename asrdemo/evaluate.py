@@ -62,14 +62,14 @@ def probe_lines(exp_dir, mode=None) -> str:
     from asrdemo.decode.recognizer import Recognizer
     from asrdemo.score import cer
 
-    rec = Recognizer.from_exp_dir(exp_dir, mode=mode) if mode else Recognizer.from_exp_dir(exp_dir)
     import soundfile as sf
 
+    rec = Recognizer.from_exp_dir(exp_dir)
     wave, sr = sf.read(str(REPO / "sample" / "test.wav"), dtype="float32")
-    sample = rec.recognize(wave, sr).text
+    sample = rec.recognize(wave, sr, mode=mode).text
     rng = np.random.default_rng(0)
-    noise = rec.recognize((0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000).text
-    silence = rec.recognize(np.zeros(3 * 16000, dtype=np.float32), 16000).text
+    noise = rec.recognize((0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000, mode=mode).text
+    silence = rec.recognize(np.zeros(3 * 16000, dtype=np.float32), 16000, mode=mode).text
     return (f"- sample/test.wav: 「{sample}」 (CER {100 * cer(SAMPLE_TEXT, sample):.1f} %)\n"
             f"- 3 s white noise: 「{noise}」\n- 3 s silence: 「{silence}」\n")
 

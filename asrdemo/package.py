@@ -71,7 +71,23 @@ def _readme(exp_dir, config, cer_line, corpus):
     return "\n".join(lines)
 
 
-def package(exp_dir, out_dir, decode_dir=None, corpus="unknown"):
+def _write_model(src: Path, dst: Path, half: bool) -> None:
+    """Copy the model file; with `half`, store floating-point tensors as float16 (half the size;
+    loading copies them back into the model's float32 parameters)."""
+    if not half:
+        shutil.copyfile(src, dst)
+        return
+    import torch
+
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dst)
+
+
+def package(exp_dir, out_dir, decode_dir=None, corpus="unknown", half=False, extra_files=()):
+    """Assemble `out_dir` from `exp_dir` (+ `decode_dir`'s scores and `extra_files`); returns out_dir.
+
+    `half` stores the weights as float16 (for a model committed to git). Raises AsrdemoError when a
+    file the package needs is missing."""
     exp_dir, out_dir = Path(exp_dir), Path(out_dir)
     config_path = exp_dir / "config.yaml"
     if not config_path.is_file():
@@ -93,13 +109,17 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown"):
                 raise AsrdemoError(f"missing {decode_dir / name} (made by stage 5, decoding)")
             files.append(decode_dir / name)
         cer_line = (decode_dir / "cer.txt").read_text(encoding="utf-8").splitlines()[0]
+    for f in map(Path, extra_files):
+        if not f.is_file():
+            raise AsrdemoError(f"missing {f}")
+        files.append(f)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         for f in files:
             shutil.copyfile(f, tmp / f.name)
-        shutil.copyfile(model_file, tmp / MODEL_FILE)
+        _write_model(model_file, tmp / MODEL_FILE, half)
         if (exp_dir / "images").is_dir():
             shutil.copytree(exp_dir / "images", tmp / "images")
         (tmp / "README.md").write_text(_readme(exp_dir, config, cer_line, corpus), encoding="utf-8")
@@ -124,8 +144,10 @@ def add_arguments(p):
     p.add_argument("--decode_dir", default=None, help="decode dir whose cer.txt/result.txt to include")
     p.add_argument("--out_dir", default="exp_train_large")
     p.add_argument("--corpus", default="unknown", help="recorded in the README")
+    p.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
+    p.add_argument("--extra_file", action="append", default=[], help="another file to include (repeatable)")
 
 
 def main(args):
-    out = package(args.exp_dir, args.out_dir, args.decode_dir, args.corpus)
+    out = package(args.exp_dir, args.out_dir, args.decode_dir, args.corpus, args.half, args.extra_file)
     log.info("packaged %s -> %s (serve it with: asrdemo serve --exp_dir %s)", args.exp_dir, out, out)

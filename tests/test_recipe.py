@@ -87,3 +87,32 @@ def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):
     assert "missing" in r.stderr and "made by stage 1" in r.stderr
     r = run_sh("--corpus", "nope")
     assert r.returncode == 2 and "unknown corpus" in r.stderr
+
+
+def test_mini_recipe_never_replaces_the_shipped_model(tmp_path):
+    """The mini corpus packages into egs/mini_jsut/package/ unless told otherwise."""
+    r = run_sh("--corpus", "mini_jsut", "--work_dir", tmp_path / "work", "--stage", 6, "--stop_stage", 6)
+    assert r.returncode != 0 and "made by stage 5" in r.stderr
+    assert f"stage 6: start -> {REPO}/egs/mini_jsut/package" in r.stdout, r.stdout
+    assert "exp_train_large" not in r.stdout
+
+
+def test_half_precision_package_decodes_the_same(recipe, tmp_path):
+    """`asrdemo package --half` stores float16 weights (about half the file) that decode as before."""
+    import soundfile as sf
+    import torch
+
+    from asrdemo.decode.recognizer import Recognizer
+
+    tmp, _, _ = recipe
+    exp = tmp / "work" / "exp" / "tiny"
+    r = subprocess.run([os.sys.executable, "-m", "asrdemo", "package", "--exp_dir", exp, "--decode_dir",
+                        exp / "decode_test", "--out_dir", tmp_path / "half", "--half"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    full, half = tmp / "pkg" / "valid.acc.ave.pth", tmp_path / "half" / "valid.acc.ave.pth"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert all(v.dtype != torch.float32 for v in torch.load(half, weights_only=True).values())
+    wave, sr = sf.read(str(REPO / "sample" / "test.wav"), dtype="float32")
+    texts = [Recognizer.from_exp_dir(d, decode_conf={"mode": "ctc_greedy"}).recognize(wave, sr).text
+             for d in (tmp / "pkg", tmp_path / "half")]
+    assert texts[0] == texts[1]
