@@ -213,7 +213,7 @@ if stage_needed 6 "$package_dir" "$exp/decode_test"; then
   stage_done 6
 fi
 
-if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test"; then
+if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test" "$package_dir"; then
   require "$exp/config.yaml" 4
   asrdemo make_eval_sets --out_dir data --num_sentences "$eval_sentences" --nj "$nj"
   for set in eval_clean eval_snr20 eval_snr10 eval_snr5; do
@@ -221,8 +221,8 @@ if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_te
       --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"} $decode_args
   done
   asrdemo eval_table --data_root data --decode_root "$exp/decode_eval" --exp_dir "$exp" \
-    ${decode_mode:+--mode "$decode_mode"} --out "$exp/decode_eval/eval_table.md"
-  [ ! -f "$package_dir/config.yaml" ] || cp "$exp/decode_eval/eval_table.md" "$package_dir/eval_table.md"
+    ${decode_mode:+--mode "$decode_mode"} --out "$exp/decode_eval/eval_table.md" \
+    $([ -f "$package_dir/README.md" ] && echo --package_dir "$package_dir")
   touch "$exp/decode_eval/.done"
   stage_done 7
 fi

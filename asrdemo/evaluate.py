@@ -74,12 +74,34 @@ def probe_lines(exp_dir, mode=None) -> str:
             f"- 3 s white noise: 「{noise}」\n- 3 s silence: 「{silence}」\n")
 
 
+EVAL_BEGIN, EVAL_END = "<!-- eval_table: begin -->", "<!-- eval_table: end -->"
+
+
+def add_to_package(package_dir, table: str) -> None:
+    """Write eval_table.md into a package and put the table into its README.md's evaluation section."""
+    from asrdemo.utils.io import atomic_write_text
+
+    package_dir = Path(package_dir)
+    readme = package_dir / "README.md"
+    if not readme.is_file():
+        raise AsrdemoError(f"{package_dir} is not a package (no README.md): run stage 6 first")
+    atomic_write_text(package_dir / "eval_table.md", table)
+    text = readme.read_text(encoding="utf-8")
+    section = (f"{EVAL_BEGIN}\n## Evaluation (unseen sentences; `asrdemo eval_table`)\n\n{table}{EVAL_END}\n")
+    if EVAL_BEGIN in text and EVAL_END in text:
+        text = text[:text.index(EVAL_BEGIN)] + section + text[text.index(EVAL_END) + len(EVAL_END) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    atomic_write_text(readme, text)
+
+
 def add_arguments(p):
     p.add_argument("--data_root", required=True, help="where eval_clean/ and eval_snr*/ are (e.g. data)")
     p.add_argument("--decode_root", required=True, help="where <set>/hyp.txt are (e.g. exp/TAG/decode)")
     p.add_argument("--exp_dir", default=None, help="also decode the sample, noise and silence with this model")
     p.add_argument("--mode", default=None, help="search mode for those (default: the exp dir's decode.yaml)")
     p.add_argument("--out", default=None, help="also write the table here (markdown)")
+    p.add_argument("--package_dir", default=None, help="also put the table into this package (README.md, eval_table.md)")
 
 
 def main(args):
@@ -91,3 +113,5 @@ def main(args):
         from asrdemo.utils.io import atomic_write_text
 
         atomic_write_text(args.out, text)
+    if args.package_dir:
+        add_to_package(args.package_dir, text)

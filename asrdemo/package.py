@@ -30,8 +30,9 @@ HOWTO = """\
 The web demo (`asrdemo serve`, or gunicorn, see the top-level README) loads this folder. Fill it by
 running the recipe, whose last stage packages the trained model here:
 
-    ./run.sh --corpus mini_jsut          # offline, minutes on a CPU
+    ./run.sh --corpus synth_ja           # the offline corpus (how the shipped model was made; hours on a CPU)
     ./run.sh                             # real JSUT (a GPU is advised)
+    ./run.sh --corpus mini_jsut --package_dir exp_train_large   # the mini model (minutes; it recognises little)
 
 or package any exp dir by hand:
 
@@ -46,6 +47,44 @@ def _model_file(exp_dir: Path) -> Path:
     if path.exists():
         return path.resolve()
     raise AsrdemoError(f"{exp_dir} has no {MODEL_FILE} (made at the end of training, stage 4)")
+
+
+def _training_lines(exp_dir: Path, config: dict) -> list:
+    """Model card facts read from the exp dir: parameters, data, epochs, updates, wall time."""
+    import json
+
+    lines = []
+    model_file = exp_dir / MODEL_FILE
+    if model_file.is_file():
+        import torch
+
+        state = torch.load(model_file, map_location="cpu", weights_only=True)
+        lines.append(f"- parameters: {sum(v.numel() for k, v in state.items() if v.is_floating_point() and 'pos_enc' not in k):,}")
+    train_dir = Path(config.get("data", {}).get("train_dir", ""))
+    if not train_dir.is_absolute():
+        train_dir = exp_dir.parents[1] / train_dir  # stages run in the work dir, exp dirs are work/exp/<tag>
+    frames = train_dir / "utt2num_frames"
+    if frames.is_file():
+        counts = [int(line.split()[1]) for line in frames.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines.append(f"- training data: {len(counts):,} utterances, {sum(counts) / 100 / 3600:.2f} h ({train_dir})")
+    corpus_done = exp_dir.parents[1] / "downloads" / "jsut_ver1.1" / ".done"
+    if corpus_done.is_file():
+        try:
+            info = json.loads(corpus_done.read_text(encoding="utf-8"))
+        except ValueError:
+            info = {}
+        if info.get("hours_by_voice"):
+            voices = ", ".join(f"{k} {v:.2f} h" for k, v in info["hours_by_voice"].items())
+            lines.append(f"- corpus: {info.get('utterances', '?'):,} utterances, {info.get('audio_hours', '?')} h; voices: {voices}")
+    history = exp_dir / "history.jsonl"
+    if history.is_file():
+        rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if rows:
+            last = rows[-1]
+            lines.append(f"- training: {len(rows)} epochs, {last['step']:,} updates, {sum(r['time'] for r in rows) / 3600:.2f} h "
+                         f"of training steps; last valid acc {last.get('valid_acc') or 0:.3f}, "
+                         f"valid CER (CTC greedy) {last.get('valid_cer') or 0:.3f}")
+    return lines
 
 
 def _readme(exp_dir, config, cer_line, corpus):
@@ -63,6 +102,7 @@ def _readme(exp_dir, config, cer_line, corpus):
         f"- decoder: transformer ({dec.get('num_blocks', '?')} blocks); ctc_weight {model.get('ctc_weight', '?')}",
         f"- tokens: {config.get('token_type', 'char')}, {config.get('vocab_size', '?')} entries",
         f"- frontend: {config.get('frontend', {})}",
+        *_training_lines(exp_dir, config),
         "",
         "Training curves: images/loss.png, images/acc.png, images/error.png. Per-utterance errors: result.txt.",
         "",
