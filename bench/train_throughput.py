@@ -63,7 +63,8 @@ def run_one(args):
     times, losses = [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
-        loss = model(feats, feat_lens, ys, ys_lens)["loss"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            loss = model(feats, feat_lens, ys, ys_lens)["loss"]
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -84,7 +85,7 @@ def run_one(args):
         opt_s=statistics.median(t[3] for t in times), utt_per_s=args.batch / median,
         frames_per_s=args.batch * frames / median, audio_s_per_s=args.batch * args.seconds / median,
         peak_rss_mb=peak_rss_mb(), rss_after_import_mb=rss_import, first_loss=losses[0], last_loss=losses[-1],
-        specaug=args.specaug)))
+        specaug=args.specaug, amp=args.amp)))
 
 
 def main():
@@ -98,6 +99,8 @@ def main():
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (default 3)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     p.add_argument("--specaug", action="store_true", help="keep the config's SpecAugment (default: off, as the peer)")
+    p.add_argument("--amp", choices=["none", "bf16"], default="none",
+                   help="bf16: autocast the step as train.use_amp: bf16 does (CPUs with AVX-512 BF16 / AMX)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config in this process
@@ -110,7 +113,7 @@ def main():
         vocab = args.vocab or DEFAULT_CONFIGS.get(config, 3000)
         cmd = [sys.executable, __file__, "--one", config, "--vocab", str(vocab), "--batch", str(args.batch),
                "--seconds", str(args.seconds), "--tokens", str(args.tokens), "--threads", str(args.threads),
-               "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed)]
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed), "--amp", args.amp]
         if args.specaug:
             cmd.append("--specaug")
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -120,7 +123,7 @@ def main():
 
     print(f"# asrdemo training throughput: batch {args.batch} x {args.seconds:g} s ({int(args.seconds * 100)} "
           f"frames), {args.tokens} tokens, {args.threads} threads, Adam, {args.warmup} warm-up + median of "
-          f"{args.steps}; SpecAugment {'on' if args.specaug else 'off'}")
+          f"{args.steps}; SpecAugment {'on' if args.specaug else 'off'}; autocast {args.amp}")
     print("\n| config | params | vocab | median s/step | min | max | fwd | bwd | clip+adam | utt/s | frames/s "
           "| audio s/s | peak RSS MB |\n|---|" + "---:|" * 12)
     for r in results:

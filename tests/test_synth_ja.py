@@ -214,3 +214,16 @@ def test_generate_text_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     assert len(out.read_text(encoding="utf-8").splitlines()) == 200
     assert "200 sentences" in r.stdout
+
+
+def test_evaluation_table_goes_into_the_package_readme_once(tmp_path):
+    from asrdemo.evaluate import add_to_package
+
+    (tmp_path / "README.md").write_text("# Packaged asrdemo model\n\n- corpus: synth_ja\n", encoding="utf-8")
+    add_to_package(tmp_path, "| voices | clean |\n|---|---|\n| all | 9.0 % |\n")
+    add_to_package(tmp_path, "| voices | clean |\n|---|---|\n| all | 7.0 % |\n")
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert text.count("## Evaluation") == 1 and "7.0 %" in text and "9.0 %" not in text
+    assert text.startswith("# Packaged asrdemo model") and (tmp_path / "eval_table.md").is_file()
+    with pytest.raises(AsrdemoError, match="not a package"):
+        add_to_package(tmp_path / "nothing", "x")
