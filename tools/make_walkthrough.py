@@ -60,13 +60,10 @@ def doc_commands(doc_text: str) -> List[List[str]]:
 
 
 def localize(argv: List[str], work: Path) -> List[str]:
-    """A command as written for egs/mini_jsut -> the same for `work`: the repo's conf/ stays where it
-    is, the package goes inside the work dir instead of the repo."""
+    """A command as written for egs/mini_jsut -> the same for `work`: the repo's conf/ stays where it is."""
     out = []
     for a in argv:
-        if a == "../../exp_train_large":
-            a = str(work / "exp_train_large")
-        elif a.startswith("../../"):
+        if a.startswith("../../"):
             a = str(REPO / a[len("../../"):])
         out.append(a)
     return out
@@ -308,7 +305,7 @@ EXCERPTS: Dict[str, Excerpt] = {
     "hyp_txt": Excerpt(lambda w: _head(w / f"{EXP}/decode_test/hyp.txt", 2), _first_column),
     "result": Excerpt(result_block, result_form),
     "cer": Excerpt(lambda w: _read(w / f"{EXP}/decode_test/cer.txt"), _numbers_as_hash),
-    "package_listing": Excerpt(lambda w: "exp_train_large/:  " + _listing(w / "exp_train_large")),
+    "package_listing": Excerpt(lambda w: "package/:  " + _listing(w / "package")),
     "trace": Excerpt(trace_excerpt, trace_form),
 }
 
