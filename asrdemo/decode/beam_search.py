@@ -204,7 +204,9 @@ def joint_beam_search(
             keep_rows = (keep_t.unsqueeze(1) * width + torch.arange(width, device=device)).view(-1)
             active = [active[j] for j in keep]
             maxlen, minlen, alive = maxlen[keep_t], minlen[keep_t], alive[keep_t]
-            ys, score, att_total = ys[keep_rows], score[keep_rows], att_total[keep_rows]
+            ys, score = ys[keep_rows], score[keep_rows]
+            if use_att:  # (without a decoder att_total keeps its first-step shape and is never read)
+                att_total = att_total[keep_rows]
             if use_att and active:
                 dec_state = scorer.select_state(dec_state, keep_rows)
             if use_ctc:
