@@ -34,6 +34,7 @@ from asrdemo.utils.io import atomic_path, atomic_write_text
 log = logging.getLogger(__name__)
 
 ATTACHED_DIR = "lm"  # exp/<tag>/lm/
+LM_FILES = ("config.yaml", "tokens.txt", LM_MODEL_FILE)  # what an attached (or packaged) LM dir holds
 
 
 class LMStepScorer:
@@ -83,6 +84,29 @@ def lm_sequence_logp(lm, seqs: Sequence[Sequence[int]], max_rows: int = 256) -> 
     return out
 
 
+def rescore_with_lm(nbest, lm_fn, lm_weight: float, penalty: float = 0.0):
+    """Rerank n-best lists by `h.score + lm_weight * log p_lm(y <eos>) + penalty * (|y| + 1)`
+    (the `ctc_prefix_beam` mode with an LM: its score is log p_ctc(y | x), so this is the joint
+    formula with ctc_weight 1). One `lm_fn` call for all hypotheses of all utterances.
+    -> new lists of new Hypothesis objects (lm_score set), best first."""
+    from asrdemo.decode.hypothesis import Hypothesis
+
+    seqs = [h.token_ids for hyps in nbest for h in hyps]
+    if not seqs:
+        return [list(h) for h in nbest]
+    lm = iter(lm_fn(seqs))
+    out = []
+    for hyps in nbest:
+        rescored = []
+        for h in hyps:
+            lm_score = next(lm)
+            rescored.append(Hypothesis(token_ids=list(h.token_ids), score=h.score + lm_weight * lm_score
+                                       + penalty * (len(h.token_ids) + 1), ctc_score=h.ctc_score,
+                                       att_score=h.att_score, lm_score=lm_score))
+        out.append(sorted(rescored, key=lambda h: -h.score))
+    return out
+
+
 def perplexity(lm, token_list, sentences: Sequence[str]) -> dict:
     """Perplexity of `sentences` (each scored with its <eos>, as ESPnet's `lm_calc_perplexity`):
     exp(-sum log p / number of predicted tokens). -> {"ppl", "nll_per_token", "sentences", "tokens",
@@ -119,7 +143,10 @@ def load_lm(lm_dir, device="cpu", model_file=None):
     if not path.is_file():
         raise AsrdemoError(f"{lm_dir}: no LM weights {path.name} (made at the end of `asrdemo lm train`)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a training checkpoint also holds RNG states and the like
+            state = torch.load(path, map_location="cpu", weights_only=False)
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]
         lm.load_state_dict(state)
@@ -151,7 +178,7 @@ def attach_lm(exp_dir, lm_dir):
     load_lm(lm_dir)  # fails here, not at decoding time, if the LM is incomplete
     target = exp_dir / ATTACHED_DIR
     target.mkdir(exist_ok=True)
-    for name in ("config.yaml", "tokens.txt", LM_MODEL_FILE):
+    for name in LM_FILES:
         with atomic_path(target / name) as tmp:
             shutil.copyfile((lm_dir / name).resolve(), tmp)  # the averaged model may be a symlink
     text = config_path.read_text(encoding="utf-8")
@@ -170,6 +197,9 @@ def attached_lm_dir(exp_dir, config: dict) -> Optional[Path]:
     name = config.get("lm")
     if not name:
         return None
+    if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+        raise AsrdemoError(f"{Path(exp_dir) / 'config.yaml'}: lm: must name a sub-directory of the exp dir "
+                           f"(e.g. lm), got {name!r}")
     path = Path(exp_dir) / name
     if not (path / "config.yaml").is_file():
         raise AsrdemoError(f"{Path(exp_dir) / 'config.yaml'} names lm: {name}, but {path}/config.yaml is missing")
