@@ -114,8 +114,11 @@ class _LMLayer(nn.Module):
 
 
 class TransformerLM(LanguageModel):
-    """Decoder-only Transformer (ESPnet's ``lm: transformer``, without its optional extras):
-    embedding x sqrt(d) + sinusoidal positions -> `layer` causal blocks -> LayerNorm -> Linear."""
+    """Decoder-only Transformer, as ESPnet's ``lm: transformer`` (espnet2/lm/transformer_lm.py:
+    embedding, causal self-attention blocks, linear output), here with sinusoidal positions (ESPnet's
+    are optional) and this project's pre-norm blocks: embedding x sqrt(d) + positions -> `layer`
+    blocks -> LayerNorm -> Linear. Parameters: `att_unit` model dimension, `head` attention heads,
+    `unit` feed-forward units, `layer` blocks, `dropout_rate`."""
 
     def __init__(self, vocab_size: int, att_unit: int = 256, head: int = 4, unit: int = 1024, layer: int = 4,
                  dropout_rate: float = 0.1):
