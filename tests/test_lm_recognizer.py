@@ -164,3 +164,35 @@ def test_explain_shows_the_lm_share(exp_with_lm, tmp_path):
     plain = trace_utterance(Recognizer.from_exp_dir(exp, decode_conf={"beam_size": 3}), noise(1.0, 16000, seed=9),
                             16000, mode="joint", nbest=3)
     assert all(h.lm_score is None for h in plain.hypotheses)
+
+
+def test_decode_command_lm_weight(exp_with_lm, tmp_path):
+    """`asrdemo decode --lm_weight` reaches the recognizer and decode.yaml; a newly attached LM decodes again."""
+    import json
+
+    import soundfile as sf
+
+    from test_train import run_inprocess
+
+    exp, _ = exp_with_lm
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(2):
+        sf.write(audio / f"u{i}.wav", noise(0.9 + 0.2 * i, 16000, seed=40 + i), 16000)
+    out = tmp_path / "out"
+    args = ["decode", "--exp_dir", exp, "--input", audio, "--out_dir", out, "--mode", "attention_rescoring",
+            "--lm_weight", "0.5"]
+    assert run_inprocess(args) == 0
+    assert yaml.safe_load((out / "decode.yaml").read_text())["lm_weight"] == 0.5
+    done = json.loads((out / ".done").read_text())
+    assert done["lm"] is not None
+    hyp = (out / "hyp.txt").read_text()
+    rec = Recognizer.from_exp_dir(exp, decode_conf={"mode": "attention_rescoring", "lm_weight": 0.5})
+    for i in range(2):
+        want = rec.recognize(noise(0.9 + 0.2 * i, 16000, seed=40 + i), 16000).text
+        assert f"u{i} {want}".rstrip() in hyp.splitlines()
+    make_lm_dir(tmp_path / "new_lm", seed=5)
+    attach(tmp_path / "new_lm", exp)  # another LM: the same command must decode again
+    assert run_inprocess(args) == 0
+    assert json.loads((out / ".done").read_text())["lm"] != done["lm"]
+    attach(exp.parent / "lm_exp", exp)  # put the module's LM back for the other tests
