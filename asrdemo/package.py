@@ -63,7 +63,8 @@ def _readme(exp_dir, config, cer_line, corpus):
         f"{enc.get('output_size', '?')}, input layer {enc.get('input_layer', '?')})",
         f"- decoder: transformer ({dec.get('num_blocks', '?')} blocks); ctc_weight {model.get('ctc_weight', '?')}",
         f"- tokens: {config.get('token_type', 'char')}, {config.get('vocab_size', '?')} entries",
-        f"- language model: {config['lm'] + '/ (used when decode.yaml has lm_weight > 0)' if config.get('lm') else 'none'}",
+        "- language model: " + (f"{config['lm']}/ (used when decode.yaml has lm_weight > 0)" if config.get("lm")
+                                else "none"),
         f"- frontend: {config.get('frontend', {})}",
         "",
         "Training curves: images/loss.png, images/acc.png, images/error.png. Per-utterance errors: result.txt.",

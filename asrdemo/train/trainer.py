@@ -425,7 +425,8 @@ class Trainer:
             log.info("early stopping: no better %s for %d epochs (best %.4f at epoch %d)",
                      metric.replace("_", " "), self.epoch - best_epoch, best_acc, best_epoch)
             self.stop = True
-        log.info("epoch %d done in %.1f s: %s", self.epoch, self.epoch_time, self.epoch_summary(row, best_acc, best_epoch))
+        log.info("epoch %d done in %.1f s: %s", self.epoch, self.epoch_time,
+                 self.epoch_summary(row, best_acc, best_epoch))
         finished = self.epoch
         self.epoch, self.batches_done = self.epoch + 1, 0  # the checkpoint continues with the next epoch
         self.epoch_sums.zero_()
@@ -445,8 +446,9 @@ class Trainer:
     def epoch_summary(self, row, best, best_epoch):
         """The end of an epoch's train.log line."""
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"train loss {fmt(row['train_loss'])} acc {fmt(row['train_acc'])} | valid loss {fmt(row['valid_loss'])} "
-                f"acc {fmt(row['valid_acc'])} cer {fmt(row['valid_cer'])} | best acc {fmt(best)} (epoch {best_epoch})")
+        return (f"train loss {fmt(row['train_loss'])} acc {fmt(row['train_acc'])} | "
+                f"valid loss {fmt(row['valid_loss'])} acc {fmt(row['valid_acc'])} cer {fmt(row['valid_cer'])} | "
+                f"best acc {fmt(best)} (epoch {best_epoch})")
 
     def write_history(self):
         """history.jsonl now; the plots in a background thread (they take ~1 s), one at a time."""
