@@ -45,6 +45,10 @@ hours=14               # synth_ja: hours of speech to synthesize
 kokoro_hours=""        # synth_ja: of which read by the (slow) kokoro voices (default: 12 %)
 eval_sentences=60      # synth_ja: sentences each evaluation voice reads (stage 7)
 seed=0
+use_lm=false           # true: also train a character LM in stage 4 (conf/lm.yaml) and decode with it (docs/training.md)
+lm_config=conf/lm.yaml
+lm_train_text=""       # more LM training text, one sentence per line (e.g. `asrdemo generate_text`'s output)
+lm_weight=0.3          # with --use_lm true: the LM's weight in decoding (choose it on dev, not on test)
 speed_perturb=""       # e.g. "0.9 1.0 1.1": train on speed-perturbed copies, data/train_sp (docs/augmentation.md)
 noise_copies=0         # noisy copies of each training utterance, added to data/train_sp
 snr_range="10,30"      # SNR range (dB) of the noisy copies
@@ -193,6 +197,44 @@ if stage_needed 4 "$exp" dump/fbank data/lang "$train_config"; then
   touch "$exp/.done"
   stage_done 4
 fi
+
+# ---- the language model (--use_lm true), part of stage 4 ----
+# ESPnet's asr.sh has LM stages of their own (text -> ASR token list -> train -> perplexity); here they
+# belong to stage 4 so that no stage number changes: exp/lm_<config>/ is trained on data/train/text
+# (+ --lm_train_text) with the ASR token list and validated on data/dev/text, its test-set perplexity
+# goes to exp/lm_<config>/perplexity_test/ppl, and it is attached to the ASR exp dir (exp/<tag>/lm/),
+# which stage 5 (and 7) then decode with --lm_weight.
+lm_exp=exp/lm_$(basename "$lm_config" .yaml)
+if [ "$use_lm" = true ]; then
+  lm_config=$(abspath "$lm_config")
+  [ -f "$lm_config" ] || { echo "run.sh: missing config $lm_config" >&2; exit 1; }
+  [ -z "$lm_train_text" ] || lm_train_text=$(abspath "$lm_train_text")
+  if stage_needed 4 "$lm_exp" data data/lang "$lm_config" ${lm_train_text:+"$lm_train_text"}; then
+    require data/lang/tokens.txt 3
+    lm_resume=""; [ -d "$lm_exp/checkpoints" ] && lm_resume=--resume
+    asrdemo lm train --config "$lm_config" --token_list data/lang/tokens.txt --train_text data/train/text \
+      ${lm_train_text:+--lm_train_text "$lm_train_text"} --valid_text data/dev/text --exp_dir "$lm_exp" \
+      --ngpu "$ngpu" --seed "$seed" $lm_resume
+    asrdemo lm perplexity --lm_dir "$lm_exp" --text data/test/text --out_dir "$lm_exp/perplexity_test"
+    touch "$lm_exp/.done"
+    stage_done 4
+  fi
+  # (re)attach when the LM or the ASR model is newer (training rewrites config.yaml without its lm:)
+  if stage_needed 4 "$exp/lm" "$lm_exp" "$exp/config.yaml"; then
+    require "$exp/config.yaml" 4
+    asrdemo lm attach --lm_dir "$lm_exp" --exp_dir "$exp"
+    touch "$exp/lm/.done"
+    rm -f "$exp/decode_test/.done" "$exp/decode_eval/.done"  # decode again, with this LM
+    stage_done 4
+  fi
+  decode_args="--lm_weight $lm_weight $decode_args"
+fi
+# switching the LM on or off, or another lm_weight, decodes again (as data/augment_opts redoes stage 2)
+lm_opts=none; [ "$use_lm" != true ] || lm_opts="$lm_exp lm_weight=$lm_weight"
+if [ -d "$exp" ] && [ "$(cat "$exp/lm_opts" 2>/dev/null || echo none)" != "$lm_opts" ]; then
+  rm -f "$exp/decode_test/.done" "$exp/decode_eval/.done"
+fi
+[ ! -d "$exp" ] || [ "$(cat "$exp/lm_opts" 2>/dev/null)" = "$lm_opts" ] || echo "$lm_opts" > "$exp/lm_opts"
 
 if stage_needed 5 "$exp/decode_test" "$exp" "$decode_config"; then
   require "$exp/config.yaml" 4

@@ -24,6 +24,7 @@ COMMANDS = {
     "fbank": ("asrdemo.data.features", "80-dim fbank of a data dir into ark/scp (+ global CMVN)"),
     "tokens": ("asrdemo.data.tokens", "token list (char or sentencepiece) from training text"),
     "train": ("asrdemo.train.trainer", "train a joint CTC/attention model from a YAML config"),
+    "lm": ("asrdemo.lm_commands", "language model: train, perplexity, attach to an exp dir (shallow fusion)"),
     "average": ("asrdemo.train.average", "average the best checkpoints of an exp dir"),
     "plot": ("asrdemo.train.plot", "draw loss/acc/error curves of an exp dir"),
     "decode": ("asrdemo.decode.decode_dir", "decode a data dir or a folder of audio files"),

@@ -84,8 +84,10 @@ class HypothesisScores:
     token_ids: List[int]
     ctc_score: float  # log p_ctc(y | x): all CTC paths of y summed
     att_score: float  # log p_att(y <eos> | x): teacher-forced decoder, <eos> included
-    total_score: float  # (1 - w) att + w ctc + penalty (|y| + 1), w = the decode ctc_weight
+    total_score: float  # (1 - w) att + w ctc + lm_weight lm + penalty (|y| + 1), w = the decode ctc_weight
     search_score: float  # what the search ranked by (equals total_score for joint search)
+    lm_score: Optional[float] = None  # log p_lm(y <eos>) when the search used the exp dir's LM (lm_weight > 0)
+    lm_weight: float = 0.0  # so lm_weight * lm_score is the LM's share of total_score
 
 
 @dataclasses.dataclass
@@ -178,8 +180,9 @@ def _decoder_view(decoder: torch.nn.Module) -> torch.nn.Module:
 
 
 def _hypothesis_scores(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: List[Hypothesis], ctc_weight: float,
-                       penalty: float, keep_attention: bool):
-    """Exact CTC and attention log-likelihoods of each hypothesis; the source attention of the first."""
+                       penalty: float, keep_attention: bool, lm=None, lm_weight: float = 0.0):
+    """Exact CTC and attention log-likelihoods of each hypothesis (and the LM's, with `lm` and
+    lm_weight > 0); the source attention of the first."""
     num_frames = enc.size(1)
     decoder = _decoder_view(model.decoder)
     mask = torch.ones(1, 1, num_frames, dtype=torch.bool, device=enc.device)
@@ -199,7 +202,14 @@ def _hypothesis_scores(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: L
         if keep_attention and rank == 0:
             attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).cpu().numpy()
         total = (1.0 - ctc_weight) * att + ctc_weight * ctc + penalty * (len(ids) + 1)
-        scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score)))
+        lm_score = None
+        if lm is not None and lm_weight > 0:
+            from asrdemo.decode.lm_scorer import lm_sequence_logp
+
+            lm_score = lm_sequence_logp(lm, [ids])[0]
+            total += lm_weight * lm_score
+        scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score),
+                                       lm_score, float(lm_weight) if lm_score is not None else 0.0))
     return scored, attention
 
 
@@ -237,7 +247,8 @@ def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Option
         hyps = view.decode_features([feats], mode)[0][:1]  # the empty hypothesis
 
     scored, attention = _hypothesis_scores(model, enc, ctc_logp, hyps, conf.ctc_weight, conf.penalty,
-                                           keep_attention=enc.size(1) > 0)
+                                           keep_attention=enc.size(1) > 0, lm=getattr(rec, "lm", None),
+                                           lm_weight=conf.lm_weight if mode != "ctc_greedy" else 0.0)
     frame_shift_s = rec.fbank.frame_shift_s
     alignment, times = None, []
     if scored and scored[0].token_ids:
@@ -314,7 +325,8 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
                 "posteriorgram": demo["posteriorgram"]},
         "decode": {"mode": trace.mode, "ctc_weight": trace.ctc_weight,
                    "hypotheses": [{**dataclasses.asdict(h), **{k: round(getattr(h, k), 4) for k in
-                                   ("ctc_score", "att_score", "total_score", "search_score")}}
+                                   ("ctc_score", "att_score", "total_score", "search_score")},
+                                   **({"lm_score": round(h.lm_score, 4)} if h.lm_score is not None else {})}
                                   for h in trace.hypotheses]},
         "text": best.text if best else "",
         "alignment": {
@@ -506,20 +518,22 @@ def plot_hypotheses(trace: UtteranceTrace, path: Path):
     fig = _figure(10, 1.8 + 0.7 * max(len(hyps), 1))
     ax = fig.add_subplot()
     y = np.arange(len(hyps))
-    width = 0.27
-    for k, (key, label, color) in enumerate([("ctc_score", "CTC log p_ctc(y|x)", "tab:orange"),
-                                             ("att_score", "attention log p_att(y|x)", "tab:green"),
-                                             ("total_score", "total (ranks the beam)", "tab:blue")]):
-        values = [getattr(h, key) for h in hyps]
-        ax.barh(y + (k - 1) * width, values, height=width, color=color, label=label)
+    bars = [("ctc_score", "CTC log p_ctc(y|x)", "tab:orange"), ("att_score", "attention log p_att(y|x)", "tab:green"),
+            ("total_score", "total (ranks the beam)", "tab:blue")]
+    if any(h.lm_score is not None for h in hyps):  # the LM's share of the total: lm_weight * log p_lm(y)
+        bars.insert(2, ("lm_share", f"LM {hyps[0].lm_weight:g} x log p_lm(y)", "tab:purple"))
+    width = 0.81 / len(bars)  # 0.27 each for the three bars without an LM
+    for k, (key, label, color) in enumerate(bars):
+        values = [h.lm_weight * (h.lm_score or 0.0) if key == "lm_share" else getattr(h, key) for h in hyps]
+        offset = (k - (len(bars) - 1) / 2) * width
+        ax.barh(y + offset, values, height=width, color=color, label=label)
         for yy, v in zip(y, values):
-            ax.text(v, yy + (k - 1) * width, f" {v:.2f}", va="center", ha="right" if v < 0 else "left",
-                    fontsize=7)
+            ax.text(v, yy + offset, f" {v:.2f}", va="center", ha="right" if v < 0 else "left", fontsize=7)
     ax.set_yticks(y, [f"{h.rank}. {h.text or '(empty)'}" for h in hyps])
     ax.invert_yaxis()
     ax.set_xlabel("score (natural log probability; higher is better)")
     ax.set_title(f"top {len(hyps)} hypotheses of the {trace.mode} search (ctc_weight {trace.ctc_weight:g})")
-    fig.legend(loc="outside lower center", ncols=3, fontsize="small")
+    fig.legend(loc="outside lower center", ncols=len(bars), fontsize="small")
     _save(fig, path)
 
 

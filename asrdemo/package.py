@@ -4,7 +4,8 @@
 
 The folder holds config.yaml, tokens.txt, cmvn.ark (+ bpe.model), the model (`valid.acc.ave.pth`),
 images/*.png, the test CER (`cer.txt`, `result.txt`), the search settings that CER was measured with
-(`decode.yaml`, which the recognizer then uses by default) and a README.md that says how it was made.
+(`decode.yaml`, which the recognizer then uses by default), the language model when config.yaml names
+one (`lm: lm`, the dir `asrdemo lm attach` fills) and a README.md that says how it was made.
 It is assembled beside the target and swapped in with renames, so the demo never sees half a model.
 """
 
@@ -101,6 +102,8 @@ def _readme(exp_dir, config, cer_line, corpus):
         f"{enc.get('output_size', '?')}, input layer {enc.get('input_layer', '?')})",
         f"- decoder: transformer ({dec.get('num_blocks', '?')} blocks); ctc_weight {model.get('ctc_weight', '?')}",
         f"- tokens: {config.get('token_type', 'char')}, {config.get('vocab_size', '?')} entries",
+        "- language model: " + (f"{config['lm']}/ (used when decode.yaml has lm_weight > 0)" if config.get("lm")
+                                else "none"),
         f"- frontend: {config.get('frontend', {})}",
         *_training_lines(exp_dir, config),
         "",
@@ -141,6 +144,11 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown", half=False, ext
                 raise AsrdemoError(f"{config_path} names {key}: {config[key]}, but {path} is missing")
             files.append(path)
     model_file = _model_file(exp_dir)
+    lm_dir = None
+    if config.get("lm"):  # the exp dir carries its LM: config.yaml, tokens.txt, valid.loss.ave.pth
+        from asrdemo.decode.lm_scorer import attached_lm_dir
+
+        lm_dir = attached_lm_dir(exp_dir, config)
     cer_line = None
     if decode_dir is not None:
         decode_dir = Path(decode_dir)
@@ -162,6 +170,12 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown", half=False, ext
         _write_model(model_file, tmp / MODEL_FILE, half)
         if (exp_dir / "images").is_dir():
             shutil.copytree(exp_dir / "images", tmp / "images")
+        if lm_dir is not None:
+            from asrdemo.decode.lm_scorer import LM_FILES
+
+            (tmp / lm_dir.name).mkdir()
+            for name in LM_FILES:
+                shutil.copyfile((lm_dir / name).resolve(), tmp / lm_dir.name / name)
         (tmp / "README.md").write_text(_readme(exp_dir, config, cer_line, corpus), encoding="utf-8")
         mark_done(tmp, exp_dir=str(exp_dir), model=str(model_file))
         os.chmod(tmp, 0o755)

@@ -5,6 +5,11 @@
 writes `result.txt` (per utterance: REF/HYP aligned, C/S/D/I counts; then a summary and the most
 frequent confusions), `cer.txt` (one summary line first) and `ref.trn`/`hyp.trn` (sclite's input).
 Characters are compared after removing spaces, so a stray space never counts as an error.
+
+With pyopenjtalk installed, both files also give the kana CER: reference and hypothesis converted
+to katakana readings (`asrdemo.kana.to_kana`) and scored the same way, so that errors of spelling
+only (飼う for 買う: both カウ) can be told from errors of sound. cer.txt's second line is
+`kana CER ...`; result.txt ends with the kana alignments.
 """
 
 import collections
@@ -152,22 +157,61 @@ def write_trn(path, table: dict):
     atomic_write_lines(path, (f"{' '.join(units(table[u]))} ({u})" for u in c_sorted(table)))
 
 
-def score_files(ref_path, hyp_path, out_dir, top=20):
-    """Read Kaldi `text`-style files, write result.txt, cer.txt, ref.trn, hyp.trn; return Totals."""
-    refs = read_kv(ref_path)
-    hyps = read_kv(hyp_path, allow_empty_value=True)  # an empty hypothesis is a result, not an error
-    totals, blocks, confusions = score(refs, hyps)
-    out = Path(out_dir)
+def kana_cer(ref: str, hyp: str) -> float:
+    """CER of the katakana readings of one pair (asrdemo.kana; needs pyopenjtalk)."""
+    from asrdemo.kana import to_kana
+
+    return cer(to_kana(ref), to_kana(hyp))
+
+
+def score_kana(refs: dict, hyps: dict):
+    """`score` on katakana readings -> (Totals, blocks, confusions, utterances left out), or None
+    without pyopenjtalk. A reference whose reading is empty (only symbols) is left out."""
+    from asrdemo.kana import kana_available, to_kana
+
+    if not kana_available():
+        log.warning("pyopenjtalk is not installed: no kana CER (pip install -e '.[mini]')")
+        return None
+    kana_refs = {u: to_kana(t) for u, t in refs.items()}
+    left_out = [u for u, k in kana_refs.items() if not units(k)]
+    kana_refs = {u: k for u, k in kana_refs.items() if units(k)}
+    if not kana_refs:
+        return None
+    kana_hyps = {u: to_kana(hyps.get(u, "")) for u in kana_refs}
+    return (*score(kana_refs, kana_hyps), left_out)
+
+
+def _summary_block(totals, confusions, top, unit="#Chr", title="Sum"):
     names = {"S": "substitutions (ref -> hyp)", "D": "deletions", "I": "insertions"}
-    tail = [f"{'=' * 70}\nSum: {totals.summary()}\n"
-            f"     #Snt {totals.sentences}  #Chr {totals.ref_units}  Corr {totals.C}  Sub {totals.S}  "
+    tail = [f"{'=' * 70}\n{title}: {totals.summary()}\n"
+            f"     #Snt {totals.sentences}  {unit} {totals.ref_units}  Corr {totals.C}  Sub {totals.S}  "
             f"Del {totals.D}  Ins {totals.I}  Err {totals.errors}  S.Err {totals.sentence_errors}\n"]
     for op in "SDI":
         common = confusions[op].most_common(top)
         if common:
             tail.append(f"Most frequent {names[op]}:\n" + "".join(f"  {n:5d}  {k}\n" for k, n in common))
+    return tail
+
+
+def score_files(ref_path, hyp_path, out_dir, top=20, kana=True):
+    """Read Kaldi `text`-style files, write result.txt, cer.txt, ref.trn, hyp.trn; return Totals
+    (of the characters). With `kana` (and pyopenjtalk) the kana CER is added to both files."""
+    refs = read_kv(ref_path)
+    hyps = read_kv(hyp_path, allow_empty_value=True)  # an empty hypothesis is a result, not an error
+    totals, blocks, confusions = score(refs, hyps)
+    out = Path(out_dir)
+    tail = _summary_block(totals, confusions, top)
+    cer_lines = [totals.summary()]
+    kana_result = score_kana(refs, hyps) if kana else None
+    if kana_result is not None:
+        k_totals, k_blocks, k_confusions, left_out = kana_result
+        note = f" ({len(left_out)} utterance(s) without a reading left out)" if left_out else ""
+        cer_lines.append(f"kana {k_totals.summary()}{note}")
+        tail += [f"{'=' * 70}\nKana: the same, on katakana readings (pyopenjtalk g2p); an error that is gone "
+                 f"here is spelling only{note}\n"] + k_blocks + _summary_block(k_totals, k_confusions, top, "#Kana",
+                                                                                   "Sum (kana)")
     atomic_write_text(out / "result.txt", "\n".join(blocks + tail))
-    atomic_write_text(out / "cer.txt", totals.summary() + "\n")
+    atomic_write_text(out / "cer.txt", "".join(line + "\n" for line in cer_lines))
     write_trn(out / "ref.trn", refs)
     write_trn(out / "hyp.trn", hyps)
     return totals
@@ -182,4 +226,4 @@ def add_arguments(p):
 def main(args):
     totals = score_files(args.ref, args.hyp, args.out_dir)
     log.info("%s -> %s/result.txt", totals.summary(), args.out_dir)
-    print(totals.summary())
+    print((Path(args.out_dir) / "cer.txt").read_text(encoding="utf-8"), end="")

@@ -5,9 +5,11 @@ All hypotheses of all utterances go through the decoder in ONE teacher-forced pa
 The final score is (1 - ctc_weight) * log p_att(y <eos> | x) + ctc_weight * log p_ctc(y | x)
 + penalty * (|y| + 1): the same weighting as joint beam search (WeNet's att + w' * ctc ranks the
 same with w' = w / (1 - w)).
+With a language model (`lm_fn`, `lm_weight` != 0), `lm_weight * log p_lm(y <eos>)` is added, as in
+the fused joint search (asrdemo/decode/lm_scorer.py); with lm_weight 0 the LM is not called.
 """
 
-from typing import Callable, List
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -26,11 +28,18 @@ def attention_rescoring(
     eos: int,
     ctc_weight: float = 0.3,
     penalty: float = 0.0,
+    lm_fn: Optional[Callable[[Sequence[Sequence[int]]], List[float]]] = None,
+    lm_weight: float = 0.0,
 ) -> List[List[Hypothesis]]:
     """Rescore each utterance's CTC n-best (`ctc_score` set) -> the same hypotheses, re-sorted.
 
+    `lm_fn(sequences) -> [log p_lm(y <eos>)]` (e.g. `lm_scorer.lm_sequence_logp` bound to an LM)
+    is called once for all hypotheses when lm_weight != 0 (ValueError without one).
+
     Utterances with no encoder frames (`lengths` == 0) are returned as they are.
     """
+    if lm_weight != 0 and lm_fn is None:
+        raise ValueError(f"lm_weight {lm_weight} needs an LM")
     frames = lengths.tolist()
     utt, seqs = [], []
     for b, hyps in enumerate(nbest):
@@ -54,6 +63,7 @@ def attention_rescoring(
     token_logp = logp.gather(2, targets.unsqueeze(2)).squeeze(2)
     valid = torch.arange(max_len, device=device).unsqueeze(0) < ys_lens.unsqueeze(1)
     att = token_logp.masked_fill(~valid, 0.0).sum(dim=1).tolist()
+    lm = lm_fn(seqs) if lm_weight != 0 else None
 
     out = [list(h) if frames[b] == 0 else [] for b, h in enumerate(nbest)]
     k = 0
@@ -62,8 +72,10 @@ def attention_rescoring(
             continue
         for h in hyps:
             combined = (1.0 - ctc_weight) * att[k] + ctc_weight * h.ctc_score + penalty * (len(h.token_ids) + 1)
+            if lm is not None:
+                combined += lm_weight * lm[k]
             out[b].append(Hypothesis(token_ids=list(h.token_ids), score=combined, ctc_score=h.ctc_score,
-                                     att_score=att[k]))
+                                     att_score=att[k], lm_score=None if lm is None else lm[k]))
             k += 1
         out[b].sort(key=lambda h: -h.score)
     return out

@@ -8,6 +8,11 @@ attention decoder and one pass of the vectorised CTC prefix scorer:
 
 where psi is the CTC prefix score (asrdemo.decode.ctc_prefix_score), so a finished hypothesis
 scores (1 - w) log p_att(y<eos> | x) + w log p_ctc(y | x) + penalty * (|y| + 1).
+With a language model (shallow fusion, `lm_scorer` and `lm_weight` != 0) every extension also gets
+`lm_weight * log p_lm(c | h)`, before the pre-beam as in ESPnet (whose pre-beam ranks the weighted
+sum of the full scorers, decoder and LM), so a finished hypothesis gets `lm_weight * log p_lm(y<eos>)`
+more (asrdemo/decode/lm_scorer.py). With lm_weight 0 the LM is never called: the search is
+exactly the one without it.
 Only the `pre_beam_ratio * beam_size` tokens the decoder likes best (per hypothesis) are scored
 by CTC. With ctc_weight = 0 this is attention-only beam search; with ctc_weight = 1 the decoder is
 not called and CTC scores every token (exact, but slow for a large vocabulary: use
@@ -91,12 +96,16 @@ def joint_beam_search(
     pre_beam_ratio: float = 1.5,
     nbest: int = 1,
     end_detection: bool = True,
+    lm_scorer: Optional[DecoderScorer] = None,
+    lm_weight: float = 0.0,
 ) -> List[List[Hypothesis]]:
     """Decode B utterances at once -> per utterance up to `nbest` hypotheses, best first.
 
     `ctc_logp` (B, T, V) CTC log-probs (may be None when ctc_weight == 0), `lengths` (B,) encoder
     frames per utterance, `scorer` the attention decoder (may be None when ctc_weight == 1).
     End detection (ESPnet's) applies only with maxlenratio == 0, as in ESPnet.
+    `lm_scorer` (same interface as `scorer`, e.g. `lm_scorer.LMStepScorer`) is fused with weight
+    `lm_weight` (ValueError when lm_weight != 0 and there is no LM).
     """
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
@@ -105,6 +114,9 @@ def joint_beam_search(
         raise ValueError("ctc_weight > 0 needs ctc_logp")
     if use_att and scorer is None:
         raise ValueError("ctc_weight < 1 needs a decoder scorer")
+    if lm_weight != 0 and lm_scorer is None:
+        raise ValueError(f"lm_weight {lm_weight} needs an LM scorer")
+    use_lm = lm_weight != 0
     if vocab_size is None:
         if ctc_logp is None:
             raise ValueError("give vocab_size when there are no CTC log-probs")
@@ -129,7 +141,9 @@ def joint_beam_search(
     alive = torch.ones(len(active), width, dtype=torch.bool, device=device)
     score = torch.zeros(len(utt), device=device)
     att_total = torch.zeros(len(utt), device=device)
+    lm_total = torch.zeros(len(utt), device=device)
     dec_state = scorer.init_state(utt) if use_att else None
+    lm_state = lm_scorer.init_state(utt) if use_lm else None
     ctc_state = ctc.init_state(utt) if use_ctc else None
     ended = {b: [] for b in active}
     vocab = torch.arange(vocab_size, device=device)
@@ -145,6 +159,10 @@ def joint_beam_search(
         else:
             att_logp = None
             weighted = torch.zeros(n_rows, vocab_size, device=device)
+        if use_lm:  # shallow fusion: one LM step for all rows, like the decoder's
+            lm_logp, lm_state = lm_scorer.score(ys, lm_state)
+            lm_logp = lm_logp.float()
+            weighted = weighted + lm_weight * lm_logp
         row_maxlen = maxlen.repeat_interleave(width).unsqueeze(1)
         row_minlen = minlen.repeat_interleave(width).unsqueeze(1)
         forbidden = (vocab == blank_id) | ((vocab != eos) & (step >= row_maxlen)) | ((vocab == eos) & (step < row_minlen))
@@ -174,6 +192,9 @@ def joint_beam_search(
         score = top_score.view(-1)
         if use_att:
             att_total = att_total[rows] + att_logp[rows, tokens]
+        if use_lm:
+            lm_total = lm_total[rows] + lm_logp[rows, tokens]
+            lm_state = lm_scorer.select_state(lm_state, rows)
         ys = torch.cat([ys[rows], tokens.unsqueeze(1)], dim=1)
         if use_att:
             dec_state = scorer.select_state(dec_state, rows)
@@ -188,6 +209,7 @@ def joint_beam_search(
                 token_ids=ys[i, 1:-1].tolist(), score=float(score[i]),
                 att_score=float(att_total[i]) if use_att else None,
                 ctc_score=float(ctc_state.score[i]) if use_ctc else None,
+                lm_score=float(lm_total[i]) if use_lm else None,
             ))
         alive = (finite & (tokens != eos)).view(n_utt, width)
         score = score.masked_fill(~alive.view(-1), NEG_INF)
@@ -204,9 +226,15 @@ def joint_beam_search(
             keep_rows = (keep_t.unsqueeze(1) * width + torch.arange(width, device=device)).view(-1)
             active = [active[j] for j in keep]
             maxlen, minlen, alive = maxlen[keep_t], minlen[keep_t], alive[keep_t]
-            ys, score, att_total = ys[keep_rows], score[keep_rows], att_total[keep_rows]
+            ys, score = ys[keep_rows], score[keep_rows]
+            if use_att:  # (without a decoder att_total keeps its first-step shape and is never read)
+                att_total = att_total[keep_rows]
             if use_att and active:
                 dec_state = scorer.select_state(dec_state, keep_rows)
+            if use_lm:
+                lm_total = lm_total[keep_rows]
+                if active:
+                    lm_state = lm_scorer.select_state(lm_state, keep_rows)
             if use_ctc:
                 ctc_state = ctc_state.index(keep_rows)
         step += 1

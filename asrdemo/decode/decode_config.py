@@ -14,7 +14,8 @@ MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_resco
 @dataclasses.dataclass
 class DecodeConfig:
     """Search settings (conf/decode.yaml). Lengths follow ESPnet: maxlenratio 0 = up to one token
-    per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token."""
+    per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
+    lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md)."""
 
     mode: str = "joint"
     beam_size: int = 10
@@ -25,6 +26,7 @@ class DecodeConfig:
     pre_beam_ratio: float = 1.5
     nbest: int = 1
     end_detection: bool = True
+    lm_weight: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -35,6 +37,8 @@ class DecodeConfig:
             raise AsrdemoError("decode config: beam_size and nbest must be >= 1")
         if self.pre_beam_ratio <= 0:
             raise AsrdemoError("decode config: pre_beam_ratio must be > 0")
+        if not isinstance(self.lm_weight, (int, float)) or not 0.0 <= float(self.lm_weight) < float("inf"):
+            raise AsrdemoError(f"decode config: lm_weight must be a number >= 0, got {self.lm_weight!r}")
 
     @classmethod
     def load(cls, conf=None) -> "DecodeConfig":

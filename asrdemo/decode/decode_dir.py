@@ -97,12 +97,27 @@ def _settings(args) -> dict:
     conf = DecodeConfig.load(args.decode_config)
     if args.mode:
         conf = dataclasses.replace(conf, mode=args.mode)  # (validated like the file's)
+    if getattr(args, "lm_weight", None) is not None:
+        conf = dataclasses.replace(conf, lm_weight=args.lm_weight)
     return {
         "exp_dir": os.path.abspath(args.exp_dir),
         "model_file": os.path.abspath(args.model_file) if args.model_file else None,
         "input": os.path.abspath(args.input),
         "decode_conf": dataclasses.asdict(conf),
+        "lm": _lm_signature(args.exp_dir) if conf.lm_weight > 0 else None,  # a newly attached LM decodes again
     }
+
+
+def _lm_signature(exp_dir):
+    """Size and mtime of the exp dir's attached LM weights (None when it has none)."""
+    try:
+        name = (yaml.safe_load((Path(exp_dir) / "config.yaml").read_text(encoding="utf-8")) or {}).get("lm")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None  # the recognizer reports a broken exp dir
+    path = Path(exp_dir) / str(name) / "valid.loss.ave.pth"
+    if not name:
+        return None
+    return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
 
 
 def _done_with(out_dir: Path, settings: dict) -> bool:
@@ -223,6 +238,8 @@ def _common_argv(args):
     for name in ("mode", "decode_config", "model_file"):
         if getattr(args, name):
             argv += [f"--{name}", str(getattr(args, name))]
+    if args.lm_weight is not None:
+        argv += ["--lm_weight", str(args.lm_weight)]
     return argv
 
 
@@ -238,6 +255,8 @@ def add_arguments(p):
                    help="YAML with the search settings (e.g. conf/decode.yaml); default: the exp dir's "
                         "decode.yaml if present, else built-in defaults")
     p.add_argument("--model_file", default=None, help="default: EXP_DIR/valid.acc.ave.pth, else the newest checkpoint")
+    p.add_argument("--lm_weight", type=float, default=None,
+                   help="overrides the decode config's lm_weight (> 0: use the exp dir's LM, see `asrdemo lm attach`)")
     p.add_argument("--batch_size", type=int, default=1, help="utterances per batch within a job (default 1)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads per job (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")

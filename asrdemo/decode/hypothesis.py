@@ -12,7 +12,8 @@ class Hypothesis:
     recognizer adds `tokens` (the token strings) and `text` (detokenized).
     `score` is what the search ranked by; `ctc_score` / `att_score` are the unweighted parts
     when the search computed them (CTC: log p(sequence | audio) or, for greedy, of the best path;
-    attention: sum of the decoder's token log-probs including <eos>).
+    attention: sum of the decoder's token log-probs including <eos>). `lm_score` is the language
+    model's log p_lm(y <eos>) when a search fused or rescored with one (lm_weight > 0), else None.
     """
 
     text: str = ""
@@ -21,6 +22,7 @@ class Hypothesis:
     score: float = 0.0
     ctc_score: Optional[float] = None
     att_score: Optional[float] = None
+    lm_score: Optional[float] = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

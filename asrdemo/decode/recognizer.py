@@ -15,6 +15,10 @@ the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches 
 | `attention`           | attention-decoder beam search                                         |
 | `joint`               | joint CTC/attention beam search (ESPnet), `ctc_weight`                |
 | `attention_rescoring` | CTC prefix beam n-best rescored by the decoder in one pass (WeNet)    |
+
+With `lm_weight` > 0 in the decode config, the exp dir's language model (config.yaml `lm:`, see
+asrdemo/decode/lm_scorer.py) is fused into `attention` and `joint` (shallow fusion) and added when
+`attention_rescoring` and `ctc_prefix_beam` rank their n-best lists; `ctc_greedy` ignores it.
 """
 
 import logging
@@ -35,6 +39,8 @@ from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search_batch
 from asrdemo.decode.decode_config import MODES, DecodeConfig
 from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
+from asrdemo.decode.lm_scorer import (LMStepScorer, attached_lm_dir, check_same_tokens, lm_sequence_logp, load_lm,
+                                      rescore_with_lm)
 from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
 from asrdemo.errors import AsrdemoError
 
@@ -86,7 +92,8 @@ def _to_float_wave(wave) -> np.ndarray:
 
 class Recognizer:
     def __init__(self, model, fbank: Fbank, token_list: TokenList, decode_conf: DecodeConfig = None,
-                 device="cpu"):
+                 device="cpu", lm=None):
+        """`lm`: a language model (asrdemo.model.lm) used when decode_conf.lm_weight > 0."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.fbank = fbank
@@ -94,6 +101,11 @@ class Recognizer:
         self.decode_conf = decode_conf or DecodeConfig()
         if len(token_list) != model.vocab_size:
             raise AsrdemoError(f"token list has {len(token_list)} tokens, the model {model.vocab_size}")
+        if self.decode_conf.lm_weight > 0 and lm is None:
+            raise AsrdemoError(f"the decode config sets lm_weight {self.decode_conf.lm_weight}, but there is no LM")
+        if lm is not None and lm.vocab_size != model.vocab_size:
+            raise AsrdemoError(f"the LM has {lm.vocab_size} tokens, the ASR model {model.vocab_size}")
+        self.lm = None if lm is None else lm.to(self.device).eval()
 
     @classmethod
     def from_exp_dir(cls, exp_dir, model_file=None, device="cpu", decode_conf=None,
@@ -143,7 +155,18 @@ class Recognizer:
         if decode_conf is None and (exp_dir / "decode.yaml").is_file():
             decode_conf = exp_dir / "decode.yaml"
         log.info("loaded %s (%s)", model_path, exp_dir)
-        return cls(model, fbank, token_list, DecodeConfig.load(decode_conf), device)
+        decode_conf = DecodeConfig.load(decode_conf)
+        lm = None
+        if decode_conf.lm_weight > 0:  # the LM is loaded only when it is used
+            lm_dir = attached_lm_dir(exp_dir, config)
+            if lm_dir is None:
+                raise AsrdemoError(f"the decode config sets lm_weight {decode_conf.lm_weight}, but {config_path} names "
+                                   "no LM (attach one: asrdemo lm attach --lm_dir exp/lm --exp_dir "
+                                   f"{exp_dir}), or set lm_weight: 0")
+            check_same_tokens(lm_dir, exp_file("token_list", "tokens.txt"))
+            lm = load_lm(lm_dir)
+            log.info("language model %s (lm_weight %s)", lm_dir, decode_conf.lm_weight)
+        return cls(model, fbank, token_list, decode_conf, device, lm=lm)
 
     @property
     def sample_rate(self) -> int:
@@ -213,17 +236,20 @@ class Recognizer:
 
     def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, mode: str) -> List[List[Hypothesis]]:
         conf, model = self.decode_conf, self.model
+        lm_weight = conf.lm_weight if self.lm is not None else 0.0
         ctc_logp = model.ctc.log_softmax(enc) if mode != "attention" else None
         if mode == "ctc_greedy":
             return ctc_greedy_search(ctc_logp, enc_lens, model.blank_id)
         if mode in ("ctc_prefix_beam", "attention_rescoring"):
             nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
                                                  model.blank_id)
+            lm_fn = (lambda seqs: lm_sequence_logp(self.lm, seqs)) if lm_weight else None
             if mode == "ctc_prefix_beam":
-                return nbest
+                return rescore_with_lm(nbest, lm_fn, lm_weight, conf.penalty) if lm_weight else nbest
             mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
             return attention_rescoring(nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
-                                       sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight, penalty=conf.penalty)
+                                       sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight, penalty=conf.penalty,
+                                       lm_fn=lm_fn, lm_weight=lm_weight)
         mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
         ctc_weight = 0.0 if mode == "attention" else conf.ctc_weight
         scorer = DecoderStepScorer(model.decoder, enc, mask) if ctc_weight < 1.0 else None
@@ -232,4 +258,5 @@ class Recognizer:
             blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight, penalty=conf.penalty,
             maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio, pre_beam_ratio=conf.pre_beam_ratio,
             nbest=conf.nbest, end_detection=conf.end_detection,
+            lm_scorer=LMStepScorer(self.lm) if lm_weight else None, lm_weight=lm_weight,
         )

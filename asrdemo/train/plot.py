@@ -28,8 +28,9 @@ FIGURES = {
 COLORS = {"train": "tab:blue", "valid": "tab:orange"}
 
 
-def plot_history(history, images_dir):
-    """Draw every figure of FIGURES from a list of per-epoch dicts; returns the written paths.
+def plot_history(history, images_dir, figures=None):
+    """Draw every figure of `figures` (default: FIGURES, the ASR model's) from a list of per-epoch
+    dicts; returns the written paths.
 
     Uses matplotlib's object API with the Agg canvas (no pyplot, no global state), so it is safe
     to call from a background thread while training goes on."""
@@ -39,7 +40,7 @@ def plot_history(history, images_dir):
     images_dir = Path(images_dir)
     images_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, (title, ylabel, curves) in FIGURES.items():
+    for name, (title, ylabel, curves) in (figures or FIGURES).items():
         fig = Figure(figsize=(6.4, 4.0), dpi=100)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

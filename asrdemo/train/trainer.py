@@ -37,7 +37,7 @@ from asrdemo.train import distributed
 from asrdemo.train.average import average_best
 from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
                                       rng_state, save_checkpoint, set_rng_state)
-from asrdemo.train.plot import plot_history
+from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
 
@@ -74,7 +74,8 @@ DEFAULTS = {
         "num_workers": 1,  # DataLoader worker processes
     },
 }
-EXP_KEYS = ("frontend", "token_type", "token_list", "bpe_model", "cmvn", "input_dim", "vocab_size", "data")
+EXP_KEYS = ("frontend", "token_type", "token_list", "bpe_model", "cmvn", "input_dim", "vocab_size", "data",
+            "lm")  # lm: the LM attached by `asrdemo lm attach` (asrdemo/decode/lm_scorer.py)
 
 
 def cpu_has_bf16() -> bool:
@@ -92,8 +93,10 @@ def _parse_override(text):
     return key.split("."), yaml.safe_load(value)
 
 
-def load_config(path, overrides=()):
-    """The YAML at `path` merged over DEFAULTS, then `key.sub=value` overrides applied."""
+def load_config(path, overrides=(), defaults=None):
+    """The YAML at `path` merged over `defaults` (DEFAULTS: the ASR model's), then `key.sub=value`
+    overrides applied."""
+    defaults = DEFAULTS if defaults is None else defaults
     path = Path(path)
     if not path.is_file():
         raise AsrdemoError(f"missing config {path}")
@@ -101,16 +104,16 @@ def load_config(path, overrides=()):
         user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise AsrdemoError(f"{path}: not valid YAML: {e}")
-    config = copy.deepcopy(DEFAULTS)
+    config = copy.deepcopy(defaults)
     for key, value in user.items():
         if key in EXP_KEYS:
             continue  # an exp dir's config.yaml used as --config: its data keys are rewritten anyway
         if key not in config:
-            raise AsrdemoError(f"{path}: unknown section {key!r}; known: {', '.join(DEFAULTS)}")
+            raise AsrdemoError(f"{path}: unknown section {key!r}; known: {', '.join(defaults)}")
         if key in ("batching", "train"):
-            unknown = set(value or {}) - set(DEFAULTS[key])
+            unknown = set(value or {}) - set(defaults[key])
             if unknown:
-                raise AsrdemoError(f"{path}: unknown {key} option(s) {sorted(unknown)}; known: {sorted(DEFAULTS[key])}")
+                raise AsrdemoError(f"{path}: unknown {key} option(s) {sorted(unknown)}; known: {sorted(defaults[key])}")
             config[key].update(value or {})
         else:
             config[key] = value
@@ -144,18 +147,18 @@ def build_optimizer(name, params, conf):
 STAT_NAMES = ("loss", "loss_ctc", "loss_att", "acc")
 
 
-def batch_stats(out, num_utts, num_frames):
+def batch_stats(out, num_utts, num_frames, names=STAT_NAMES):
     values = []
-    for name in STAT_NAMES:
+    for name in names:
         v = out.get(name)
         values.append(float("nan") if v is None else float(v.detach()) * num_utts)
     return torch.tensor(values + [num_utts, num_frames], dtype=torch.float64)
 
 
-def averages(sums, prefix=""):
-    n = float(sums[len(STAT_NAMES)])
+def averages(sums, prefix="", names=STAT_NAMES):
+    n = float(sums[len(names)])
     out = {}
-    for i, name in enumerate(STAT_NAMES):
+    for i, name in enumerate(names):
         v = float(sums[i]) / n if n else float("nan")
         out[prefix + name] = None if math.isnan(v) else v
     return out
@@ -179,7 +182,18 @@ def ctc_greedy(ctc_logp, lens, blank=0):
 
 
 class Trainer:
-    """The epoch loop. All ranks run it; only rank 0 writes files."""
+    """The epoch loop. All ranks run it; only rank 0 writes files.
+
+    The ASR model's specifics are in a few overridable places, so that the language model
+    (`asrdemo.train.lm_trainer.LMTrainer`) trains with the same loop, checkpoints and bookkeeping:
+    `stat_names` (the per-utterance statistics summed over batches and ranks), `derive` (values
+    computed from their averages), `_model_step` (one batch through the model), `validate`,
+    `best_metric` (which history value picks the best epochs), `figures` and `frame_unit`."""
+
+    stat_names = STAT_NAMES
+    best_metric = "valid_acc"  # higher is better for *acc, lower for anything else (as average.best_epochs)
+    frame_unit = "frames"
+    figures = None  # plot.FIGURES
 
     def __init__(self, config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
                  token_list, exp_dir, dist, amp_dtype=None):
@@ -195,7 +209,7 @@ class Trainer:
         self.last_lr = None
         # where we are; a checkpoint overwrites these
         self.epoch, self.batches_done, self.step = 1, 0, 0
-        self.epoch_sums = torch.zeros(len(STAT_NAMES) + 2, dtype=torch.float64)
+        self.epoch_sums = torch.zeros(len(self.stat_names) + 2, dtype=torch.float64)
         self.epoch_time = 0.0
         self.history = []
         self.stop = False  # early stopping decided
@@ -256,17 +270,28 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _forward_backward(self, batch, scale, sync):
+    def _model_step(self, batch):
+        """One batch through the (possibly DDP-wrapped) model -> (output dict, utterances, frames)."""
         feats = batch["feats"].to(self.device, non_blocking=True)
         feat_lens = batch["feat_lens"].to(self.device)
         ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
+        return self.model(feats, feat_lens, ys_pad, ys_lens), len(batch["utt_ids"]), int(feat_lens.sum())
+
+    def derive(self, avg: dict, prefix: str = "") -> dict:
+        """Values computed from the averaged statistics (the LM adds perplexity); ASR: none."""
+        return avg
+
+    def _averages(self, sums, prefix=""):
+        return self.derive(averages(sums, prefix, self.stat_names), prefix)
+
+    def _forward_backward(self, batch, scale, sync):
         no_sync = getattr(self.model, "no_sync", None)
         with (contextlib.nullcontext() if sync or no_sync is None else no_sync()):
             with self._autocast():
-                out = self.model(feats, feat_lens, ys_pad, ys_lens)
+                out, num_utts, num_frames = self._model_step(batch)
             loss = out["loss"] * scale
             (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-        return batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum()))
+        return batch_stats(out, num_utts, num_frames, self.stat_names)
 
     def _update(self):
         """Clip, step (unless the gradient is not finite), return the grad norm."""
@@ -322,7 +347,7 @@ class Trainer:
             self.epoch_time = time.perf_counter() - epoch_start
             if window_steps and (self.step % tc["log_interval"] == 0 or self.batches_done == num_batches):
                 self._log_window(window, window_steps, grad_norms, time.perf_counter() - window_start, num_batches)
-                bar.set_postfix(loss=f"{averages(window)['loss'] or float('nan'):.2f}")
+                bar.set_postfix(loss=f"{self._averages(window)['loss'] or float('nan'):.2f}")
                 window.zero_()
                 window_start, window_steps, grad_norms = time.perf_counter(), 0, []
             if tc["save_interval_steps"] and self.step % tc["save_interval_steps"] == 0 \
@@ -332,15 +357,15 @@ class Trainer:
         self.epoch_time = time.perf_counter() - epoch_start
 
     def _log_window(self, sums, steps, grad_norms, seconds, num_batches):
-        avg = averages(sums)
+        avg = self._averages(sums)
         lr = self.last_lr
         grad_norm = sum(grad_norms) / len(grad_norms)
         utts, frames = float(sums[-2]), float(sums[-1])
         if self.dist.is_main:
             parts = [f"{k} {v:.4f}" for k, v in avg.items() if v is not None]
-            log.info("epoch %d step %d [batch %d/%d]: %s lr %.3e grad_norm %.3f | %.1f utt/s %.0f frames/s %.3f s/step",
+            log.info("epoch %d step %d [batch %d/%d]: %s lr %.3e grad_norm %.3f | %.1f utt/s %.0f %s/s %.3f s/step",
                      self.epoch, self.step, self.batches_done, num_batches, " ".join(parts), lr, grad_norm,
-                     utts / seconds, frames / seconds, seconds / steps)
+                     utts / seconds, frames / seconds, self.frame_unit, seconds / steps)
             for k, v in avg.items():
                 if v is not None:
                     self.writer.add_scalar(f"train/{k}", v, self.step)
@@ -388,20 +413,20 @@ class Trainer:
     def end_epoch(self, valid):
         """History, best-model bookkeeping, early stopping, the epoch checkpoint, plots."""
         tc = self.train_conf
-        row = {"epoch": self.epoch, "step": self.step, **averages(self.epoch_sums, prefix="train_"), **valid,
+        row = {"epoch": self.epoch, "step": self.step, **self._averages(self.epoch_sums, prefix="train_"), **valid,
                "lr": self.optimizer.param_groups[0]["lr"], "time": round(self.epoch_time, 3)}
         self.history.append(row)
-        accs = [(r["valid_acc"], r["epoch"]) for r in self.history if r.get("valid_acc") is not None]
-        best_acc = max(accs)[0] if accs else None
-        best_epoch = min((e for a, e in accs if a == best_acc), default=self.epoch)  # a tie is no improvement
+        metric = self.best_metric
+        sign = 1 if metric.endswith("acc") else -1  # accuracies: higher is better; losses: lower
+        accs = [(sign * r[metric], r["epoch"]) for r in self.history if r.get(metric) is not None]
+        best_acc = sign * max(accs)[0] if accs else None
+        best_epoch = min((e for a, e in accs if sign * a == best_acc), default=self.epoch)  # a tie is no improvement
         if tc["patience"] is not None and self.epoch - best_epoch >= tc["patience"]:
-            log.info("early stopping: no better valid acc for %d epochs (best %.4f at epoch %d)",
-                     self.epoch - best_epoch, best_acc, best_epoch)
+            log.info("early stopping: no better %s for %d epochs (best %.4f at epoch %d)",
+                     metric.replace("_", " "), self.epoch - best_epoch, best_acc, best_epoch)
             self.stop = True
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        log.info("epoch %d done in %.1f s: train loss %s acc %s | valid loss %s acc %s cer %s | best acc %s (epoch %d)",
-                 self.epoch, self.epoch_time, fmt(row["train_loss"]), fmt(row["train_acc"]), fmt(row["valid_loss"]),
-                 fmt(row["valid_acc"]), fmt(row["valid_cer"]), fmt(best_acc), best_epoch)
+        log.info("epoch %d done in %.1f s: %s", self.epoch, self.epoch_time,
+                 self.epoch_summary(row, best_acc, best_epoch))
         finished = self.epoch
         self.epoch, self.batches_done = self.epoch + 1, 0  # the checkpoint continues with the next epoch
         self.epoch_sums.zero_()
@@ -418,6 +443,13 @@ class Trainer:
                     self.writer.add_scalar(f"epoch/{k}", v, finished)
             self.writer.flush()
 
+    def epoch_summary(self, row, best, best_epoch):
+        """The end of an epoch's train.log line."""
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        return (f"train loss {fmt(row['train_loss'])} acc {fmt(row['train_acc'])} | "
+                f"valid loss {fmt(row['valid_loss'])} acc {fmt(row['valid_acc'])} cer {fmt(row['valid_cer'])} | "
+                f"best acc {fmt(best)} (epoch {best_epoch})")
+
     def write_history(self):
         """history.jsonl now; the plots in a background thread (they take ~1 s), one at a time."""
         atomic_write_lines(self.exp_dir / "history.jsonl", [json.dumps(r) for r in self.history])
@@ -427,7 +459,7 @@ class Trainer:
 
     def _plot(self, history):
         try:
-            plot_history(history, self.exp_dir / "images")
+            plot_history(history, self.exp_dir / "images", self.figures)
         except Exception as e:  # a plot must never stop training
             log.warning("could not draw the training curves: %s", e)
 
@@ -449,7 +481,8 @@ class Trainer:
             self.end_epoch(valid)
         if self.dist.is_main:
             self.writer.close()
-            if self.history and not (self.exp_dir / "images/error.png").is_file():
+            last_figure = list(self.figures or FIGURES)[-1]  # drawn last
+            if self.history and not (self.exp_dir / "images" / last_figure).is_file():
                 self.write_history()  # e.g. resumed after the last epoch, before its plots
             self.wait_for_plots()
         distributed.barrier(self.dist)
@@ -525,8 +558,16 @@ def train(args):
         if getattr(args, name) is not None:
             tc[name] = getattr(args, name)
     dist = distributed.setup(args.ngpu)
+    with train_log(exp_dir, dist):
+        _train(args, config, exp_dir, dist)
+
+
+@contextlib.contextmanager
+def train_log(exp_dir, dist):
+    """The whole stage's log also goes to exp_dir/train.log (rank 0); the process group is closed
+    at the end, however the run ends."""
     log_file = None
-    if dist.is_main:  # the whole stage's log also goes to exp_dir/train.log
+    if dist.is_main:
         exp_dir.mkdir(parents=True, exist_ok=True)
         log_file = logging.FileHandler(exp_dir / "train.log", encoding="utf-8")
         log_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -534,12 +575,27 @@ def train(args):
     else:
         logging.getLogger().setLevel(logging.WARNING)  # one copy of the log is enough
     try:
-        _train(args, config, exp_dir, dist)
+        yield
     finally:
         distributed.cleanup(dist)
         if log_file is not None:
             logging.getLogger().removeHandler(log_file)
             log_file.close()
+
+
+def amp_settings(use_amp, device):
+    """train.use_amp -> (autocast dtype or None, GradScaler or None) for this device."""
+    if use_amp not in (None, "bf16", "fp16"):
+        raise AsrdemoError(f"train.use_amp must be bf16, fp16 or null, got {use_amp!r}")
+    if use_amp and device.type == "cuda":
+        amp_dtype = torch.bfloat16 if use_amp == "bf16" else torch.float16
+        return amp_dtype, (torch.amp.GradScaler("cuda") if use_amp == "fp16" else None)
+    if use_amp == "bf16" and cpu_has_bf16():
+        log.info("use_amp: bf16 autocast on CPU (native bf16 matmuls)")
+        return torch.bfloat16, None  # AMX / AVX-512 BF16 matmuls: ~1.4x faster steps here (bench/RESULTS.md)
+    if use_amp:
+        log.info("use_amp: %s ignored on this %s (no native support)", use_amp, device.type)
+    return None, None
 
 
 def _train(args, config, exp_dir, dist):
@@ -610,17 +666,7 @@ def _train(args, config, exp_dir, dist):
     updates_per_epoch = math.ceil(num_batches / tc["accum_grad"])
     scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
                                 total_steps=updates_per_epoch * tc["max_epochs"])
-    amp_dtype, scaler = None, None
-    if tc["use_amp"] not in (None, "bf16", "fp16"):
-        raise AsrdemoError(f"train.use_amp must be bf16, fp16 or null, got {tc['use_amp']!r}")
-    if tc["use_amp"] and dist.device.type == "cuda":
-        amp_dtype = torch.bfloat16 if tc["use_amp"] == "bf16" else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if tc["use_amp"] == "fp16" else None
-    elif tc["use_amp"] == "bf16" and cpu_has_bf16():
-        amp_dtype = torch.bfloat16  # AMX / AVX-512 BF16 matmuls: ~1.4x faster steps here (bench/RESULTS.md)
-        log.info("use_amp: bf16 autocast on CPU (native bf16 matmuls)")
-    elif tc["use_amp"]:
-        log.info("use_amp: %s ignored on this %s (no native support)", tc["use_amp"], dist.device.type)
+    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
 
     trainer = Trainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
                       token_list, exp_dir, dist, amp_dtype)
