@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -284,8 +284,8 @@ def read_sentences(path=None) -> list[tuple[str, str]]:
     if not path.is_file():
         raise AsrdemoError(f"sentence list not found: {path}")
     out, seen_ids, seen_texts = [], {}, {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip().lstrip("\ufeff")
+    for lineno, line in enumerate(read_lines(path), 1):  # "\n" only, BOM removed
+        line = line.strip()
         if not line or line.startswith("#"):
             continue
         utt_id, sep, text = line.partition(":")
