@@ -213,3 +213,33 @@ def test_other_model_rate(tmp_path):
     wave = noise(1.0, 8000, seed=3)
     assert r.features(wave, 8000).shape == Fbank({"sample_rate": 8000})(wave).shape
     assert r.features(soxr.resample(wave, 8000, 44100), 44100).shape[0] == 98
+
+
+# -- issue 12, item 7: CMVN statistics in Kaldi's archive layout ------------------------------------
+
+
+def test_cmvn_in_kaldi_archive_layout(tmp_path):
+    """`compute-cmvn-stats ... ark:cmvn.ark` writes `key matrix`; one key is global statistics."""
+    import kaldiio
+
+    from asrdemo.decode.recognizer import Recognizer
+
+    exp = tmp_path / "exp"
+    make_tiny_exp_dir(exp)
+    wave = noise(1.0, 16000, seed=3)
+    expected = Recognizer.from_exp_dir(exp).recognize(wave, 16000, mode="ctc_greedy").token_ids
+    stats = kaldiio.load_mat(str(exp / "cmvn.ark"))
+    for text in (False, True):
+        kaldiio.save_ark(str(exp / "cmvn.ark"), {"JS": stats}, text=text)
+        rec = Recognizer.from_exp_dir(exp)
+        assert rec.recognize(wave, 16000, mode="ctc_greedy").token_ids == expected
+    rows = "\n".join(" ".join(repr(float(x)) for x in row) for row in stats)
+    (exp / "cmvn.ark").write_text(f" [\n{rows} ]\n")  # a bare text matrix (copy-matrix --binary=false)
+    assert Recognizer.from_exp_dir(exp).recognize(wave, 16000, mode="ctc_greedy").token_ids == expected
+
+    kaldiio.save_ark(str(exp / "cmvn.ark"), {"spk1": stats, "spk2": stats})
+    with pytest.raises(AsrdemoError, match=r"cmvn.ark: a Kaldi archive with 2 matrices \(spk1, spk2\)"):
+        Recognizer.from_exp_dir(exp)
+    (exp / "cmvn.ark").write_bytes(b"\xf0\x9f not a matrix")
+    with pytest.raises(AsrdemoError, match="cmvn.ark: not Kaldi CMVN statistics"):
+        Recognizer.from_exp_dir(exp)

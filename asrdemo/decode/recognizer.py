@@ -27,6 +27,7 @@ import torch
 import yaml
 
 from asrdemo.data.audio import load_audio, resample
+from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
 from asrdemo.decode.attention_rescoring import attention_rescoring
@@ -130,9 +131,7 @@ class Recognizer:
         if cmvn_path is not None:
             if not cmvn_path.is_file():
                 raise AsrdemoError(f"{config_path} names cmvn {cmvn_path.name}, which is missing")
-            import kaldiio
-
-            cmvn_stats = kaldiio.load_mat(str(cmvn_path))
+            cmvn_stats = load_stats(cmvn_path)
         model = ASRModel.from_config(config["model"], input_dim=fbank.num_mel_bins, vocab_size=len(token_list),
                                      cmvn_stats=cmvn_stats)
         model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)

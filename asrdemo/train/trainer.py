@@ -29,6 +29,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from asrdemo.data.cmvn import load_stats
 from asrdemo.data.dataset import make_loader, read_dump_dir
 from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
@@ -564,7 +565,7 @@ def _train(args, config, exp_dir, dist):
     elif frontend.get("num_mel_bins", input_dim) != input_dim:
         raise AsrdemoError(f"{frontend_path} says {frontend['num_mel_bins']} mel bins, the features have {input_dim}")
     cmvn_path = Path(args.train_dir) / "cmvn.ark"
-    cmvn_stats = kaldiio.load_mat(str(cmvn_path)) if cmvn_path.is_file() else None
+    cmvn_stats = load_stats(cmvn_path) if cmvn_path.is_file() else None
     if cmvn_stats is None:
         log.warning("%s is missing: the model will not normalise its input", cmvn_path)
 
