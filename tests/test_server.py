@@ -292,6 +292,22 @@ def test_bad_input_gets_a_clear_4xx(client, name):
     assert post_file(client, _wav()).status_code == 200
 
 
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_wav_with_streaming_sizes_is_read_to_the_end(client, size):
+    """Issue 12, item 8: the RIFF and data sizes a streaming writer leaves at 0 (or 0xFFFFFFFF)."""
+    import struct
+
+    good = _wav(1.5)
+    assert good[36:40] == b"data"
+    streamed = bytearray(good)
+    struct.pack_into("<I", streamed, 4, size)
+    struct.pack_into("<I", streamed, 40, size)
+    want = post_file(client, good).get_json()
+    got = post_file(client, bytes(streamed)).get_json()
+    assert got.get("duration_s") == 1.5, got
+    assert (got["text"], got["tokens"]) == (want["text"], want["tokens"])
+
+
 def test_form_without_a_file(client):
     body, content_type = multipart({"reference": "x"}, {})
     assert_error(client.post("/api/recognize", data=body, content_type=content_type), 400, "no_file")

@@ -5,6 +5,7 @@ the recognizer and the demo server all come through `load_audio`.
 """
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +42,71 @@ def _describe(src) -> str:
     return str(src) if isinstance(src, (str, Path)) else "<audio data>"
 
 
+# What streaming WAV writers (a recorder that cannot seek back, `sox ... -t wav -`, ffmpeg to a
+# pipe) leave in the RIFF and data size fields: they did not know the length when they wrote them.
+UNKNOWN_WAV_SIZES = (0, 0xFFFFFFFF)
+
+
+def repair_wav_sizes(data: bytes) -> bytes:
+    """A RIFF/WAVE file whose RIFF or data chunk size is 0 or 0xFFFFFFFF -> the same bytes with the
+    sizes of what is actually there, so the samples up to the end of the file are read (libsndfile
+    reads none for a data size of 0). Anything else, a correct WAV included, is returned as it is."""
+    if len(data) < 20 or data[:4] != b"RIFF" or data[8:12] != b"WAVE" or len(data) - 8 > 0xFFFFFFFE:
+        return data
+    riff_unknown = struct.unpack_from("<I", data, 4)[0] in UNKNOWN_WAV_SIZES
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk_id, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        if chunk_id == b"data":
+            if size in UNKNOWN_WAV_SIZES and len(data) > offset + 8:
+                fixed = bytearray(data)
+                struct.pack_into("<I", fixed, offset + 4, len(data) - offset - 8)  # to the end of the file
+                struct.pack_into("<I", fixed, 4, len(data) - 8)
+                return bytes(fixed)
+            break
+        offset += 8 + size + (size & 1)  # chunks are padded to an even length
+    if riff_unknown:
+        fixed = bytearray(data)
+        struct.pack_into("<I", fixed, 4, len(data) - 8)
+        return bytes(fixed)
+    return data
+
+
+def _repaired(src):
+    """`src` (path or bytes), as a file object of repaired bytes if it is a WAV with unknown sizes."""
+    if isinstance(src, (str, Path)):
+        with open(src, "rb") as f:
+            head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return src
+        data = Path(src).read_bytes()
+    else:
+        data = bytes(src)
+    fixed = repair_wav_sizes(data)
+    if fixed is data and isinstance(src, (str, Path)):
+        return src
+    return io.BytesIO(fixed)
+
+
 def load_audio(src, target_sr=None):
     """Read `src` (a path, bytes, or a binary file object) -> (mono float32 wave in [-1, 1], original rate).
+
+    A WAV whose size fields are 0 or 0xFFFFFFFF (written while streaming) is read to the end of the file.
 
     With `target_sr`, the wave is resampled to it. Raises `AudioError` with the file name when the
     data is not audio soundfile can read, or is empty.
     """
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        src = io.BytesIO(bytes(src))
-    elif isinstance(src, (str, Path)) and not Path(src).is_file():
+    name = _describe(src)
+    if isinstance(src, (str, Path)) and not Path(src).is_file():
         raise AudioError(f"{src}: no such file")
+    if isinstance(src, (str, Path, bytes, bytearray, memoryview)):
+        src = _repaired(src)  # a streamed WAV's zero sizes: read to the end of the file
     try:
         wave, sr = sf.read(src, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{_describe(src)}: cannot read audio ({e})") from None
+        raise AudioError(f"{name}: cannot read audio ({e})") from None
     if wave.size == 0:
-        raise AudioError(f"{_describe(src)}: no samples")
+        raise AudioError(f"{name}: no samples")
     wave = to_mono(wave)
     if target_sr is not None:
         wave = resample(wave, sr, target_sr)

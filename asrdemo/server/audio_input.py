@@ -18,6 +18,8 @@ Each kind of bad input has its own status and `code`:
 | valid audio that is digital silence (peak below -60 dBFS) | 422 | `silent_audio` |
 
 (An over-large body is refused by Flask before it reaches this module: 413 `too_large`.)
+A WAV whose RIFF/data size fields are 0 or 0xFFFFFFFF (a streaming writer's "unknown") is read to
+the end of the body, as `asrdemo.data.audio.load_audio` reads such a file.
 """
 
 import dataclasses
@@ -27,7 +29,7 @@ import struct
 import numpy as np
 import soundfile as sf
 
-from asrdemo.data.audio import AudioError, load_audio
+from asrdemo.data.audio import AudioError, load_audio, repair_wav_sizes
 from asrdemo.errors import AsrdemoError
 
 # soundfile's container name -> what we call it. Other formats libsndfile reads (AIFF, MP3, ...)
@@ -123,7 +125,11 @@ def check_ogg_complete(data: bytes) -> None:
 
 
 def decode_audio(data: bytes, target_sr: int, max_seconds: float) -> DecodedAudio:
-    """Validate and decode one uploaded clip; raises `BadAudio` for every kind of bad input."""
+    """Validate and decode one uploaded clip; raises `BadAudio` for every kind of bad input.
+
+    A WAV with unknown (0 / 0xFFFFFFFF) size fields, as streaming writers leave them, is taken to
+    run to the end of the body (`repair_wav_sizes`) before it is probed."""
+    data = repair_wav_sizes(data)
     info = probe(data)
     fmt = SUPPORTED_FORMATS[info.format]
     if not MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE:
