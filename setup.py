@@ -11,7 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["asrdemo", "asrdemo.*"]),
-    package_data={"asrdemo.server": ["templates/*", "static/*"]},
+    # egs/mini_jsut/sentences.txt links to the packaged copy, so `pip install .` ships it too
+    package_data={"asrdemo.server": ["templates/*", "static/*"], "asrdemo.data": ["mini_jsut_sentences.txt"]},
     # torch is installed first by path.sh (`pip install torch==2.13.0`, a CPU build here); any
     # torch >= 2.1 works, a CUDA build included, and an installed one is never replaced.
     install_requires=[

@@ -1,6 +1,7 @@
 """The offline mini corpus: JSUT's layout, synthesized speech, a few hundred sentences.
 
-`make_corpus` reads `egs/mini_jsut/sentences.txt` (`ID:text` lines, JSUT's ids) and writes
+`make_corpus` reads `egs/mini_jsut/sentences.txt` (`ID:text` lines, JSUT's ids; the file ships inside
+the package as `asrdemo/data/mini_jsut_sentences.txt`, and the egs path links to it) and writes
 
     <out>/jsut_ver1.1/README.txt                          says the corpus is synthetic
     <out>/jsut_ver1.1/pseudo_speakers.tsv                 how each utterance was made
@@ -15,6 +16,8 @@ speed, pitch jitter, silences, an optional small room, additive noise at a rando
 random level. Everything is drawn from a generator seeded by (seed, utterance id), so a corpus
 is reproducible byte for byte and independent of the number of worker processes.
 """
+
+from __future__ import annotations  # `str | None` annotations on Python 3.9
 
 import contextlib
 import hashlib
@@ -38,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48000  # JSUT's rate, and the HTS voice's
 CORPUS_NAME = "jsut_ver1.1"
-DEFAULT_SENTENCES = Path(__file__).resolve().parents[2] / "egs" / "mini_jsut" / "sentences.txt"
+# package data, so that a non-editable install (`pip install .`) has it too
+DEFAULT_SENTENCES = Path(__file__).resolve().with_name("mini_jsut_sentences.txt")
 SEED_UTT = ("BASIC5000_0001", "水をマレーシアから買わなくてはならないのです。")
 SYNTH_VERSION = 1  # bump when the rendering changes, so old corpora are re-made
 README_MARK = "synthetic mini corpus made by asrdemo"
