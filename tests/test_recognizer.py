@@ -243,3 +243,15 @@ def test_cmvn_in_kaldi_archive_layout(tmp_path):
     (exp / "cmvn.ark").write_bytes(b"\xf0\x9f not a matrix")
     with pytest.raises(AsrdemoError, match="cmvn.ark: not Kaldi CMVN statistics"):
         Recognizer.from_exp_dir(exp)
+
+
+def test_beam_at_or_above_the_vocabulary_is_clamped(exp_dir, caplog):
+    """Issue 12, item 6: beam 1000 with a 14-token vocabulary: a warning, then the usual search."""
+    wave = noise(1.0, 16000, seed=5)
+    with caplog.at_level("WARNING"):
+        rec = Recognizer.from_exp_dir(exp_dir, decode_conf={"beam_size": 1000, "nbest": 1000})
+    assert f"beam_size 1000 is not below the vocabulary size ({len(TOKENS)} tokens)" in caplog.text
+    assert rec.decode_conf.beam_size == len(TOKENS) - 1 == rec.decode_conf.nbest
+    same = Recognizer.from_exp_dir(exp_dir, decode_conf={"beam_size": len(TOKENS) - 1})
+    for mode in MODES:
+        assert rec.recognize(wave, 16000, mode=mode).token_ids == same.recognize(wave, 16000, mode=mode).token_ids

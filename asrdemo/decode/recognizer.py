@@ -17,6 +17,7 @@ the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches 
 | `attention_rescoring` | CTC prefix beam n-best rescored by the decoder in one pass (WeNet)    |
 """
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -95,6 +96,14 @@ class Recognizer:
         self.decode_conf = decode_conf or DecodeConfig()
         if len(token_list) != model.vocab_size:
             raise AsrdemoError(f"token list has {len(token_list)} tokens, the model {model.vocab_size}")
+        # A beam as wide as the vocabulary keeps every token at every step: it finds nothing a
+        # narrower one would not, and the joint search's memory and time grow with beam x vocabulary.
+        max_beam = max(1, model.vocab_size - 1)
+        if self.decode_conf.beam_size > max_beam:
+            log.warning("beam_size %d is not below the vocabulary size (%d tokens): using beam_size %d",
+                        self.decode_conf.beam_size, model.vocab_size, max_beam)
+            self.decode_conf = dataclasses.replace(self.decode_conf, beam_size=max_beam,
+                                                   nbest=min(self.decode_conf.nbest, max_beam))
 
     @classmethod
     def from_exp_dir(cls, exp_dir, model_file=None, device="cpu", decode_conf=None,
