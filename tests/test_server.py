@@ -214,10 +214,14 @@ def test_details_give_the_posteriorgram_and_the_attention_map(client, sample):
     assert len(json.dumps(a, ensure_ascii=False, separators=(",", ":"))) < 5.5 * values + 2000  # ~5 bytes a number
 
 
-def test_audio_too_short_for_one_encoder_frame(client):
-    body = post_file(client, _wav(0.05), query="?details=1").get_json()
-    assert body["text"] == "" and body["tokens"] == [] and body["alignment"]["num_frames"] == 0
-    assert body["spectrogram"].startswith("data:image/png;base64,")
+def test_audio_too_short_for_one_encoder_frame(client, app):
+    """Issue 12, item 14: too short for one encoder frame is a clear 422, not an empty 200."""
+    error = assert_error(post_file(client, _wav(0.05), query="?details=1"), 422, "too_short")["error"]
+    assert "0.050 s long, too short to recognise" in error
+    rec = app.extensions["asrdemo"].recognizer
+    shortest = rec.min_samples / rec.sample_rate  # the shortest clip that is recognised: a 200
+    assert post_file(client, _wav(shortest + 1e-4)).status_code == 200
+    assert_error(post_file(client, _wav(shortest - 0.002)), 422, "too_short")
 
 
 def test_raw_body_and_no_spectrogram(client):
@@ -313,6 +317,17 @@ def test_form_without_a_file(client):
     assert_error(client.post("/api/recognize", data=body, content_type=content_type), 400, "no_file")
     body, content_type = multipart({}, {"file": ("a.wav", b"")})
     assert_error(client.post("/api/recognize", data=body, content_type=content_type), 400, "empty_input")
+
+
+
+def test_audio_sent_as_a_text_field_says_how_to_send_a_file(client, sample):
+    """Issue 12, item 11: `curl -F "file=<clip.wav"` sends the file's bytes as a text field."""
+    boundary = "b0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\n'.encode()
+            + sample.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    response = client.post("/api/recognize", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    error = assert_error(response, 400, "no_file")["error"]
+    assert "without a filename" in error and "file=@" in error
 
 
 # -- nothing is written to disk ------------------------------------------------------------------

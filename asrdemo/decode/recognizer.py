@@ -158,6 +158,15 @@ class Recognizer:
         return self.fbank.sample_rate
 
     # ------------------------------------------------------------------------------- front end
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples (at the model's rate) that give the encoder one output frame; shorter
+        input can only be decoded as the empty hypothesis."""
+        frames = self.model.min_input_frames
+        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
+        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
+        return win + (frames - 1) * hop
+
     def model_wave(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
         return resample(_to_float_wave(wave), int(sample_rate), self.sample_rate)

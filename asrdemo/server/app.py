@@ -195,6 +195,11 @@ def recognize():
     started = time.perf_counter()
     data, reference = _read_audio_and_reference()
     audio = decode_audio(data, demo.recognizer.sample_rate, demo.settings.max_seconds)
+    if len(audio.wave) < demo.recognizer.min_samples:
+        # an empty transcript and a 3-frame spectrogram would look like a result; say why there is none
+        raise BadAudio(422, "too_short", f"the audio is {audio.duration_s:.3f} s long, too short to recognise: "
+                                         f"this model needs at least "
+                                         f"{demo.recognizer.min_samples / demo.recognizer.sample_rate:.2f} s")
     from asrdemo.explain import trace_utterance  # imports torch; loaded with the model, not with the app
 
     t0 = time.perf_counter()
@@ -253,8 +258,16 @@ def _read_audio_and_reference():
     """The audio bytes (multipart field `file`, or else the raw body) and an optional reference text."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file") or next(iter(request.files.values()), None)
+        if upload is None and "file" in request.form:
+            # a part named 'file' without a filename is a text field: its bytes were decoded as text
+            # and cannot be audio any more (curl's -F "file=<clip.wav" sends exactly that)
+            raise BadAudio(400, "no_file", "the field 'file' arrived as a text field, without a filename, "
+                                           "so it cannot hold audio; send it as a file part: "
+                                           "curl -F \"file=@clip.wav\" (with @, not <), or in a browser "
+                                           "FormData.append('file', blob, 'clip.wav')")
         if upload is None:
-            raise BadAudio(400, "no_file", "the form has no file; send the audio in a field named 'file'")
+            raise BadAudio(400, "no_file", "the form has no file; send the audio in a field named 'file' "
+                                           "(curl -F \"file=@clip.wav\")")
         return upload.read(), (request.form.get("reference") or request.args.get("reference", "")).strip()
     # Raw body: read it before anything touches request.form (which would consume the stream).
     return request.get_data(cache=False), request.args.get("reference", "").strip()
