@@ -113,6 +113,16 @@ def test_page_has_every_part_and_no_external_resource(client):
         assert b"http://" not in response.data and b"https://" not in response.data
 
 
+def test_favicon_is_served(client):
+    """Issue 12, item 16: the icon the page names, and /favicon.ico, which browsers ask for."""
+    html = client.get("/").get_data(as_text=True)
+    href = re.search(r'<link rel="icon"[^>]* href="([^"]+)"', html).group(1)
+    for path in ("/" + href, "/favicon.ico"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "image/png", path
+        assert response.data.startswith(PNG_MAGIC)
+
+
 def test_training_curves_are_served_and_nothing_else(client):
     response = client.get("/images/loss.png")
     assert response.status_code == 200 and response.data.startswith(PNG_MAGIC)

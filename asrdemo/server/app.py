@@ -7,6 +7,7 @@
     GET  /api/sample       the sample clip (sample/test.wav), for the page's "try the sample"
     GET  /images/<name>    the exp dir's training curves (loss.png, acc.png, error.png)
     GET  /healthz          liveness (200 whether or not a model is loaded)
+    GET  /favicon.ico      the page's icon (static/favicon.png)
 
 Without a model the app still starts: every page and endpoint says how to get one.
 Uploads stay in memory (`InMemoryRequest`); nothing a client sends touches the disk.
@@ -153,6 +154,12 @@ def curve_image(name):
     if not demo.loaded or name not in demo.info["curves"]:
         return _error(404, "not_found", f"no training curve {name!r} in this model's exp dir")
     return send_from_directory((demo.settings.exp_dir / "images").resolve(), name, mimetype="image/png")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """What browsers and tools ask for when a page names no icon (the page names static/favicon.png)."""
+    return send_from_directory(Path(current_app.static_folder), "favicon.png", mimetype="image/png")
 
 
 @bp.get("/healthz")
