@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -147,3 +148,21 @@ def test_kaldi_files_with_bom_tabs_and_a_missing_wav(work, tmp_path):
     run(["./decode.sh", "--nj", "2", str(work / "exp"), str(data), str(out)])
     assert list(read_kv(out / "hyp.txt", allow_empty_value=True)) == ids
     assert (out / "skipped.txt").read_text() == "" and (out / ".done").is_file()
+
+
+def test_silence_gets_the_empty_hypothesis_and_a_warning(work, tmp_path):
+    """Issue 12, item 1: zeros and a constant DC offset through decode.sh: empty hypotheses and a
+    warning naming each, in every mode; the speech-like file is decoded as before."""
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "dc.wav", np.full(32000, 0.3, np.float32), 16000, subtype="PCM_16")
+    sf.write(folder / "zeros.wav", np.zeros(32000, np.float32), 16000, subtype="PCM_16")
+    sf.write(folder / "sound.wav", noise(1.0, 16000, seed=2), 16000)
+    for mode in ("ctc_greedy", "joint", "attention_rescoring"):
+        out = tmp_path / f"out_{mode}"
+        run(["./decode.sh", "--nj", "1", "--mode", mode, str(work / "exp"), str(folder), str(out)])
+        hyps = read_kv(out / "hyp.txt", allow_empty_value=True)
+        assert hyps["dc"] == "" and hyps["zeros"] == "", (mode, hyps)
+        log_text = (out / "log" / "decode.1.log").read_text()
+        assert "utterance dc: silent" in log_text and "utterance zeros: silent" in log_text
+        assert "utterance sound: silent" not in log_text

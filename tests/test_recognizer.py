@@ -255,3 +255,30 @@ def test_beam_at_or_above_the_vocabulary_is_clamped(exp_dir, caplog):
     same = Recognizer.from_exp_dir(exp_dir, decode_conf={"beam_size": len(TOKENS) - 1})
     for mode in MODES:
         assert rec.recognize(wave, 16000, mode=mode).token_ids == same.recognize(wave, 16000, mode=mode).token_ids
+
+
+# -- issue 12, item 1: silence that is not digital zero -------------------------------------------
+
+
+def test_silence_is_judged_as_the_model_sees_it(rec, caplog):
+    """Constant DC, zeros and a slow drift are silence once the fbank's DC removal is applied: the
+    empty hypothesis in every mode, and a warning naming the input; a quiet real signal riding on a
+    DC offset is still decoded."""
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    silent = {"dc": np.full(2 * sr, 0.3, np.float32), "zeros": np.zeros(2 * sr, np.float32),
+              "drift": (0.3 + 0.05 * t / 2).astype(np.float32)}
+    for name, wave in silent.items():
+        assert rec.is_silent(wave), (name, rec.level_dbfs(wave))
+        for mode in MODES:
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                assert rec.recognize(wave, sr, mode=mode).text == ""
+            assert "audio: silent" in caplog.text
+    quiet = (0.3 + 0.01 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)  # -40 dBFS on a DC offset
+    assert not rec.is_silent(quiet)
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        batch = rec.recognize_batch([(silent["dc"], sr), (noise(1.0, sr, 7), sr)], mode="ctc_greedy")
+    assert batch[0].text == "" and batch[1].token_ids == rec.recognize(noise(1.0, sr, 7), sr, "ctc_greedy").token_ids
+    assert "#0: silent" in caplog.text and "#1" not in caplog.text

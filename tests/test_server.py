@@ -291,6 +291,9 @@ BAD_INPUTS = {
     "truncated_ogg": (lambda: audio_bytes(speechlike(2.0), 16000, "OGG")[:6000], 400, "truncated_audio"),
     "zero_samples": (lambda: audio_bytes(np.zeros(0, np.float32), 16000), 400, "no_samples"),
     "silent": (lambda: audio_bytes(np.zeros(16000, np.float32), 16000, subtype="PCM_16"), 422, "silent_audio"),
+    # issue 12, item 1: silence to the model is also a constant DC offset (what the fbank removes)
+    "dc_offset": (lambda: audio_bytes(np.full(32000, 0.3, np.float32), 16000, subtype="PCM_16"), 422,
+                  "silent_audio"),
     "too_long": (lambda: _wav(MAX_S + 1, 8000), 413, "too_long"),
     "too_large": (lambda: _wav(6.0, 48000, channels=2), 413, "too_large"),  # 1.15 MB > 1 MB
 }
@@ -320,6 +323,28 @@ def test_wav_with_streaming_sizes_is_read_to_the_end(client, size):
     got = post_file(client, bytes(streamed)).get_json()
     assert got.get("duration_s") == 1.5, got
     assert (got["text"], got["tokens"]) == (want["text"], want["tokens"])
+
+
+def test_the_length_limit_leaves_room_for_a_recorders_last_block(client):
+    """Issue 12, item 12: a recorder stopping on a 2048-sample block boundary at 44.1 kHz sends a
+    little more than the limit (1,323,008 samples for 30 s); that is accepted, more is not."""
+    rate = 44100
+    just_over = audio_bytes(speechlike(MAX_S + 2048 / rate, rate), rate, subtype="PCM_16")
+    assert post_file(client, just_over).status_code == 200
+    assert_error(post_file(client, _wav(MAX_S + 0.2, rate)), 413, "too_long")
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    """Issue 12, item 5 (in-process; tests/test_server_gunicorn.py sends real chunked HTTP)."""
+    big = _wav(6.0, 48000, channels=2)  # 1.15 MB > 1 MB
+    for headers in ({"Transfer-Encoding": "chunked"}, {"Transfer-Encoding": "gzip, chunked"}):
+        response = client.post("/api/recognize", input_stream=io.BytesIO(big), content_type="audio/wav",
+                               headers=headers, environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+        assert_error(response, 413, "too_large")
+    small = _wav(1.0)
+    response = client.post("/api/recognize", input_stream=io.BytesIO(small), content_type="audio/wav",
+                           headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert response.status_code == 200 and response.get_json()["duration_s"] == 1.0
 
 
 def test_form_without_a_file(client):

@@ -43,6 +43,9 @@ from asrdemo.errors import AsrdemoError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FILE = "valid.acc.ave.pth"
+# A clip whose DC-removed peak is below this holds nothing to recognise: the searches would
+# invent a sentence from the model's bias. -60 dBFS is a 16-bit recording's noise floor region.
+SILENCE_DBFS = -60.0
 
 
 def _find_model_file(exp_dir: Path) -> Path:
@@ -175,18 +178,61 @@ class Recognizer:
         """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate."""
         return self.fbank(self.model_wave(wave, sample_rate))
 
+    # ------------------------------------------------------------------------------- silence
+    def level_dbfs(self, wave: np.ndarray) -> float:
+        """The peak of `wave` (float mono at the model's rate, full scale 1.0) in dBFS, after each
+        25 ms analysis frame's mean is removed — the DC offset the fbank removes
+        (`remove_dc_offset`), so a constant or slowly drifting signal counts as the silence the
+        model sees. -inf for an empty or all-constant wave."""
+        wave = np.asarray(wave, dtype=np.float64)
+        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
+        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
+        if len(wave) == 0:
+            return float("-inf")
+        if len(wave) < win:
+            frames = wave[None, :]
+        else:
+            frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
+        peak = float(np.max(np.abs(frames - frames.mean(axis=1, keepdims=True))))
+        return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
+    def is_silent(self, wave: np.ndarray) -> bool:
+        """True when `wave` (model rate) is silence to the model: `level_dbfs` below SILENCE_DBFS."""
+        return self.level_dbfs(wave) < SILENCE_DBFS
+
     # ---------------------------------------------------------------------------------- search
+    def decode_waves(self, waves: Sequence[np.ndarray], names: Optional[Sequence[str]] = None,
+                     mode: Optional[str] = None) -> List[Hypothesis]:
+        """Float mono waves at the model's rate -> the best hypothesis of each, decoded as one batch.
+
+        The one silence policy of `asrdemo decode`, decode.sh and the library: a wave that is
+        silent to the model (`is_silent`) is not decoded; it gets the empty hypothesis and a
+        warning naming it (`names[i]`, default its index)."""
+        names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
+        results = [empty_hypothesis() for _ in waves]
+        loud = []
+        for i, wave in enumerate(waves):
+            if self.is_silent(wave):
+                log.warning("%s: silent (peak %.0f dBFS with the DC offset removed, what the model sees): "
+                            "empty hypothesis", names[i], self.level_dbfs(wave))
+            else:
+                loud.append(i)
+        if loud:
+            for i, nbest in zip(loud, self.decode_features([self.fbank(waves[i]) for i in loud], mode)):
+                results[i] = nbest[0]
+        return results
+
     def recognize(self, wave, sample_rate: int, mode: Optional[str] = None) -> Hypothesis:
-        return self.decode_features([self.features(wave, sample_rate)], mode)[0][0]
+        """Any-rate mono (N,) or multi-channel (N, C) wave -> the best hypothesis (empty for silence)."""
+        return self.decode_waves([self.model_wave(wave, sample_rate)], ["audio"], mode)[0]
 
     def recognize_batch(self, items: Sequence[Tuple[np.ndarray, int]], mode: Optional[str] = None) -> List[Hypothesis]:
         """[(wave, sample_rate), ...] -> the best hypothesis of each, decoded as one batch."""
-        feats = [self.features(w, sr) for w, sr in items]
-        return [nbest[0] for nbest in self.decode_features(feats, mode)]
+        return self.decode_waves([self.model_wave(w, sr) for w, sr in items], None, mode)
 
     def recognize_file(self, path, mode: Optional[str] = None) -> Hypothesis:
         wave, _ = load_audio(path, self.sample_rate)
-        return self.decode_features([self.fbank(wave)], mode)[0][0]
+        return self.decode_waves([wave], [str(path)], mode)[0]
 
     @torch.inference_mode()
     def decode_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]],

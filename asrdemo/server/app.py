@@ -47,6 +47,44 @@ class InMemoryRequest(Request):
         return io.BytesIO()
 
 
+class ChunkedBodyLimit:
+    """WSGI middleware: a body sent without Content-Length (`Transfer-Encoding: chunked`) is read
+    here, up to one byte past the upload limit, and replaced by that many bytes in memory.
+
+    Werkzeug caps such a stream at MAX_CONTENT_LENGTH and then simply stops, so an 11 MB chunked
+    upload reached the app cut at 10 MB (then 400 `truncated_audio`, or 200 for a WAV with streaming
+    size fields). Here a body over the limit is marked, and the app answers it 413 `too_large` as
+    it does one that declares its length. The rest of an over-long body is read and dropped (up to
+    `drain_bytes`) so that the client gets the answer rather than a reset connection.
+    """
+
+    def __init__(self, wsgi_app, limit_bytes: int, drain_bytes: int = 64 * 1024 * 1024):
+        self.wsgi_app, self.limit, self.drain = wsgi_app, int(limit_bytes), int(drain_bytes)
+
+    def __call__(self, environ, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not environ.get("CONTENT_LENGTH"):
+            stream, body = environ["wsgi.input"], bytearray()
+            while len(body) <= self.limit:
+                block = stream.read(min(64 * 1024, self.limit + 1 - len(body)))
+                if not block:
+                    break
+                body += block
+            if len(body) > self.limit:
+                environ["asrdemo.body_too_large"] = True
+                drained = 0
+                while drained < self.drain:
+                    block = stream.read(64 * 1024)
+                    if not block:
+                        break
+                    drained += len(block)
+                body = bytearray()
+            environ["wsgi.input"] = io.BytesIO(bytes(body))
+            environ["CONTENT_LENGTH"] = str(len(body))  # now a body of known length, no longer chunked
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.wsgi_app(environ, start_response)
+
+
 class Demo:
     """The loaded recognizer of one process (or why there is none) and what the page shows about it."""
 
@@ -115,6 +153,8 @@ def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_upload_bytes)
+    app.before_request(_refuse_marked_body)
     app.json.ensure_ascii = False  # Japanese stays readable in the JSON
     app.extensions["asrdemo"] = Demo(settings)
     app.register_blueprint(bp)
@@ -122,6 +162,11 @@ def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app
+
+
+def _refuse_marked_body():
+    if request.environ.get("asrdemo.body_too_large"):
+        raise RequestEntityTooLarge()
 
 
 def _demo() -> Demo:
@@ -202,6 +247,12 @@ def recognize():
     started = time.perf_counter()
     data, reference = _read_audio_and_reference()
     audio = decode_audio(data, demo.recognizer.sample_rate, demo.settings.max_seconds)
+    if demo.recognizer.is_silent(audio.wave):
+        # judged as the model sees it (DC offset removed), by the recognizer's one silence rule
+        raise BadAudio(422, "silent_audio",
+                       f"the audio is silent (peak {demo.recognizer.level_dbfs(audio.wave):.0f} dBFS once the "
+                       "DC offset is removed, as the model hears it); nothing to recognize — check the "
+                       "microphone or the file")
     if len(audio.wave) < demo.recognizer.min_samples:
         # an empty transcript and a 3-frame spectrogram would look like a result; say why there is none
         raise BadAudio(422, "too_short", f"the audio is {audio.duration_s:.3f} s long, too short to recognise: "
