@@ -21,6 +21,7 @@ setup(
         "kaldi-native-fbank>=1.18",
         "soxr>=0.3",
         "soundfile>=0.12",
+        "av>=12",  # PyAV (FFmpeg): m4a/AAC and webm/Opus uploads, which libsndfile does not read
         "kaldiio>=2.18",
         "sentencepiece>=0.1.99",
         "editdistance>=0.6",

@@ -258,6 +258,25 @@ def test_any_rate_mono_or_stereo_wav_flac_ogg(client, fmt, rate, channels, subty
     assert abs(body["duration_s"] - 1.2) < 0.01
 
 
+@pytest.mark.parametrize("fmt", ["m4a", "webm", "mp3"])
+def test_uploads_people_have_m4a_webm_mp3(client, fmt):
+    """Issue 12, item 15: phones' m4a (AAC), MediaRecorder's webm (Opus) and mp3 are decoded, within
+    the same length limit."""
+    from demo_fixture import av_bytes
+
+    def encode(seconds):
+        wave = speechlike(seconds, 48000)
+        if fmt == "mp3":
+            return audio_bytes(wave, 48000, "MP3")
+        return av_bytes(wave, 48000, *{"m4a": ("mp4", "aac"), "webm": ("webm", "libopus")}[fmt])
+
+    response = post_file(client, encode(1.5), f"clip.{fmt}")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["format"] == fmt and body["sample_rate_in"] == 48000 and abs(body["duration_s"] - 1.5) < 0.1
+    assert_error(post_file(client, encode(MAX_S + 1)), 413, "too_long")
+
+
 def test_reference_gives_the_projects_cer(client, sample):
     response = post_file(client, sample.read_bytes(), "test.wav", reference=SAMPLE_REFERENCE)
     body = response.get_json()

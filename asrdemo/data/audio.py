@@ -1,4 +1,6 @@
-"""Reading audio: any file soundfile reads (wav, flac, ogg), any rate, mono or multi-channel.
+"""Reading audio: any file soundfile reads (wav, flac, ogg, mp3), any rate, mono or multi-channel;
+and, through PyAV (FFmpeg), what libsndfile does not read but people have: m4a/mp4 (AAC, what
+phones record) and webm (Opus, what browsers' MediaRecorder makes).
 
 This is the only place in the project that resamples (soxr, very high quality): the feature stage,
 the recognizer and the demo server all come through `load_audio`.
@@ -88,8 +90,73 @@ def _repaired(src):
     return io.BytesIO(fixed)
 
 
+class AudioTooLong(AudioError):
+    """Decoding stopped at the caller's length limit; `seconds` is how far it got."""
+
+    def __init__(self, message, seconds):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+# FFmpeg's demuxer names -> what we call the format
+AV_FORMATS = {"mov": "m4a", "mp4": "m4a", "m4a": "m4a", "matroska": "webm", "webm": "webm", "aac": "aac"}
+
+
+def av_format(name: str):
+    """FFmpeg's demuxer name (e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm") -> "m4a" / "webm" / "aac", or None."""
+    for part in name.split(","):
+        if part in AV_FORMATS:
+            return AV_FORMATS[part]
+    return None
+
+
+def decode_with_av(data: bytes, name: str = "<audio data>", max_seconds=None):
+    """m4a/mp4 (AAC), webm (Opus) or raw AAC bytes -> (mono float32 wave, rate, channels, format).
+
+    Decoded with PyAV (FFmpeg), mixed to mono by FFmpeg's resampler at the stream's own rate.
+    Raises AudioError when PyAV is missing, the data is none of these formats or cannot be decoded,
+    and AudioTooLong as soon as more than `max_seconds` have been decoded (containers from
+    MediaRecorder often carry no duration, so the limit is enforced while decoding)."""
+    try:
+        import av
+    except ImportError:
+        raise AudioError(f"{name}: not a format libsndfile reads, and PyAV (pip install av) is not installed "
+                         "for m4a/webm") from None
+    try:
+        container = av.open(io.BytesIO(data), mode="r")
+    except (av.error.FFmpegError, ValueError) as e:  # FFmpeg knows no container in these bytes
+        raise AudioError(f"{name}: cannot read audio: not wav, flac, ogg, mp3, m4a or webm ({e})") from None
+    try:
+        with container:
+            fmt = av_format(container.format.name)
+            stream = next((st for st in container.streams if st.type == "audio"), None)
+            if fmt is None or stream is None:
+                raise AudioError(f"{name}: cannot read audio: not wav, flac, ogg, mp3, m4a or webm "
+                                 f"({container.format.name}{'' if stream else ', no audio stream'})")
+            sr, channels = int(stream.codec_context.sample_rate), int(stream.codec_context.channels)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
+            chunks, total = [], 0
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    total += len(chunk)
+                if max_seconds is not None and total > max_seconds * sr:
+                    raise AudioTooLong(f"{name}: longer than {max_seconds:g} s", total / sr)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+    except AudioError:
+        raise
+    except (av.error.FFmpegError, ValueError, IndexError, RuntimeError) as e:
+        raise AudioError(f"{name}: cannot read audio ({e})") from None
+    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return wave, sr, channels, fmt
+
+
 def load_audio(src, target_sr=None):
     """Read `src` (a path, bytes, or a binary file object) -> (mono float32 wave in [-1, 1], original rate).
+
+    wav, flac, ogg (Vorbis/Opus) and mp3 through libsndfile; m4a/mp4 (AAC) and webm (Opus) through PyAV.
 
     A WAV whose size fields are 0 or 0xFFFFFFFF (written while streaming) is read to the end of the file.
 
@@ -104,7 +171,15 @@ def load_audio(src, target_sr=None):
     try:
         wave, sr = sf.read(src, dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
-        raise AudioError(f"{name}: cannot read audio ({e})") from None
+        if "not recognised" not in str(e).lower():
+            raise AudioError(f"{name}: cannot read audio ({e})") from None
+        # not a format libsndfile knows: m4a (AAC) and webm (Opus) through FFmpeg
+        if isinstance(src, (str, Path)):
+            data = Path(src).read_bytes()
+        else:
+            src.seek(0)
+            data = src.read()
+        wave, sr, _, _ = decode_with_av(data, name)
     if wave.size == 0:
         raise AudioError(f"{name}: no samples")
     wave = to_mono(wave)

@@ -4,7 +4,7 @@
     asrdemo decode --exp_dir exp_train_large --input ~/my_recordings --out_dir /tmp/mine
 
 INPUT is a data dir (has `wav.scp`, whose entries are audio paths; `text` gives references), a
-folder of .wav/.flac/.ogg files (any rate, mono or multi-channel; utterance id = file name without
+folder of .wav/.flac/.ogg/.opus/.mp3/.m4a/.mp4/.aac/.webm files (any rate, mono or multi-channel; utterance id = file name without
 extension), or a `wav.scp`-style list file. Output in OUT_DIR: `hyp.txt` (`utt text`, C-sorted) and,
 with references, `ref.txt`, `ref.trn`, `hyp.trn`, `result.txt`, `cer.txt` (asrdemo.score).
 An audio file that cannot be read (missing, not audio, empty) is skipped, not fatal: the others
@@ -37,7 +37,7 @@ from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, 
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm")
 
 
 # ------------------------------------------------------------------------------------- input
