@@ -11,7 +11,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(include=["asrdemo", "asrdemo.*"]),
-    package_data={"asrdemo.server": ["templates/*", "static/*"]},
+    # egs/mini_jsut/sentences.txt links to the packaged copy, so `pip install .` ships it too
+    package_data={"asrdemo.server": ["templates/*", "static/*"], "asrdemo.data": ["mini_jsut_sentences.txt"]},
     # torch is installed first by path.sh (`pip install torch==2.13.0`, a CPU build here); any
     # torch >= 2.1 works, a CUDA build included, and an installed one is never replaced.
     install_requires=[
@@ -20,6 +21,7 @@ setup(
         "kaldi-native-fbank>=1.18",
         "soxr>=0.3",
         "soundfile>=0.12",
+        "av>=12",  # PyAV (FFmpeg): m4a/AAC and webm/Opus uploads, which libsndfile does not read
         "kaldiio>=2.18",
         "sentencepiece>=0.1.99",
         "editdistance>=0.6",

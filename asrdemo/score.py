@@ -6,6 +6,10 @@ writes `result.txt` (per utterance: REF/HYP aligned, C/S/D/I counts; then a summ
 frequent confusions), `cer.txt` (one summary line first) and `ref.trn`/`hyp.trn` (sclite's input).
 Characters are compared after removing spaces, so a stray space never counts as an error.
 
+Both sides are normalised with Unicode NFKC first (`--normalize`, default NFKC; `none` scores the raw
+text): the same words in NFD (as macOS writes file names and pasted text), in full-width ASCII
+(「ＡＩ１２３？」) or half-width katakana are then the same characters, not substitutions.
+
 With pyopenjtalk installed, both files also give the kana CER: reference and hypothesis converted
 to katakana readings (`asrdemo.kana.to_kana`) and scored the same way, so that errors of spelling
 only (飼う for 買う: both カウ) can be told from errors of sound. cer.txt's second line is
@@ -15,6 +19,7 @@ only (飼う for 買う: both カウ) can be told from errors of sound. cer.txt'
 import collections
 import dataclasses
 import logging
+import unicodedata
 from pathlib import Path
 
 from asrdemo.data.datadir import c_sorted, read_kv
@@ -38,8 +43,22 @@ class Alignment:
         return len(self.ops) - self.count("C")
 
 
-def units(text: str):
-    return [c for c in text if not c.isspace()]
+NORMALIZATIONS = ("NFKC", "NFC", "none")
+DEFAULT_NORMALIZATION = "NFKC"
+
+
+def normalize(text: str, form: str = DEFAULT_NORMALIZATION) -> str:
+    """`text` in Unicode normal form `form` (NFKC, NFC), or unchanged for "none"."""
+    if form == "none":
+        return text
+    if form not in NORMALIZATIONS:
+        raise AsrdemoError(f"unknown text normalisation {form!r}; one of {', '.join(NORMALIZATIONS)}")
+    return unicodedata.normalize(form, text)
+
+
+def units(text: str, form: str = DEFAULT_NORMALIZATION):
+    """The characters that are scored: `text` normalised with `form`, whitespace dropped."""
+    return [c for c in normalize(text, form) if not c.isspace()]
 
 
 def align(ref, hyp) -> Alignment:
@@ -70,12 +89,13 @@ def align(ref, hyp) -> Alignment:
     return Alignment(a_ref[::-1], a_hyp[::-1], ops[::-1])
 
 
-def cer(ref: str, hyp: str) -> float:
-    """CER of one pair in [0, inf): errors / reference characters (spaces ignored)."""
-    r = units(ref)
+def cer(ref: str, hyp: str, form: str = DEFAULT_NORMALIZATION) -> float:
+    """CER of one pair in [0, inf): errors / reference characters (spaces ignored, both sides
+    normalised with `form`). Raises ValueError for a reference without characters."""
+    r = units(ref, form)
     if not r:
         raise ValueError("reference has no characters")
-    return align(r, units(hyp)).errors / len(r)
+    return align(r, units(hyp, form)).errors / len(r)
 
 
 @dataclasses.dataclass
@@ -116,8 +136,9 @@ def _columns(alignment: Alignment):
     return [" ".join(c[k] for c in cols).rstrip() for k in range(3)]
 
 
-def score(refs: dict, hyps: dict):
-    """Score `hyps` against `refs` (utt id -> text). Every reference must have a hypothesis."""
+def score(refs: dict, hyps: dict, form: str = DEFAULT_NORMALIZATION):
+    """Score `hyps` against `refs` (utt id -> text), both normalised with `form` (NFKC, NFC or
+    none). Every reference must have a hypothesis."""
     missing = [u for u in refs if u not in hyps]
     if missing:
         raise AsrdemoError(f"{len(missing)} utterance(s) have no hypothesis, e.g. {missing[:3]}")
@@ -127,10 +148,10 @@ def score(refs: dict, hyps: dict):
     totals, blocks = Totals(), []
     confusions = {"S": collections.Counter(), "D": collections.Counter(), "I": collections.Counter()}
     for utt in c_sorted(refs):
-        ref_units = units(refs[utt])
+        ref_units = units(refs[utt], form)
         if not ref_units:
             raise AsrdemoError(f"{utt}: empty reference text")
-        a = align(ref_units, units(hyps[utt]))
+        a = align(ref_units, units(hyps[utt], form))
         counts = {op: a.count(op) for op in "CSDI"}
         totals.sentences += 1
         totals.sentence_errors += a.errors > 0
@@ -152,9 +173,9 @@ def score(refs: dict, hyps: dict):
     return totals, blocks, confusions
 
 
-def write_trn(path, table: dict):
-    """sclite `trn` format: units separated by spaces, then `(utt_id)`."""
-    atomic_write_lines(path, (f"{' '.join(units(table[u]))} ({u})" for u in c_sorted(table)))
+def write_trn(path, table: dict, form: str = DEFAULT_NORMALIZATION):
+    """sclite `trn` format: the scored units (normalised with `form`) separated by spaces, then `(utt_id)`."""
+    atomic_write_lines(path, (f"{' '.join(units(table[u], form))} ({u})" for u in c_sorted(table)))
 
 
 def kana_cer(ref: str, hyp: str) -> float:
@@ -181,6 +202,14 @@ def score_kana(refs: dict, hyps: dict):
     return (*score(kana_refs, kana_hyps), left_out)
 
 
+def _header(form: str) -> str:
+    if form == "none":
+        how = "raw text (no Unicode normalisation)"
+    else:
+        how = f"reference and hypothesis both normalised with Unicode {form}"
+    return f"Scoring: characters of the {how}; whitespace ignored.\n"
+
+
 def _summary_block(totals, confusions, top, unit="#Chr", title="Sum"):
     names = {"S": "substitutions (ref -> hyp)", "D": "deletions", "I": "insertions"}
     tail = [f"{'=' * 70}\n{title}: {totals.summary()}\n"
@@ -193,12 +222,15 @@ def _summary_block(totals, confusions, top, unit="#Chr", title="Sum"):
     return tail
 
 
-def score_files(ref_path, hyp_path, out_dir, top=20, kana=True):
+def score_files(ref_path, hyp_path, out_dir, top=20, kana=True, form: str = DEFAULT_NORMALIZATION):
     """Read Kaldi `text`-style files, write result.txt, cer.txt, ref.trn, hyp.trn; return Totals
-    (of the characters). With `kana` (and pyopenjtalk) the kana CER is added to both files."""
+    (of the characters). With `kana` (and pyopenjtalk) the kana CER is added to both files.
+
+    `form`: the Unicode normalisation applied to both sides before scoring (NFKC, NFC or none)."""
+    normalize("", form)  # an unknown form fails before anything is read or written
     refs = read_kv(ref_path)
     hyps = read_kv(hyp_path, allow_empty_value=True)  # an empty hypothesis is a result, not an error
-    totals, blocks, confusions = score(refs, hyps)
+    totals, blocks, confusions = score(refs, hyps, form)
     out = Path(out_dir)
     tail = _summary_block(totals, confusions, top)
     cer_lines = [totals.summary()]
@@ -210,10 +242,10 @@ def score_files(ref_path, hyp_path, out_dir, top=20, kana=True):
         tail += [f"{'=' * 70}\nKana: the same, on katakana readings (pyopenjtalk g2p); an error that is gone "
                  f"here is spelling only{note}\n"] + k_blocks + _summary_block(k_totals, k_confusions, top, "#Kana",
                                                                                    "Sum (kana)")
-    atomic_write_text(out / "result.txt", "\n".join(blocks + tail))
+    atomic_write_text(out / "result.txt", "\n".join([_header(form)] + blocks + tail))
     atomic_write_text(out / "cer.txt", "".join(line + "\n" for line in cer_lines))
-    write_trn(out / "ref.trn", refs)
-    write_trn(out / "hyp.trn", hyps)
+    write_trn(out / "ref.trn", refs, form)
+    write_trn(out / "hyp.trn", hyps, form)
     return totals
 
 
@@ -221,9 +253,11 @@ def add_arguments(p):
     p.add_argument("--ref", required=True, help="reference `text` (utt_id text)")
     p.add_argument("--hyp", required=True, help="hypothesis file (utt_id text)")
     p.add_argument("--out_dir", required=True)
+    p.add_argument("--normalize", default=DEFAULT_NORMALIZATION, choices=NORMALIZATIONS,
+                   help="Unicode normalisation of both sides before scoring (default NFKC; none: raw text)")
 
 
 def main(args):
-    totals = score_files(args.ref, args.hyp, args.out_dir)
+    totals = score_files(args.ref, args.hyp, args.out_dir, form=args.normalize)
     log.info("%s -> %s/result.txt", totals.summary(), args.out_dir)
     print((Path(args.out_dir) / "cer.txt").read_text(encoding="utf-8"), end="")

@@ -114,6 +114,23 @@ def audio_bytes(wave: np.ndarray, sr: int, fmt="WAV", subtype=None) -> bytes:
     return buf.getvalue()
 
 
+def av_bytes(wave: np.ndarray, sr: int, container: str, codec: str) -> bytes:
+    """Mono float `wave` encoded with PyAV (FFmpeg): ("mp4", "aac") is what phones record as m4a,
+    ("webm", "libopus") what browsers' MediaRecorder makes."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.asarray(wave, np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = sr
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
 def sample_wav(tmp_dir: Path) -> Path:
     """sample/test.wav when it exists, else a stand-in clip (while the sample is being made)."""
     if SAMPLE_WAV.is_file():

@@ -52,3 +52,35 @@ def test_validate_names_file_and_line(tmp_path):
     (tmp_path / "utt2spk").unlink()
     with pytest.raises(DataDirError, match="missing file"):
         validate_data_dir(tmp_path)
+
+
+# -- issue 12, items 9 and 10: files as other tools write them, and characters no transcript should hold --
+
+
+def test_read_kv_bom_tabs_crlf_and_line_separators(tmp_path):
+    from asrdemo.data.datadir import read_kv
+
+    f = tmp_path / "text"
+    f.write_bytes("u1\tこんにちは\r\nu2  水を\u2028買う \nu3\t\tA\u3000B\n".encode("utf-8-sig"))
+    assert read_kv(f) == {"u1": "こんにちは", "u2": "水を\u2028買う", "u3": "A\u3000B"}
+    f.write_bytes(b"u1 ok\nu2 \xff\n")
+    with pytest.raises(DataDirError, match=r"text:2: not valid UTF-8"):
+        read_kv(f)
+
+
+def test_data_dir_with_bom_and_tabs_validates(tmp_path):
+    write_data_dir(tmp_path, utts())
+    for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
+        p = tmp_path / name
+        p.write_text(p.read_text(encoding="utf-8").replace(" ", "\t", 1), encoding="utf-8-sig")
+    validate_data_dir(tmp_path)
+    assert [u.text for u in read_data_dir(tmp_path)] == ["水を 買う", "テスト", "こんにちは。"]
+
+
+def test_control_and_separator_characters_dropped_at_prep(tmp_path, caplog):
+    bad = [Utterance("a1", "/x/a.wav", "水を\u2028買う", "s"), Utterance("a2", "/x/b.wav", "テ\u200bスト\x07", "s"),
+           Utterance("a3", "/x/c.wav", "普通の文", "s")]
+    with caplog.at_level("WARNING"):
+        write_data_dir(tmp_path, bad)
+    assert "dropped 3 control/format/separator character(s) from 2 transcript(s)" in caplog.text
+    assert (tmp_path / "text").read_text(encoding="utf-8") == "a1 水を 買う\na2 テスト\na3 普通の文\n"

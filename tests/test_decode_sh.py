@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -107,13 +108,61 @@ def test_failures_are_clear_and_leave_no_result(work):
     broken.mkdir()
     sf.write(broken / "good.wav", noise(0.5, 16000, seed=1), 16000)
     (broken / "zz_broken.wav").write_bytes(b"RIFF not really a wav file")
+    # one unreadable file costs only itself: the rest is decoded, the file is named, the exit is 1
     p = run(["./decode.sh", "--nj", "1", str(work / "exp"), str(broken), str(work / "bad2")], ok=False)
     assert p.returncode == 1
-    assert "job 1 failed" in p.stderr and "zz_broken" in p.stderr
-    assert not (work / "bad2" / "hyp.txt").exists()
+    assert "1 of 2 utterance(s) could not be read" in p.stderr and "zz_broken" in p.stderr
+    assert list(read_kv(work / "bad2" / "hyp.txt", allow_empty_value=True)) == ["good"]
+    assert list(read_kv(work / "bad2" / "skipped.txt")) == ["zz_broken"]
+    assert not (work / "bad2" / ".done").exists()
 
     p = run(["./decode.sh", "--nj", "2", "--mode", "viterbi", str(work / "exp"), str(broken), str(work / "bad3")],
             ok=False)
     assert p.returncode != 0 and "mode must be one of" in p.stderr
     p = run(["./decode.sh", "--beam", "3", str(work / "exp"), str(broken), str(work / "bad4")], ok=False)
     assert p.returncode == 2 and "unknown option --beam" in p.stderr
+
+
+def test_kaldi_files_with_bom_tabs_and_a_missing_wav(work, tmp_path):
+    """A `text` saved with a UTF-8 BOM, `key<TAB>value` lines (Kaldi accepts both), and one wav
+    that is not there: the others are decoded and scored, the missing one is listed, exit 1."""
+    data = tmp_path / "data"
+    data.mkdir()
+    wavs = {name: work / "audio" / f"{name}.{fmt}" for name, _, _, fmt in AUDIO}
+    wavs["f_missing"] = tmp_path / "gone.wav"
+    ids = sorted(wavs)
+    (data / "wav.scp").write_text("".join(f"{u}\t{wavs[u]}\n" for u in ids), encoding="utf-8")
+    (data / "text").write_text("".join(f"{u}\tあいう かき\n" for u in ids), encoding="utf-8-sig")
+    (data / "utt2spk").write_text("".join(f"{u}\tspk1\n" for u in ids), encoding="utf-8")
+    (data / "spk2utt").write_text("spk1\t" + " ".join(ids) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    p = run(["./decode.sh", "--nj", "2", str(work / "exp"), str(data), str(out)], ok=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "f_missing" in p.stderr and "gone.wav" in p.stderr and "Traceback" not in p.stderr
+    assert list(read_kv(out / "hyp.txt", allow_empty_value=True)) == ids[:-1]
+    assert list(read_kv(out / "ref.txt").values()) == ["あいう かき"] * (len(ids) - 1)
+    assert (out / "cer.txt").read_text().startswith("CER")
+    assert "no such file" in read_kv(out / "skipped.txt")["f_missing"]
+
+    wavs["f_missing"].write_bytes((work / "audio" / "a_8k.wav").read_bytes())  # fixed: the run completes
+    run(["./decode.sh", "--nj", "2", str(work / "exp"), str(data), str(out)])
+    assert list(read_kv(out / "hyp.txt", allow_empty_value=True)) == ids
+    assert (out / "skipped.txt").read_text() == "" and (out / ".done").is_file()
+
+
+def test_silence_gets_the_empty_hypothesis_and_a_warning(work, tmp_path):
+    """Issue 12, item 1: zeros and a constant DC offset through decode.sh: empty hypotheses and a
+    warning naming each, in every mode; the speech-like file is decoded as before."""
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    sf.write(folder / "dc.wav", np.full(32000, 0.3, np.float32), 16000, subtype="PCM_16")
+    sf.write(folder / "zeros.wav", np.zeros(32000, np.float32), 16000, subtype="PCM_16")
+    sf.write(folder / "sound.wav", noise(1.0, 16000, seed=2), 16000)
+    for mode in ("ctc_greedy", "joint", "attention_rescoring"):
+        out = tmp_path / f"out_{mode}"
+        run(["./decode.sh", "--nj", "1", "--mode", mode, str(work / "exp"), str(folder), str(out)])
+        hyps = read_kv(out / "hyp.txt", allow_empty_value=True)
+        assert hyps["dc"] == "" and hyps["zeros"] == "", (mode, hyps)
+        log_text = (out / "log" / "decode.1.log").read_text()
+        assert "utterance dc: silent" in log_text and "utterance zeros: silent" in log_text
+        assert "utterance sound: silent" not in log_text

@@ -112,3 +112,56 @@ def test_cmvn_stats_are_kaldi_layout():
     np.testing.assert_allclose(istd, 1 / both.std(0), rtol=1e-4)
     with pytest.raises(ValueError):
         cmvn.stats_to_mean_istd(np.zeros((2, 5)))
+
+
+# -- issue 12, item 8: a WAV whose size fields a streaming writer could not fill in ---------------
+
+
+def _streamed(data: bytes, size: int) -> bytes:
+    """`data` (a plain 44-byte-header WAV) with the RIFF and data sizes set to `size`."""
+    import struct
+
+    assert data[36:40] == b"data"
+    out = bytearray(data)
+    struct.pack_into("<I", out, 4, size)
+    struct.pack_into("<I", out, 40, size)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_wav_with_unknown_sizes_is_read_to_the_end(tmp_path, size):
+    sr = 22050
+    wave = (0.3 * np.sin(np.arange(3 * sr) * 0.05)).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV", subtype="PCM_16")
+    good = buf.getvalue()
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(_streamed(good, size))
+    expected, _ = load_audio(good)
+    for src in (path, str(path), path.read_bytes()):
+        got, got_sr = load_audio(src)
+        assert got_sr == sr and np.array_equal(got, expected)
+    empty = tmp_path / "empty.wav"  # a header and nothing after it is still "no samples"
+    empty.write_bytes(_streamed(good[:44], size))
+    with pytest.raises(AudioError, match="no samples"):
+        load_audio(empty)
+
+
+@pytest.mark.parametrize("suffix, container, codec", [("m4a", "mp4", "aac"), ("webm", "webm", "libopus")])
+def test_load_audio_reads_m4a_and_webm_through_pyav(tmp_path, suffix, container, codec):
+    """Issue 12, item 15: what phones and browsers record, from a path (decode.sh, explain) or bytes."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from demo_fixture import av_bytes
+
+    t = np.arange(int(1.5 * 48000)) / 48000
+    wave = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    path = tmp_path / f"clip.{suffix}"
+    path.write_bytes(av_bytes(wave, 48000, container, codec))
+    got, sr = load_audio(path, 16000)
+    assert sr == 48000 and abs(len(got) / 16000 - 1.5) < 0.1
+    assert 0.15 < np.sqrt(np.mean(got[2000:-2000] ** 2)) < 0.25  # the tone, not noise (0.3 / sqrt 2)
+    with pytest.raises(AudioError, match="<audio data>: cannot read audio"):
+        load_audio("これは音声ではありません\n".encode() * 50)

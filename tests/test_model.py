@@ -426,3 +426,22 @@ def test_parameter_count_of_espnet_jsut_conformer():
     ours = sum(p.numel() for p in model.parameters())
     assert ours == espnet_conformer_param_count() == 45_247_856
     assert abs(ours / 1e6 - 45.25) < 0.01  # ESPnet reports 45.25 M
+
+
+def test_documented_mini_model_size_is_the_models():
+    """Issue 12, item 16: README, conf/train_mini.yaml and docs/training.md state the parameter count
+    the demo page shows (the model's own count), with the mini corpus' ~900 characters."""
+    import re
+    from pathlib import Path
+
+    from asrdemo.train.trainer import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    model = ASRModel.from_config(load_config(repo / "conf" / "train_mini.yaml")["model"], 80, 900)
+    millions = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
+    for name, pattern in [("README.md", r"a ([\d.]+)M-parameter Conformer, `conf/train_mini.yaml`"),
+                          ("conf/train_mini.yaml", r"A tiny Conformer \(([\d.]+)M parameters\)"),
+                          ("docs/training.md", r"x6 subsampling, ([\d.]+)M parameters"),
+                          ("bench/RESULTS.md", r"`conf/train_mini.yaml`, ([\d.]+)M parameters")]:
+        m = re.search(pattern, (repo / name).read_text(encoding="utf-8"))
+        assert m and float(m.group(1)) == millions, (name, m and m.group(1), millions)

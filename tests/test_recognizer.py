@@ -213,3 +213,72 @@ def test_other_model_rate(tmp_path):
     wave = noise(1.0, 8000, seed=3)
     assert r.features(wave, 8000).shape == Fbank({"sample_rate": 8000})(wave).shape
     assert r.features(soxr.resample(wave, 8000, 44100), 44100).shape[0] == 98
+
+
+# -- issue 12, item 7: CMVN statistics in Kaldi's archive layout ------------------------------------
+
+
+def test_cmvn_in_kaldi_archive_layout(tmp_path):
+    """`compute-cmvn-stats ... ark:cmvn.ark` writes `key matrix`; one key is global statistics."""
+    import kaldiio
+
+    from asrdemo.decode.recognizer import Recognizer
+
+    exp = tmp_path / "exp"
+    make_tiny_exp_dir(exp)
+    wave = noise(1.0, 16000, seed=3)
+    expected = Recognizer.from_exp_dir(exp).recognize(wave, 16000, mode="ctc_greedy").token_ids
+    stats = kaldiio.load_mat(str(exp / "cmvn.ark"))
+    for text in (False, True):
+        kaldiio.save_ark(str(exp / "cmvn.ark"), {"JS": stats}, text=text)
+        rec = Recognizer.from_exp_dir(exp)
+        assert rec.recognize(wave, 16000, mode="ctc_greedy").token_ids == expected
+    rows = "\n".join(" ".join(repr(float(x)) for x in row) for row in stats)
+    (exp / "cmvn.ark").write_text(f" [\n{rows} ]\n")  # a bare text matrix (copy-matrix --binary=false)
+    assert Recognizer.from_exp_dir(exp).recognize(wave, 16000, mode="ctc_greedy").token_ids == expected
+
+    kaldiio.save_ark(str(exp / "cmvn.ark"), {"spk1": stats, "spk2": stats})
+    with pytest.raises(AsrdemoError, match=r"cmvn.ark: a Kaldi archive with 2 matrices \(spk1, spk2\)"):
+        Recognizer.from_exp_dir(exp)
+    (exp / "cmvn.ark").write_bytes(b"\xf0\x9f not a matrix")
+    with pytest.raises(AsrdemoError, match="cmvn.ark: not Kaldi CMVN statistics"):
+        Recognizer.from_exp_dir(exp)
+
+
+def test_beam_at_or_above_the_vocabulary_is_clamped(exp_dir, caplog):
+    """Issue 12, item 6: beam 1000 with a 14-token vocabulary: a warning, then the usual search."""
+    wave = noise(1.0, 16000, seed=5)
+    with caplog.at_level("WARNING"):
+        rec = Recognizer.from_exp_dir(exp_dir, decode_conf={"beam_size": 1000, "nbest": 1000})
+    assert f"beam_size 1000 is not below the vocabulary size ({len(TOKENS)} tokens)" in caplog.text
+    assert rec.decode_conf.beam_size == len(TOKENS) - 1 == rec.decode_conf.nbest
+    same = Recognizer.from_exp_dir(exp_dir, decode_conf={"beam_size": len(TOKENS) - 1})
+    for mode in MODES:
+        assert rec.recognize(wave, 16000, mode=mode).token_ids == same.recognize(wave, 16000, mode=mode).token_ids
+
+
+# -- issue 12, item 1: silence that is not digital zero -------------------------------------------
+
+
+def test_silence_is_judged_as_the_model_sees_it(rec, caplog):
+    """Constant DC, zeros and a slow drift are silence once the fbank's DC removal is applied: the
+    empty hypothesis in every mode, and a warning naming the input; a quiet real signal riding on a
+    DC offset is still decoded."""
+    sr = 16000
+    t = np.arange(2 * sr) / sr
+    silent = {"dc": np.full(2 * sr, 0.3, np.float32), "zeros": np.zeros(2 * sr, np.float32),
+              "drift": (0.3 + 0.05 * t / 2).astype(np.float32)}
+    for name, wave in silent.items():
+        assert rec.is_silent(wave), (name, rec.level_dbfs(wave))
+        for mode in MODES:
+            caplog.clear()
+            with caplog.at_level("WARNING"):
+                assert rec.recognize(wave, sr, mode=mode).text == ""
+            assert "audio: silent" in caplog.text
+    quiet = (0.3 + 0.01 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)  # -40 dBFS on a DC offset
+    assert not rec.is_silent(quiet)
+    with caplog.at_level("WARNING"):
+        caplog.clear()
+        batch = rec.recognize_batch([(silent["dc"], sr), (noise(1.0, sr, 7), sr)], mode="ctc_greedy")
+    assert batch[0].text == "" and batch[1].token_ids == rec.recognize(noise(1.0, sr, 7), sr, "ctc_greedy").token_ids
+    assert "#0: silent" in caplog.text and "#1" not in caplog.text

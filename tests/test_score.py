@@ -47,3 +47,48 @@ def test_score_files_missing_hypothesis(tmp_path):
     with pytest.raises(AsrdemoError, match="no hypothesis"):
         score_files(tmp_path / "ref", tmp_path / "hyp", tmp_path / "out")
     assert not (tmp_path / "out" / "cer.txt").exists()
+
+
+# -- Unicode normalisation (issue 12, item 3): the same text in another Unicode form is no error --
+
+
+@pytest.mark.parametrize("ref, hyp", [
+    ("がぎぐげご", "\u304b\u3099\u304d\u3099\u304f\u3099\u3051\u3099\u3053\u3099"),  # NFD, as macOS writes it
+    ("ＡＩ１２３？", "AI123?"),  # full-width ASCII
+    ("ｶﾞｲﾄﾞ", "ガイド"),  # half-width katakana
+])
+def test_other_unicode_forms_score_as_equal(ref, hyp):
+    assert cer(ref, hyp) == 0 and cer(hyp, ref) == 0
+    assert cer(ref, hyp, form="none") > 0  # the raw comparison still exists, on request
+
+
+def test_score_files_normalises_both_sides_and_says_so(tmp_path):
+    import unicodedata
+
+    ref = "水をマレーシアから買わなくてはならないのです。"
+    hyp = "水をマレーシアから買わなくてはならないのです"
+    (tmp_path / "ref_nfc").write_text(f"u1 {ref}\n", encoding="utf-8")
+    (tmp_path / "ref_nfd").write_text(f"u1 {unicodedata.normalize('NFD', ref)}\n", encoding="utf-8")
+    (tmp_path / "hyp").write_text(f"u1 {unicodedata.normalize('NFD', hyp)}\n", encoding="utf-8")
+    nfc = score_files(tmp_path / "ref_nfc", tmp_path / "hyp", tmp_path / "a")
+    nfd = score_files(tmp_path / "ref_nfd", tmp_path / "hyp", tmp_path / "b")
+    assert (nfc.errors, nfc.ref_units) == (nfd.errors, nfd.ref_units) == (1, len(ref))
+    assert "normalised with Unicode NFKC" in (tmp_path / "a" / "result.txt").read_text(encoding="utf-8")
+    raw = score_files(tmp_path / "ref_nfc", tmp_path / "hyp", tmp_path / "c", form="none")
+    assert raw.errors > 1
+    assert "raw text" in (tmp_path / "c" / "result.txt").read_text(encoding="utf-8")
+
+
+def test_score_cli_normalize_option(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "ref").write_text("u1 ＡＩ１２３？\n", encoding="utf-8")
+    (tmp_path / "hyp").write_text("u1 AI123?\n", encoding="utf-8")
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "asrdemo", "score", "--ref", str(tmp_path / "ref"),
+                               "--hyp", str(tmp_path / "hyp"), "--out_dir", str(tmp_path / "out"), *extra],
+                              capture_output=True, text=True, check=True).stdout
+    assert run().startswith("CER 0.00 %")
+    assert run("--normalize", "none").startswith("CER 100.00 %")

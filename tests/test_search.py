@@ -369,3 +369,21 @@ def test_empty_and_one_frame_inputs(frames):
         else:
             assert len(hyps[0][0].token_ids) <= 1, mode
     assert ctc_prefix_beam_search(torch.zeros(0, vocab))[0].token_ids == []
+
+
+# ----------------------------------------------- the prefix beam's cost in the beam (issue 12, item 6)
+def test_ctc_prefix_beam_cost_is_linear_in_the_beam():
+    """A 900-token vocabulary, as a real char model has: the work per frame must grow like the beam,
+    not like its square (WeNet's top-beam tokens per frame made beam 300 8x slower than beam 100)."""
+    logp = random_ctc_logp(1, 60, 900, seed=0, sharp=4.0)[0]
+    work = {}
+    for beam in (25, 100, 400):
+        counts = {}
+        hyps = ctc_prefix_beam_search(logp, beam_size=beam, counts=counts)
+        assert_sorted_finite(hyps)
+        work[beam] = counts["extensions"]
+    assert work[400] <= 4.2 * work[100] and work[100] <= 4.2 * work[25], work
+    # and a small beam is the search it always was: every token of the frame when beam <= 16
+    small = ctc_prefix_beam_search(logp, beam_size=10, nbest=10)
+    wide = ctc_prefix_beam_search(logp, beam_size=10, nbest=10, max_tokens_per_frame=10 ** 6)
+    assert [(h.token_ids, h.score) for h in small] == [(h.token_ids, h.score) for h in wide]

@@ -113,6 +113,16 @@ def test_page_has_every_part_and_no_external_resource(client):
         assert b"http://" not in response.data and b"https://" not in response.data
 
 
+def test_favicon_is_served(client):
+    """Issue 12, item 16: the icon the page names, and /favicon.ico, which browsers ask for."""
+    html = client.get("/").get_data(as_text=True)
+    href = re.search(r'<link rel="icon"[^>]* href="([^"]+)"', html).group(1)
+    for path in ("/" + href, "/favicon.ico"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.mimetype == "image/png", path
+        assert response.data.startswith(PNG_MAGIC)
+
+
 def test_training_curves_are_served_and_nothing_else(client):
     response = client.get("/images/loss.png")
     assert response.status_code == 200 and response.data.startswith(PNG_MAGIC)
@@ -214,10 +224,14 @@ def test_details_give_the_posteriorgram_and_the_attention_map(client, sample):
     assert len(json.dumps(a, ensure_ascii=False, separators=(",", ":"))) < 5.5 * values + 2000  # ~5 bytes a number
 
 
-def test_audio_too_short_for_one_encoder_frame(client):
-    body = post_file(client, _wav(0.05), query="?details=1").get_json()
-    assert body["text"] == "" and body["tokens"] == [] and body["alignment"]["num_frames"] == 0
-    assert body["spectrogram"].startswith("data:image/png;base64,")
+def test_audio_too_short_for_one_encoder_frame(client, app):
+    """Issue 12, item 14: too short for one encoder frame is a clear 422, not an empty 200."""
+    error = assert_error(post_file(client, _wav(0.05), query="?details=1"), 422, "too_short")["error"]
+    assert "0.050 s long, too short to recognise" in error
+    rec = app.extensions["asrdemo"].recognizer
+    shortest = rec.min_samples / rec.sample_rate  # the shortest clip that is recognised: a 200
+    assert post_file(client, _wav(shortest + 1e-4)).status_code == 200
+    assert_error(post_file(client, _wav(shortest - 0.002)), 422, "too_short")
 
 
 def test_raw_body_and_no_spectrogram(client):
@@ -242,6 +256,25 @@ def test_any_rate_mono_or_stereo_wav_flac_ogg(client, fmt, rate, channels, subty
     body = post_file(client, data, f"clip.{fmt}").get_json()
     assert (body.get("format"), body.get("sample_rate_in"), body.get("channels")) == (fmt, rate, channels), body
     assert abs(body["duration_s"] - 1.2) < 0.01
+
+
+@pytest.mark.parametrize("fmt", ["m4a", "webm", "mp3"])
+def test_uploads_people_have_m4a_webm_mp3(client, fmt):
+    """Issue 12, item 15: phones' m4a (AAC), MediaRecorder's webm (Opus) and mp3 are decoded, within
+    the same length limit."""
+    from demo_fixture import av_bytes
+
+    def encode(seconds):
+        wave = speechlike(seconds, 48000)
+        if fmt == "mp3":
+            return audio_bytes(wave, 48000, "MP3")
+        return av_bytes(wave, 48000, *{"m4a": ("mp4", "aac"), "webm": ("webm", "libopus")}[fmt])
+
+    response = post_file(client, encode(1.5), f"clip.{fmt}")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["format"] == fmt and body["sample_rate_in"] == 48000 and abs(body["duration_s"] - 1.5) < 0.1
+    assert_error(post_file(client, encode(MAX_S + 1)), 413, "too_long")
 
 
 def test_reference_gives_the_projects_cer(client, sample):
@@ -277,6 +310,9 @@ BAD_INPUTS = {
     "truncated_ogg": (lambda: audio_bytes(speechlike(2.0), 16000, "OGG")[:6000], 400, "truncated_audio"),
     "zero_samples": (lambda: audio_bytes(np.zeros(0, np.float32), 16000), 400, "no_samples"),
     "silent": (lambda: audio_bytes(np.zeros(16000, np.float32), 16000, subtype="PCM_16"), 422, "silent_audio"),
+    # issue 12, item 1: silence to the model is also a constant DC offset (what the fbank removes)
+    "dc_offset": (lambda: audio_bytes(np.full(32000, 0.3, np.float32), 16000, subtype="PCM_16"), 422,
+                  "silent_audio"),
     "too_long": (lambda: _wav(MAX_S + 1, 8000), 413, "too_long"),
     "too_large": (lambda: _wav(6.0, 48000, channels=2), 413, "too_large"),  # 1.15 MB > 1 MB
 }
@@ -292,11 +328,60 @@ def test_bad_input_gets_a_clear_4xx(client, name):
     assert post_file(client, _wav()).status_code == 200
 
 
+@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+def test_wav_with_streaming_sizes_is_read_to_the_end(client, size):
+    """Issue 12, item 8: the RIFF and data sizes a streaming writer leaves at 0 (or 0xFFFFFFFF)."""
+    import struct
+
+    good = _wav(1.5)
+    assert good[36:40] == b"data"
+    streamed = bytearray(good)
+    struct.pack_into("<I", streamed, 4, size)
+    struct.pack_into("<I", streamed, 40, size)
+    want = post_file(client, good).get_json()
+    got = post_file(client, bytes(streamed)).get_json()
+    assert got.get("duration_s") == 1.5, got
+    assert (got["text"], got["tokens"]) == (want["text"], want["tokens"])
+
+
+def test_the_length_limit_leaves_room_for_a_recorders_last_block(client):
+    """Issue 12, item 12: a recorder stopping on a 2048-sample block boundary at 44.1 kHz sends a
+    little more than the limit (1,323,008 samples for 30 s); that is accepted, more is not."""
+    rate = 44100
+    just_over = audio_bytes(speechlike(MAX_S + 2048 / rate, rate), rate, subtype="PCM_16")
+    assert post_file(client, just_over).status_code == 200
+    assert_error(post_file(client, _wav(MAX_S + 0.2, rate)), 413, "too_long")
+
+
+def test_chunked_body_over_the_limit_is_413(client):
+    """Issue 12, item 5 (in-process; tests/test_server_gunicorn.py sends real chunked HTTP)."""
+    big = _wav(6.0, 48000, channels=2)  # 1.15 MB > 1 MB
+    for headers in ({"Transfer-Encoding": "chunked"}, {"Transfer-Encoding": "gzip, chunked"}):
+        response = client.post("/api/recognize", input_stream=io.BytesIO(big), content_type="audio/wav",
+                               headers=headers, environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+        assert_error(response, 413, "too_large")
+    small = _wav(1.0)
+    response = client.post("/api/recognize", input_stream=io.BytesIO(small), content_type="audio/wav",
+                           headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""})
+    assert response.status_code == 200 and response.get_json()["duration_s"] == 1.0
+
+
 def test_form_without_a_file(client):
     body, content_type = multipart({"reference": "x"}, {})
     assert_error(client.post("/api/recognize", data=body, content_type=content_type), 400, "no_file")
     body, content_type = multipart({}, {"file": ("a.wav", b"")})
     assert_error(client.post("/api/recognize", data=body, content_type=content_type), 400, "empty_input")
+
+
+
+def test_audio_sent_as_a_text_field_says_how_to_send_a_file(client, sample):
+    """Issue 12, item 11: `curl -F "file=<clip.wav"` sends the file's bytes as a text field."""
+    boundary = "b0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"\r\n\r\n'.encode()
+            + sample.read_bytes() + f"\r\n--{boundary}--\r\n".encode())
+    response = client.post("/api/recognize", data=body, content_type=f"multipart/form-data; boundary={boundary}")
+    error = assert_error(response, 400, "no_file")["error"]
+    assert "without a filename" in error and "file=@" in error
 
 
 # -- nothing is written to disk ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from demo_fixture import (REPO, GunicornServer, assert_token_times, audio_bytes, demo_exp, docker_cmd, free_port, http,
-                          http_json, post_file, proc_status_kb, speechlike)
+                          http_json, multipart, post_file, proc_status_kb, speechlike)
 
 WORKERS, THREADS = 2, 2
 LOAD_CLIENTS, LOAD_REQUESTS = 4, 24
@@ -88,6 +88,42 @@ def test_recognize_and_bad_inputs_over_http(server, exp):
         assert (status, body.get("code")) == (expected_status, code), body
     status, body = post_file(server.url, clip())
     assert status == 200, body
+
+
+def chunked_post(url, data: bytes, path="/api/recognize", content_type="audio/wav", chunk=64 * 1024):
+    """POST `data` with Transfer-Encoding: chunked (no Content-Length), as curl does for a pipe."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    try:
+        conn.request("POST", path, body=(data[i:i + chunk] for i in range(0, len(data), chunk)),
+                     headers={"Content-Type": content_type}, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_uploads_over_the_limit_get_413(server):
+    """Issue 12, item 5: a chunked body over the limit (1 MB here) is 413, not cut and decoded."""
+    import struct
+
+    big = clip(5.0, 48000)  # 480 kB of 16-bit samples ...
+    big = big + bytes(1_200_000 - len(big))  # ... padded past 1 MB
+    streamed = bytearray(big)  # and with a streaming writer's unknown sizes, which were decoded cut
+    struct.pack_into("<I", streamed, 4, 0xFFFFFFFF)
+    struct.pack_into("<I", streamed, 40, 0xFFFFFFFF)
+    for data in (big, bytes(streamed)):
+        status, body = chunked_post(server.url, data)
+        assert (status, body.get("code")) == (413, "too_large"), body
+    status, body = chunked_post(server.url, clip(1.0))  # under the limit, chunked: decoded
+    assert status == 200 and body["duration_s"] == 1.0, body
+    body_parts, ctype = multipart({}, {"file": ("big.wav", big)})
+    status, body = chunked_post(server.url, body_parts, content_type=ctype)
+    assert (status, body.get("code")) == (413, "too_large"), body
 
 
 def test_bounded_load_no_errors_memory_stable(server):

@@ -53,3 +53,11 @@ def test_tokens_stage_skips_when_done(tmp_path):
     assert "wrote" in first.stderr
     again = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "skipped" in again.stderr
+
+
+def test_token_list_round_trip_with_a_line_separator_token(tmp_path):
+    """A U+2028 that reached a `text` file is one token when written and when read (issue 12, item 10)."""
+    write_text(tmp_path / "text", ["水を\u2028買う", "あ\u2029い\x85う"])
+    tokens = make_token_list(tmp_path / "text", tmp_path / "lang")
+    assert "\u2028" in tokens and "\u2029" in tokens and "\x85" in tokens
+    assert TokenList.load(tmp_path / "lang" / "tokens.txt").tokens == tokens

@@ -5,13 +5,18 @@ file lists the same utterances. Writing validates first and writes each file ato
 """
 
 import dataclasses
+import logging
+import re
+import unicodedata
 from pathlib import Path
 from typing import Iterable, List, Optional
 
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines
+from asrdemo.utils.io import atomic_write_lines, read_lines
 
 FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur")
+
+log = logging.getLogger(__name__)
 
 
 class DataDirError(AsrdemoError):
@@ -50,11 +55,47 @@ def _check(utts: List[Utterance]) -> None:
             raise DataDirError(f"{u.utt_id}: duration {u.dur} is not positive")
 
 
+# Unicode categories no transcript should carry: controls (Cc: tab, CR, ...), invisible format
+# characters (Cf: zero-width space, BOM, ...), line and paragraph separators (Zl U+2028, Zp U+2029).
+# A line separator inside a transcript splits it in two for every reader that uses splitlines().
+_DROPPED_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
+
+
+def clean_transcript(text: str):
+    """-> (text without control/format/separator characters, how many were dropped).
+
+    One that separated words (tab, newline, U+2028, ...) leaves a single space, so words stay apart."""
+    out, dropped = [], 0
+    for c in text:
+        if unicodedata.category(c) in _DROPPED_CATEGORIES:
+            dropped += 1
+            if c.isspace():
+                out.append(" ")
+        else:
+            out.append(c)
+    if not dropped:
+        return text, 0
+    return re.sub(" {2,}", " ", "".join(out)).strip(), dropped
+
+
 def write_data_dir(out_dir, utterances: Iterable[Utterance]) -> Path:
-    """Validate and write a data dir; returns its path."""
+    """Validate and write a data dir; returns its path.
+
+    Transcripts lose their control, format and separator characters here (`clean_transcript`),
+    at data preparation, with a count in the log; raises DataDirError for anything else wrong."""
     utts = c_sorted(list(utterances), key=lambda u: u.utt_id)
     if not utts:
         raise DataDirError(f"{out_dir}: no utterances to write")
+    dropped, changed = 0, []
+    for i, u in enumerate(utts):
+        text, n = clean_transcript(u.text)
+        if n:
+            dropped += n
+            changed.append(u.utt_id)
+            utts[i] = dataclasses.replace(u, text=text)
+    if dropped:
+        log.warning("%s: dropped %d control/format/separator character(s) from %d transcript(s), e.g. %s",
+                    out_dir, dropped, len(changed), ", ".join(changed[:3]))
     _check(utts)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,23 +112,38 @@ def write_data_dir(out_dir, utterances: Iterable[Utterance]) -> Path:
     return out
 
 
+# Kaldi's whitespace (" \t\n\r\f\v"): the key ends at the first run of it, as in Kaldi's readers.
+# Not Python's str.split(), which also splits at U+3000 and U+2028 inside Japanese text.
+_KALDI_SPACE = re.compile(r"[ \t\r\f\v]+")
+
+
 def read_kv(path, allow_empty_value=False):
-    """Read a Kaldi `key value...` file into an ordered dict, with file:line in every error."""
+    """Read a Kaldi `key value...` file into an ordered dict, with file:line in every error.
+
+    Like Kaldi: the key ends at the first space or tab (`key<TAB>value` is fine), the value is the
+    rest without surrounding ASCII whitespace. Lines are split at "\n" only (`read_lines`), and a
+    UTF-8 byte-order mark at the start is ignored. Raises DataDirError (file:line) for a missing
+    file, a file that is not UTF-8, an empty line, an empty value or a duplicate key."""
     path = Path(path)
     if not path.is_file():
         raise DataDirError(f"missing file {path}")
+    try:
+        lines = read_lines(path)
+    except UnicodeDecodeError as e:
+        lineno = e.object[: e.start].count(b"\n") + 1
+        raise DataDirError(f"{path}:{lineno}: not valid UTF-8 ({e.reason})") from None
     table = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            key, _, value = line.partition(" ")
-            if not key:
-                raise DataDirError(f"{path}:{lineno}: empty line or leading space")
-            if not value.strip() and not allow_empty_value:
-                raise DataDirError(f"{path}:{lineno}: no value for {key}")
-            if key in table:
-                raise DataDirError(f"{path}:{lineno}: duplicate key {key}")
-            table[key] = value
+    for lineno, line in enumerate(lines, 1):
+        parts = _KALDI_SPACE.split(line, maxsplit=1)
+        key = parts[0]
+        value = parts[1].strip(" \t\r\f\v") if len(parts) > 1 else ""
+        if not key:
+            raise DataDirError(f"{path}:{lineno}: empty line or leading whitespace")
+        if not value and not allow_empty_value:
+            raise DataDirError(f"{path}:{lineno}: no value for {key}")
+        if key in table:
+            raise DataDirError(f"{path}:{lineno}: duplicate key {key}")
+        table[key] = value
     return table
 
 

@@ -1,6 +1,7 @@
 """The offline mini corpus: JSUT's layout, synthesized speech, a few hundred sentences.
 
-`make_corpus` reads `egs/mini_jsut/sentences.txt` (`ID:text` lines, JSUT's ids) and writes
+`make_corpus` reads `egs/mini_jsut/sentences.txt` (`ID:text` lines, JSUT's ids; the file ships inside
+the package as `asrdemo/data/mini_jsut_sentences.txt`, and the egs path links to it) and writes
 
     <out>/jsut_ver1.1/README.txt                          says the corpus is synthetic
     <out>/jsut_ver1.1/pseudo_speakers.tsv                 how each utterance was made
@@ -15,6 +16,8 @@ speed, pitch jitter, silences, an optional small room, additive noise at a rando
 random level. Everything is drawn from a generator seeded by (seed, utterance id), so a corpus
 is reproducible byte for byte and independent of the number of worker processes.
 """
+
+from __future__ import annotations  # `str | None` annotations on Python 3.9
 
 import contextlib
 import hashlib
@@ -32,13 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done, read_lines
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 48000  # JSUT's rate, and the HTS voice's
 CORPUS_NAME = "jsut_ver1.1"
-DEFAULT_SENTENCES = Path(__file__).resolve().parents[2] / "egs" / "mini_jsut" / "sentences.txt"
+# package data, so that a non-editable install (`pip install .`) has it too
+DEFAULT_SENTENCES = Path(__file__).resolve().with_name("mini_jsut_sentences.txt")
 SEED_UTT = ("BASIC5000_0001", "水をマレーシアから買わなくてはならないのです。")
 SYNTH_VERSION = 1  # bump when the rendering changes, so old corpora are re-made
 README_MARK = "synthetic mini corpus made by asrdemo"
@@ -284,8 +288,8 @@ def read_sentences(path=None) -> list[tuple[str, str]]:
     if not path.is_file():
         raise AsrdemoError(f"sentence list not found: {path}")
     out, seen_ids, seen_texts = [], {}, {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip().lstrip("\ufeff")
+    for lineno, line in enumerate(read_lines(path), 1):  # "\n" only, BOM removed
+        line = line.strip()
         if not line or line.startswith("#"):
             continue
         utt_id, sep, text = line.partition(":")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from asrdemo.data.datadir import read_kv
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines, is_done, mark_done
+from asrdemo.utils.io import atomic_write_lines, is_done, mark_done, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,9 @@ class TokenList:
         path = Path(path)
         if not path.is_file():
             raise AsrdemoError(f"missing token list {path} (made by stage 3, `asrdemo tokens`)")
-        tokens = path.read_text(encoding="utf-8").splitlines()
-        return cls(tokens, bpe_model)
+        # split at "\n" only, as the list was written: splitlines() would also split a token such
+        # as U+2028 and shift every id after it
+        return cls(read_lines(path), bpe_model)
 
     def __len__(self):
         return len(self.tokens)

@@ -4,9 +4,11 @@
     asrdemo decode --exp_dir exp_train_large --input ~/my_recordings --out_dir /tmp/mine
 
 INPUT is a data dir (has `wav.scp`, whose entries are audio paths; `text` gives references), a
-folder of .wav/.flac/.ogg files (any rate, mono or multi-channel; utterance id = file name without
+folder of .wav/.flac/.ogg/.opus/.mp3/.m4a/.mp4/.aac/.webm files (any rate, mono or multi-channel; utterance id = file name without
 extension), or a `wav.scp`-style list file. Output in OUT_DIR: `hyp.txt` (`utt text`, C-sorted) and,
 with references, `ref.txt`, `ref.trn`, `hyp.trn`, `result.txt`, `cer.txt` (asrdemo.score).
+An audio file that cannot be read (missing, not audio, empty) is skipped, not fatal: the others
+are decoded and scored, `skipped.txt` lists `utt reason`, and the run ends with an error (exit 1).
 
 The work is done in steps, which decode.sh runs one by one (each job through its --cmd):
   --step split   list INPUT into OUT_DIR/split<N>/wav.<i>.scp, i = 1..N
@@ -35,7 +37,7 @@ from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, 
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".aac", ".webm")
 
 
 # ------------------------------------------------------------------------------------- input
@@ -145,7 +147,7 @@ def step_split(args, settings):
     clear_done(out)
     split = _split_dir(args)
     split.mkdir(parents=True, exist_ok=True)
-    for stale in split.glob("hyp.*.txt"):
+    for stale in [*split.glob("hyp.*.txt"), *split.glob("skipped.*.txt")]:
         stale.unlink()
     for i, chunk in enumerate(split_lists(utts, args.nj), 1):
         atomic_write_lines(split / f"wav.{i}.scp", (f"{u} {p}" for u, p in chunk))
@@ -163,22 +165,30 @@ def step_job(args, settings):
     utts = list(read_kv(scp).items()) if scp.stat().st_size else []
     rec = Recognizer.from_exp_dir(args.exp_dir, args.model_file, args.device, settings["decode_conf"],
                                   args.num_threads)
-    lines, audio_s, start = [], 0.0, time.perf_counter()
+    lines, skipped, audio_s, start = [], [], 0.0, time.perf_counter()
     with tqdm(total=len(utts), desc=f"decode job {args.job}/{args.nj}", unit="utt", disable=None) as bar:
         for b in range(0, len(utts), args.batch_size):
-            batch = utts[b : b + args.batch_size]
-            feats = []
-            for utt, path in batch:
+            batch, waves, chunk = [], [], utts[b : b + args.batch_size]
+            for utt, path in chunk:
                 try:
                     wave, _ = load_audio(path, rec.sample_rate)
                 except AsrdemoError as e:
-                    raise AsrdemoError(f"utterance {utt}: {e}") from None
+                    # one unreadable file must not cost the others their results: skip it, say so,
+                    # and let the merge step list it and fail the run
+                    log.warning("utterance %s skipped: %s", utt, e)
+                    skipped.append(f"{utt} {' '.join(str(e).split())}")
+                    continue
                 audio_s += len(wave) / rec.sample_rate
-                feats.append(rec.fbank(wave))
-            for (utt, _), nbest in zip(batch, rec.decode_features(feats)):
-                lines.append(f"{utt} {nbest[0].text}".rstrip())
-            bar.update(len(batch))
+                batch.append((utt, path))
+                waves.append(wave)
+            # the recognizer's one silence policy: a silent utterance gets the empty hypothesis and
+            # a warning naming it, as the demo refuses it
+            hyps = rec.decode_waves(waves, [f"utterance {u}" for u, _ in batch]) if waves else []
+            for (utt, _), hyp in zip(batch, hyps):
+                lines.append(f"{utt} {hyp.text}".rstrip())
+            bar.update(len(chunk))
     elapsed = time.perf_counter() - start
+    atomic_write_lines(split / f"skipped.{args.job}.txt", skipped)
     atomic_write_lines(split / f"hyp.{args.job}.txt", lines)
     log.info("job %d/%d: %d utterances, %.1f s of audio in %.1f s (RTF %.3f, mode %s)", args.job, args.nj,
              len(utts), audio_s, elapsed, elapsed / max(audio_s, 1e-9), rec.decode_conf.mode)
@@ -189,26 +199,40 @@ def step_merge(args, settings):
 
     utts, refs = list_input(args.input)
     split = _split_dir(args)
-    hyps = {}
+    hyps, skipped = {}, {}
     for i in range(1, args.nj + 1):
-        scp, hyp = split / f"wav.{i}.scp", split / f"hyp.{i}.txt"
+        scp, hyp, skip = split / f"wav.{i}.scp", split / f"hyp.{i}.txt", split / f"skipped.{i}.txt"
         if not hyp.is_file():
             raise AsrdemoError(f"job {i}/{args.nj} left no {hyp}; see {Path(args.out_dir) / 'log' / f'decode.{i}.log'}")
         expected = set(read_kv(scp)) if scp.stat().st_size else set()
         got = read_kv(hyp, allow_empty_value=True) if hyp.stat().st_size else {}
-        if set(got) != expected:
+        lost = read_kv(skip) if skip.is_file() and skip.stat().st_size else {}
+        if set(got) | set(lost) != expected:
             raise AsrdemoError(f"{hyp} does not cover the utterances of {scp}")
         hyps.update(got)
-    if set(hyps) != {u for u, _ in utts}:
+        skipped.update(lost)
+    if set(hyps) | set(skipped) != {u for u, _ in utts}:
         raise AsrdemoError(f"the job lists under {split} do not match {args.input}; run the split step again")
     out = Path(args.out_dir)
-    atomic_write_lines(out / "hyp.txt", (f"{u} {hyps[u]}".rstrip() for u, _ in utts))
+    decoded = [u for u, _ in utts if u in hyps]
+    atomic_write_lines(out / "hyp.txt", (f"{u} {hyps[u]}".rstrip() for u in decoded))
+    atomic_write_lines(out / "skipped.txt", (f"{u} {skipped[u]}" for u in c_sorted(skipped)))
     summary = None
-    if refs is not None:
-        atomic_write_lines(out / "ref.txt", (f"{u} {refs[u]}".rstrip() for u, _ in utts))
+    if refs is not None and decoded:
+        atomic_write_lines(out / "ref.txt", (f"{u} {refs[u]}".rstrip() for u in decoded))
         totals = score_files(out / "ref.txt", out / "hyp.txt", out)
         summary = totals.summary()
+        if skipped:
+            summary += f" [{len(decoded)} of {len(utts)} utterances; {len(skipped)} skipped]"
         log.info("%s: %s", out / "cer.txt", summary)
+    if skipped:
+        # the results of the others are kept, but the run did not do what was asked: no .done,
+        # a non-zero exit, and every skipped utterance named
+        shown = "\n  ".join(f"{u}: {skipped[u]}" for u in c_sorted(skipped)[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise AsrdemoError(f"{len(skipped)} of {len(utts)} utterance(s) could not be read and were skipped "
+                           f"(listed in {out / 'skipped.txt'}); the other {len(decoded)} are in "
+                           f"{out / 'hyp.txt'}:\n  {shown}{more}")
     # the search settings these results came from; `asrdemo package` ships them with the model
     atomic_write_text(out / "decode.yaml", yaml.safe_dump(settings["decode_conf"], sort_keys=False))
     mark_done(out, **settings, num_utterances=len(utts), cer=summary)

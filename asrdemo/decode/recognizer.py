@@ -21,6 +21,7 @@ asrdemo/decode/lm_scorer.py) is fused into `attention` and `joint` (shallow fusi
 `attention_rescoring` and `ctc_prefix_beam` rank their n-best lists; `ctc_greedy` ignores it.
 """
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 import yaml
 
 from asrdemo.data.audio import load_audio, resample
+from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
 from asrdemo.decode.attention_rescoring import attention_rescoring
@@ -47,6 +49,9 @@ from asrdemo.errors import AsrdemoError
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_FILE = "valid.acc.ave.pth"
+# A clip whose DC-removed peak is below this holds nothing to recognise: the searches would
+# invent a sentence from the model's bias. -60 dBFS is a 16-bit recording's noise floor region.
+SILENCE_DBFS = -60.0
 
 
 def _find_model_file(exp_dir: Path) -> Path:
@@ -106,6 +111,14 @@ class Recognizer:
         if lm is not None and lm.vocab_size != model.vocab_size:
             raise AsrdemoError(f"the LM has {lm.vocab_size} tokens, the ASR model {model.vocab_size}")
         self.lm = None if lm is None else lm.to(self.device).eval()
+        # A beam as wide as the vocabulary keeps every token at every step: it finds nothing a
+        # narrower one would not, and the joint search's memory and time grow with beam x vocabulary.
+        max_beam = max(1, model.vocab_size - 1)
+        if self.decode_conf.beam_size > max_beam:
+            log.warning("beam_size %d is not below the vocabulary size (%d tokens): using beam_size %d",
+                        self.decode_conf.beam_size, model.vocab_size, max_beam)
+            self.decode_conf = dataclasses.replace(self.decode_conf, beam_size=max_beam,
+                                                   nbest=min(self.decode_conf.nbest, max_beam))
 
     @classmethod
     def from_exp_dir(cls, exp_dir, model_file=None, device="cpu", decode_conf=None,
@@ -142,9 +155,7 @@ class Recognizer:
         if cmvn_path is not None:
             if not cmvn_path.is_file():
                 raise AsrdemoError(f"{config_path} names cmvn {cmvn_path.name}, which is missing")
-            import kaldiio
-
-            cmvn_stats = kaldiio.load_mat(str(cmvn_path))
+            cmvn_stats = load_stats(cmvn_path)
         model = ASRModel.from_config(config["model"], input_dim=fbank.num_mel_bins, vocab_size=len(token_list),
                                      cmvn_stats=cmvn_stats)
         model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
@@ -173,6 +184,15 @@ class Recognizer:
         return self.fbank.sample_rate
 
     # ------------------------------------------------------------------------------- front end
+    @property
+    def min_samples(self) -> int:
+        """The fewest samples (at the model's rate) that give the encoder one output frame; shorter
+        input can only be decoded as the empty hypothesis."""
+        frames = self.model.min_input_frames
+        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
+        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
+        return win + (frames - 1) * hop
+
     def model_wave(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
         return resample(_to_float_wave(wave), int(sample_rate), self.sample_rate)
@@ -181,18 +201,61 @@ class Recognizer:
         """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate."""
         return self.fbank(self.model_wave(wave, sample_rate))
 
+    # ------------------------------------------------------------------------------- silence
+    def level_dbfs(self, wave: np.ndarray) -> float:
+        """The peak of `wave` (float mono at the model's rate, full scale 1.0) in dBFS, after each
+        25 ms analysis frame's mean is removed — the DC offset the fbank removes
+        (`remove_dc_offset`), so a constant or slowly drifting signal counts as the silence the
+        model sees. -inf for an empty or all-constant wave."""
+        wave = np.asarray(wave, dtype=np.float64)
+        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
+        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
+        if len(wave) == 0:
+            return float("-inf")
+        if len(wave) < win:
+            frames = wave[None, :]
+        else:
+            frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
+        peak = float(np.max(np.abs(frames - frames.mean(axis=1, keepdims=True))))
+        return 20 * np.log10(peak) if peak > 0 else float("-inf")
+
+    def is_silent(self, wave: np.ndarray) -> bool:
+        """True when `wave` (model rate) is silence to the model: `level_dbfs` below SILENCE_DBFS."""
+        return self.level_dbfs(wave) < SILENCE_DBFS
+
     # ---------------------------------------------------------------------------------- search
+    def decode_waves(self, waves: Sequence[np.ndarray], names: Optional[Sequence[str]] = None,
+                     mode: Optional[str] = None) -> List[Hypothesis]:
+        """Float mono waves at the model's rate -> the best hypothesis of each, decoded as one batch.
+
+        The one silence policy of `asrdemo decode`, decode.sh and the library: a wave that is
+        silent to the model (`is_silent`) is not decoded; it gets the empty hypothesis and a
+        warning naming it (`names[i]`, default its index)."""
+        names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
+        results = [empty_hypothesis() for _ in waves]
+        loud = []
+        for i, wave in enumerate(waves):
+            if self.is_silent(wave):
+                log.warning("%s: silent (peak %.0f dBFS with the DC offset removed, what the model sees): "
+                            "empty hypothesis", names[i], self.level_dbfs(wave))
+            else:
+                loud.append(i)
+        if loud:
+            for i, nbest in zip(loud, self.decode_features([self.fbank(waves[i]) for i in loud], mode)):
+                results[i] = nbest[0]
+        return results
+
     def recognize(self, wave, sample_rate: int, mode: Optional[str] = None) -> Hypothesis:
-        return self.decode_features([self.features(wave, sample_rate)], mode)[0][0]
+        """Any-rate mono (N,) or multi-channel (N, C) wave -> the best hypothesis (empty for silence)."""
+        return self.decode_waves([self.model_wave(wave, sample_rate)], ["audio"], mode)[0]
 
     def recognize_batch(self, items: Sequence[Tuple[np.ndarray, int]], mode: Optional[str] = None) -> List[Hypothesis]:
         """[(wave, sample_rate), ...] -> the best hypothesis of each, decoded as one batch."""
-        feats = [self.features(w, sr) for w, sr in items]
-        return [nbest[0] for nbest in self.decode_features(feats, mode)]
+        return self.decode_waves([self.model_wave(w, sr) for w, sr in items], None, mode)
 
     def recognize_file(self, path, mode: Optional[str] = None) -> Hypothesis:
         wave, _ = load_audio(path, self.sample_rate)
-        return self.decode_features([self.fbank(wave)], mode)[0][0]
+        return self.decode_waves([wave], [str(path)], mode)[0]
 
     @torch.inference_mode()
     def decode_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]],

@@ -7,6 +7,7 @@
     GET  /api/sample       the sample clip (sample/test.wav), for the page's "try the sample"
     GET  /images/<name>    the exp dir's training curves (loss.png, acc.png, error.png)
     GET  /healthz          liveness (200 whether or not a model is loaded)
+    GET  /favicon.ico      the page's icon (static/favicon.png)
 
 Without a model the app still starts: every page and endpoint says how to get one.
 Uploads stay in memory (`InMemoryRequest`); nothing a client sends touches the disk.
@@ -44,6 +45,44 @@ class InMemoryRequest(Request):
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
+
+
+class ChunkedBodyLimit:
+    """WSGI middleware: a body sent without Content-Length (`Transfer-Encoding: chunked`) is read
+    here, up to one byte past the upload limit, and replaced by that many bytes in memory.
+
+    Werkzeug caps such a stream at MAX_CONTENT_LENGTH and then simply stops, so an 11 MB chunked
+    upload reached the app cut at 10 MB (then 400 `truncated_audio`, or 200 for a WAV with streaming
+    size fields). Here a body over the limit is marked, and the app answers it 413 `too_large` as
+    it does one that declares its length. The rest of an over-long body is read and dropped (up to
+    `drain_bytes`) so that the client gets the answer rather than a reset connection.
+    """
+
+    def __init__(self, wsgi_app, limit_bytes: int, drain_bytes: int = 64 * 1024 * 1024):
+        self.wsgi_app, self.limit, self.drain = wsgi_app, int(limit_bytes), int(drain_bytes)
+
+    def __call__(self, environ, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and not environ.get("CONTENT_LENGTH"):
+            stream, body = environ["wsgi.input"], bytearray()
+            while len(body) <= self.limit:
+                block = stream.read(min(64 * 1024, self.limit + 1 - len(body)))
+                if not block:
+                    break
+                body += block
+            if len(body) > self.limit:
+                environ["asrdemo.body_too_large"] = True
+                drained = 0
+                while drained < self.drain:
+                    block = stream.read(64 * 1024)
+                    if not block:
+                        break
+                    drained += len(block)
+                body = bytearray()
+            environ["wsgi.input"] = io.BytesIO(bytes(body))
+            environ["CONTENT_LENGTH"] = str(len(body))  # now a body of known length, no longer chunked
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.wsgi_app(environ, start_response)
 
 
 class Demo:
@@ -114,6 +153,8 @@ def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_upload_bytes)
+    app.before_request(_refuse_marked_body)
     app.json.ensure_ascii = False  # Japanese stays readable in the JSON
     app.extensions["asrdemo"] = Demo(settings)
     app.register_blueprint(bp)
@@ -121,6 +162,11 @@ def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     return app
+
+
+def _refuse_marked_body():
+    if request.environ.get("asrdemo.body_too_large"):
+        raise RequestEntityTooLarge()
 
 
 def _demo() -> Demo:
@@ -153,6 +199,12 @@ def curve_image(name):
     if not demo.loaded or name not in demo.info["curves"]:
         return _error(404, "not_found", f"no training curve {name!r} in this model's exp dir")
     return send_from_directory((demo.settings.exp_dir / "images").resolve(), name, mimetype="image/png")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """What browsers and tools ask for when a page names no icon (the page names static/favicon.png)."""
+    return send_from_directory(Path(current_app.static_folder), "favicon.png", mimetype="image/png")
 
 
 @bp.get("/healthz")
@@ -195,6 +247,17 @@ def recognize():
     started = time.perf_counter()
     data, reference = _read_audio_and_reference()
     audio = decode_audio(data, demo.recognizer.sample_rate, demo.settings.max_seconds)
+    if demo.recognizer.is_silent(audio.wave):
+        # judged as the model sees it (DC offset removed), by the recognizer's one silence rule
+        raise BadAudio(422, "silent_audio",
+                       f"the audio is silent (peak {demo.recognizer.level_dbfs(audio.wave):.0f} dBFS once the "
+                       "DC offset is removed, as the model hears it); nothing to recognize — check the "
+                       "microphone or the file")
+    if len(audio.wave) < demo.recognizer.min_samples:
+        # an empty transcript and a 3-frame spectrogram would look like a result; say why there is none
+        raise BadAudio(422, "too_short", f"the audio is {audio.duration_s:.3f} s long, too short to recognise: "
+                                         f"this model needs at least "
+                                         f"{demo.recognizer.min_samples / demo.recognizer.sample_rate:.2f} s")
     from asrdemo.explain import trace_utterance  # imports torch; loaded with the model, not with the app
 
     t0 = time.perf_counter()
@@ -253,8 +316,16 @@ def _read_audio_and_reference():
     """The audio bytes (multipart field `file`, or else the raw body) and an optional reference text."""
     if request.mimetype == "multipart/form-data":
         upload = request.files.get("file") or next(iter(request.files.values()), None)
+        if upload is None and "file" in request.form:
+            # a part named 'file' without a filename is a text field: its bytes were decoded as text
+            # and cannot be audio any more (curl's -F "file=<clip.wav" sends exactly that)
+            raise BadAudio(400, "no_file", "the field 'file' arrived as a text field, without a filename, "
+                                           "so it cannot hold audio; send it as a file part: "
+                                           "curl -F \"file=@clip.wav\" (with @, not <), or in a browser "
+                                           "FormData.append('file', blob, 'clip.wav')")
         if upload is None:
-            raise BadAudio(400, "no_file", "the form has no file; send the audio in a field named 'file'")
+            raise BadAudio(400, "no_file", "the form has no file; send the audio in a field named 'file' "
+                                           "(curl -F \"file=@clip.wav\")")
         return upload.read(), (request.form.get("reference") or request.args.get("reference", "")).strip()
     # Raw body: read it before anything touches request.form (which would consume the stream).
     return request.get_data(cache=False), request.args.get("reference", "").strip()

@@ -29,6 +29,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from asrdemo.data.cmvn import load_stats
 from asrdemo.data.dataset import make_loader, read_dump_dir
 from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
@@ -93,9 +94,24 @@ def _parse_override(text):
     return key.split("."), yaml.safe_load(value)
 
 
+def _check_section(key, value, where, defaults=None):
+    """Raise AsrdemoError (naming `where`) for an unknown section, or an unknown key of the
+    `batching` / `train` sections, whose keys are all listed in `defaults` (DEFAULTS). Other
+    sections are checked by what consumes them (the model, the optimizer, the scheduler)."""
+    defaults = DEFAULTS if defaults is None else defaults
+    if key not in defaults:
+        raise AsrdemoError(f"{where}: unknown section {key!r}; known: {', '.join(defaults)}")
+    if key in ("batching", "train"):
+        if value is not None and not isinstance(value, dict):
+            raise AsrdemoError(f"{where}: {key} must be a mapping of options, got {value!r}")
+        unknown = set(value or {}) - set(defaults[key])
+        if unknown:
+            raise AsrdemoError(f"{where}: unknown {key} option(s) {sorted(unknown)}; known: {sorted(defaults[key])}")
+
+
 def load_config(path, overrides=(), defaults=None):
     """The YAML at `path` merged over `defaults` (DEFAULTS: the ASR model's), then `key.sub=value`
-    overrides applied."""
+    overrides applied (checked like the YAML's own keys)."""
     defaults = DEFAULTS if defaults is None else defaults
     path = Path(path)
     if not path.is_file():
@@ -104,27 +120,34 @@ def load_config(path, overrides=(), defaults=None):
         user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise AsrdemoError(f"{path}: not valid YAML: {e}")
+    if not isinstance(user, dict):
+        raise AsrdemoError(f"{path}: expected a mapping of sections, got {type(user).__name__}")
     config = copy.deepcopy(defaults)
     for key, value in user.items():
         if key in EXP_KEYS:
             continue  # an exp dir's config.yaml used as --config: its data keys are rewritten anyway
-        if key not in config:
-            raise AsrdemoError(f"{path}: unknown section {key!r}; known: {', '.join(defaults)}")
+        _check_section(key, value, str(path), defaults)
         if key in ("batching", "train"):
-            unknown = set(value or {}) - set(defaults[key])
-            if unknown:
-                raise AsrdemoError(f"{path}: unknown {key} option(s) {sorted(unknown)}; known: {sorted(defaults[key])}")
             config[key].update(value or {})
         else:
             config[key] = value
     for text in overrides:
+        # an override obeys the rules of the YAML it overrides: a typo is an error, not a new key
         keys, value = _parse_override(text)
+        where = f"--set {text}"
+        if len(keys) == 1:
+            _check_section(keys[0], value, where, defaults)
+        else:
+            _check_section(keys[0], {keys[1]: None}, where, defaults)
         node = config
         for k in keys[:-1]:
             if not isinstance(node.get(k), dict):
                 node[k] = {}
             node = node[k]
-        node[keys[-1]] = value
+        if len(keys) == 1 and keys[0] in ("batching", "train"):
+            node[keys[0]].update(value or {})
+        else:
+            node[keys[-1]] = value
     if not isinstance(config["model"], dict):
         raise AsrdemoError(f"{path}: the model: section is missing (see docs/design.md, model_conf)")
     return config
@@ -244,8 +267,18 @@ class Trainer:
     def load(self, path):
         ckpt = load_checkpoint(path, map_location=self.device)
         self.core.load_state_dict(ckpt["model"])
+        # The checkpoint gives the optimizer's state (Adam's moments), this run's config its
+        # settings: a resume with another lr, betas, weight decay, schedule or max_epochs uses them.
+        settings = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        for group, own in zip(self.optimizer.param_groups, settings):
+            group.update(own)
+        # Every schedule is a function of the update count; continue it at the checkpoint's count,
+        # with this run's settings (warmup_linear's total_steps follows the new max_epochs).
+        self.scheduler.last_epoch = int(ckpt["scheduler"]["last_epoch"])
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_lr()):
+            group["lr"] = lr
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batches_done, self.step = ckpt["epoch"], ckpt["batches_done"], ckpt["step"]
@@ -523,6 +556,46 @@ def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_
     return full
 
 
+def _differences(old, new, prefix=""):
+    """["key.sub: old -> new", ...] for every leaf that differs between two config mappings."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> None:
+    """Before `--resume` touches anything: refuse what a checkpoint cannot continue with, naming the
+    keys (the model, the token list, the optimizer's type, the training batches); log the rest,
+    which takes effect from the next update (optim_conf, the scheduler, train.*).
+
+    `old` is the exp dir's config.yaml (`old_path`), `config` this run's. Raises AsrdemoError."""
+    refused = []
+    if old.get("model") != config["model"]:
+        refused += _differences({"model": old.get("model") or {}}, {"model": config["model"]})
+    if old.get("vocab_size") != vocab_size:
+        refused.append(f"vocab_size (the token list): {old.get('vocab_size')!r} -> {vocab_size!r}")
+    refused += _differences({"optim": old.get("optim")}, {"optim": config["optim"]})
+    old_batching = {k: v for k, v in (old.get("batching") or {}).items() if k != "valid_batch_bins"}
+    new_batching = {k: v for k, v in config["batching"].items() if k != "valid_batch_bins"}
+    if old.get("batching") is not None and old_batching != new_batching:
+        refused += _differences({"batching": old_batching}, {"batching": new_batching})
+    if refused:
+        raise AsrdemoError(f"--resume: these settings differ from {old_path}, and the checkpoints cannot "
+                           "continue with them: " + "; ".join(refused) +
+                           ". Resume with the old values, or train into a new --exp_dir")
+    changed = []
+    for key in ("optim_conf", "scheduler", "scheduler_conf", "train"):
+        changed += _differences({key: old.get(key)}, {key: config[key]})
+    if changed:
+        log.info("--resume: settings changed since %s, in effect from the next update: %s", old_path,
+                 "; ".join(changed))
+
+
 def _first_feature_dim(examples):
     return int(kaldiio.load_mat(examples[0].feats_path).shape[1])
 
@@ -620,17 +693,13 @@ def _train(args, config, exp_dir, dist):
     elif frontend.get("num_mel_bins", input_dim) != input_dim:
         raise AsrdemoError(f"{frontend_path} says {frontend['num_mel_bins']} mel bins, the features have {input_dim}")
     cmvn_path = Path(args.train_dir) / "cmvn.ark"
-    cmvn_stats = kaldiio.load_mat(str(cmvn_path)) if cmvn_path.is_file() else None
+    cmvn_stats = load_stats(cmvn_path) if cmvn_path.is_file() else None
     if cmvn_stats is None:
         log.warning("%s is missing: the model will not normalise its input", cmvn_path)
 
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
         old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        if old.get("model") != config["model"] or old.get("vocab_size") != vocab_size:
-            raise AsrdemoError(f"--resume: the model in {args.config} (or the token list) differs from "
-                               f"{exp_dir}/config.yaml; resume with the same model settings")
-    if dist.is_main:
-        prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, cmvn_stats is not None)
+        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
     torch.manual_seed(seed)
@@ -674,6 +743,8 @@ def _train(args, config, exp_dir, dist):
         trainer.load(resume_from)
     elif args.resume:
         log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
+        prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, cmvn_stats is not None)
     trainer.run()
 
     if dist.is_main:

@@ -43,6 +43,21 @@ def atomic_write_lines(path, lines) -> None:
     atomic_write_text(path, "".join(f"{line}\n" for line in lines))
 
 
+def read_lines(path) -> list:
+    """The lines of a UTF-8 text file, split at "\n" only, as every writer here writes them.
+
+    `str.splitlines()` also splits at U+2028, U+0085, \x1c.. and lone \r, so a transcript holding one
+    would come back as two lines; here it stays one line. A leading byte-order mark (Windows editors)
+    and a "\r" before each "\n" (CRLF files) are removed; a final newline gives no empty last line.
+    Raises UnicodeDecodeError for a file that is not UTF-8.
+    """
+    text = Path(path).read_text(encoding="utf-8-sig")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def atomic_torch_save(obj, path) -> None:
     import torch
 
