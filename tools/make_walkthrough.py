@@ -304,7 +304,7 @@ EXCERPTS: Dict[str, Excerpt] = {
     "history": Excerpt(history_line, lambda s: ", ".join(json.loads(s))),
     "hyp_txt": Excerpt(lambda w: _head(w / f"{EXP}/decode_test/hyp.txt", 2), _first_column),
     "result": Excerpt(result_block, result_form),
-    "cer": Excerpt(lambda w: _read(w / f"{EXP}/decode_test/cer.txt"), _numbers_as_hash),
+    "cer": Excerpt(lambda w: _head(w / f"{EXP}/decode_test/cer.txt", 1), _numbers_as_hash),  # the character CER line
     "package_listing": Excerpt(lambda w: "package/:  " + _listing(w / "package")),
     "trace": Excerpt(trace_excerpt, trace_form),
 }

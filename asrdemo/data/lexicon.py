@@ -30,6 +30,7 @@ import numpy as np
 from asrdemo.errors import AsrdemoError
 
 HEADER = struct.Struct("<10I32s")
+DICTIONARY_MAGIC_ID = 0xEF718F77  # mecab/src/dictionary.cpp
 TOKEN = np.dtype([("lc", "<u2"), ("rc", "<u2"), ("posid", "<u2"), ("wcost", "<i2"),
                   ("feature", "<u4"), ("compound", "<u4")])
 
@@ -97,7 +98,11 @@ def read_entries(path=None):
     """Every distinct feature line of `sys.dic` as an `Entry` (lowest cost of its tokens)."""
     path = Path(path) if path is not None else dictionary_path()
     blob = path.read_bytes()
+    if len(blob) < HEADER.size:
+        raise AsrdemoError(f"{path}: not a MeCab system dictionary (too short)")
     *sizes, charset = HEADER.unpack_from(blob)
+    if sizes[0] ^ DICTIONARY_MAGIC_ID != len(blob):  # MeCab stores its magic as file size ^ this
+        raise AsrdemoError(f"{path}: not a MeCab system dictionary (bad magic number)")
     dsize, tsize, fsize = sizes[6], sizes[7], sizes[8]
     charset = charset.split(b"\0")[0].decode("ascii") or "utf-8"
     start = HEADER.size + dsize
