@@ -282,3 +282,7 @@ def test_silence_is_judged_as_the_model_sees_it(rec, caplog):
         batch = rec.recognize_batch([(silent["dc"], sr), (noise(1.0, sr, 7), sr)], mode="ctc_greedy")
     assert batch[0].text == "" and batch[1].token_ids == rec.recognize(noise(1.0, sr, 7), sr, "ctc_greedy").token_ids
     assert "#0: silent" in caplog.text and "#1" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # too short for one encoder frame: the same policy, its own reason
+        assert rec.recognize(noise(0.03, sr, 8), sr).text == ""
+    assert "audio: too short (0.030 s" in caplog.text

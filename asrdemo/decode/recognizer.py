@@ -229,8 +229,9 @@ class Recognizer:
         """Float mono waves at the model's rate -> the best hypothesis of each, decoded as one batch.
 
         The one silence policy of `asrdemo decode`, decode.sh and the library: a wave that is
-        silent to the model (`is_silent`) is not decoded; it gets the empty hypothesis and a
-        warning naming it (`names[i]`, default its index)."""
+        silent to the model (`is_silent`), or too short for one encoder frame (`min_samples`), is
+        not decoded; it gets the empty hypothesis and a warning naming it (`names[i]`, default its
+        index)."""
         names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
         results = [empty_hypothesis() for _ in waves]
         loud = []
@@ -238,6 +239,9 @@ class Recognizer:
             if self.is_silent(wave):
                 log.warning("%s: silent (peak %.0f dBFS with the DC offset removed, what the model sees): "
                             "empty hypothesis", names[i], self.level_dbfs(wave))
+            elif len(wave) < self.min_samples:
+                log.warning("%s: too short (%.3f s; the model needs %.3f s): empty hypothesis", names[i],
+                            len(wave) / self.sample_rate, self.min_samples / self.sample_rate)
             else:
                 loud.append(i)
         if loud:

@@ -28,10 +28,19 @@
     if (recorder) $('send-button').disabled = $('sample-button').disabled = true;
   }
 
+  // Bring `el` into view when it is not (a phone shows the buttons, not what is below them).
+  function reveal(el) {
+    const box = el.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) el.scrollIntoView({ block: 'start' });
+  }
+
   function showError(message) {
+    // an old transcript, CER and spectrogram under a new error would read as this request's result
+    $('result-card').hidden = true;
     const box = $('error-box');
     box.textContent = '⚠ ' + message;
     box.hidden = false;
+    reveal(box);
   }
 
   function clearError() {
@@ -89,6 +98,7 @@
     const card = $('result-card');
     card.hidden = false;
     card.dataset.state = 'done';
+    reveal(card);
   }
 
   // ---- one utterance on one time axis: characters, spectrogram, posteriorgram, attention ------
@@ -402,14 +412,18 @@
     mute.gain.value = 0;
     source.connect(node).connect(mute).connect(ctx.destination);
     recorder = { stream, ctx, node, chunks: [], samples: 0 };
+    // the server's limit in samples: the last block is cut to it, so a recording that runs to the
+    // auto-stop is at most maxSeconds long, never a block (2048 samples) past it
+    const maxSamples = Math.floor(maxSeconds * ctx.sampleRate);
     node.port.onmessage = (event) => {
       if (!recorder) return;
-      recorder.chunks.push(event.data.samples);
-      recorder.samples += event.data.samples.length;
+      const block = event.data.samples.subarray(0, maxSamples - recorder.samples);
+      recorder.chunks.push(block);
+      recorder.samples += block.length;
       const seconds = recorder.samples / ctx.sampleRate;
       $('record-time').textContent = `${seconds.toFixed(1)} s`;
       showLevel(event.data.peak);
-      if (seconds >= maxSeconds) stopRecording();
+      if (recorder.samples >= maxSamples) stopRecording();
     };
     setRecordingUi('recording', 0);
     setBusy(busy);
