@@ -1,7 +1,7 @@
 # The web demo as one container (Cloud Run, or any Docker host); see docs/demo.md.
 #   docker build -t asrdemo . && docker run --rm -p 8080:8080 asrdemo    # -> http://127.0.0.1:8080
-# The image serves whatever exp_train_large/ holds at build time: the shipped model unless you
-# package another one there (without one the page explains how to get one).
+# The image serves whatever exp_train_large/ holds at build time (package a model there first;
+# without one the page explains how to get one).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

@@ -57,8 +57,9 @@ jsut_url=""            # stage 0 (JSUT): another address for jsut_ver1.1.zip
 jsut_zip=""            # ... or a local copy of the zip
 jsut_root=""           # ... or an unpacked corpus
 jsut_sha256=""         # ... expected sha256 of a mirror or trimmed zip
-package_dir=""         # default: exp_train_large (jsut, synth_ja); egs/mini_jsut/package (mini_jsut: the
-                       # mini model never replaces the shipped one)
+package_dir=""         # default: exp_train_large, the folder the demo loads -- except that the mini model
+                       # never replaces a model trained on another corpus there (then: egs/mini_jsut/package)
+shipped_dir=exp_train_large  # the demo's default folder, checked by that rule
 work_dir=""            # where stages write (default: egs/<corpus>)
 # ---- end of options ----
 
@@ -86,12 +87,20 @@ case "$corpus" in
   jsut)      : "${train_config:=conf/train.yaml}"; : "${num_test:=250}"; : "${num_dev:=250}" ;;
   # the mini model decodes with attention_rescoring: as accurate as joint there, and faster
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
-             : "${decode_mode:=attention_rescoring}"; : "${package_dir:=egs/mini_jsut/package}" ;;
+             : "${decode_mode:=attention_rescoring}" ;;
   synth_ja)  : "${train_config:=conf/train_synth.yaml}"; : "${num_test:=200}"; : "${num_dev:=200}"
              : "${decode_mode:=attention_rescoring}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut, mini_jsut or synth_ja)" >&2; exit 2 ;;
 esac
-: "${package_dir:=exp_train_large}"
+shipped_dir=$(cd "$root" && realpath -m "$shipped_dir")
+if [ -z "$package_dir" ]; then
+  package_dir=$shipped_dir
+  # a packaged model's README names its corpus; the mini model only replaces another mini model
+  if [ "$corpus" = mini_jsut ] && [ -f "$shipped_dir/config.yaml" ] && ! grep -q '^- corpus: mini_jsut$' "$shipped_dir/README.md" 2>/dev/null; then
+    package_dir=egs/mini_jsut/package
+    echo "run.sh: $shipped_dir holds a model trained on $(sed -n 's/^- corpus: //p' "$shipped_dir/README.md" 2>/dev/null | head -1); the mini model is packaged into $package_dir (--package_dir to choose)"
+  fi
+fi
 augmented=""; { [ -n "$speed_perturb" ] || [ "$noise_copies" != 0 ]; } && augmented=_sp
 [ -n "$tag" ] || tag=$(basename "$train_config" .yaml)$augmented   # an augmented run never resumes a plain one
 for f in "$train_config" "$decode_config" "$fbank_config"; do

@@ -31,9 +31,9 @@ HOWTO = """\
 The web demo (`asrdemo serve`, or gunicorn, see the top-level README) loads this folder. Fill it by
 running the recipe, whose last stage packages the trained model here:
 
-    ./run.sh --corpus synth_ja           # the offline corpus (how the shipped model was made; hours on a CPU)
+    ./run.sh --corpus mini_jsut          # offline, minutes on a CPU (it recognises little beyond its training text)
+    ./run.sh --corpus synth_ja           # the large offline corpus (hours on a CPU; docs/synth_ja.md)
     ./run.sh                             # real JSUT (a GPU is advised)
-    ./run.sh --corpus mini_jsut --package_dir exp_train_large   # the mini model (minutes; it recognises little)
 
 or package any exp dir by hand:
 

@@ -89,12 +89,24 @@ def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):
     assert r.returncode == 2 and "unknown corpus" in r.stderr
 
 
-def test_mini_recipe_never_replaces_the_shipped_model(tmp_path):
-    """The mini corpus packages into egs/mini_jsut/package/ unless told otherwise."""
-    r = run_sh("--corpus", "mini_jsut", "--work_dir", tmp_path / "work", "--stage", 6, "--stop_stage", 6)
+def test_mini_recipe_never_replaces_a_model_of_another_corpus(tmp_path):
+    """The mini model is packaged into the demo's folder unless that holds a model trained on another
+    corpus (its README says which); then into egs/mini_jsut/package/."""
+    shipped = tmp_path / "shipped"
+    args = ("--corpus", "mini_jsut", "--work_dir", tmp_path / "work", "--stage", 6, "--stop_stage", 6,
+            "--shipped_dir", shipped)
+    r = run_sh(*args)  # nothing there yet: the mini model may go there
     assert r.returncode != 0 and "made by stage 5" in r.stderr
+    assert f"stage 6: start -> {shipped}" in r.stdout, r.stdout
+    shipped.mkdir(exist_ok=True)
+    (shipped / "config.yaml").write_text("model: {}\n")
+    (shipped / "README.md").write_text("# Packaged asrdemo model\n\n- corpus: synth_ja\n")
+    r = run_sh(*args)
     assert f"stage 6: start -> {REPO}/egs/mini_jsut/package" in r.stdout, r.stdout
-    assert "exp_train_large" not in r.stdout
+    assert "holds a model trained on synth_ja" in r.stdout
+    (shipped / "README.md").write_text("# Packaged asrdemo model\n\n- corpus: mini_jsut\n")
+    r = run_sh(*args)  # another mini model is replaced
+    assert f"stage 6: start -> {shipped}" in r.stdout, r.stdout
 
 
 def test_half_precision_package_decodes_the_same(recipe, tmp_path):

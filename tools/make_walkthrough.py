@@ -60,10 +60,13 @@ def doc_commands(doc_text: str) -> List[List[str]]:
 
 
 def localize(argv: List[str], work: Path) -> List[str]:
-    """A command as written for egs/mini_jsut -> the same for `work`: the repo's conf/ stays where it is."""
+    """A command as written for egs/mini_jsut -> the same for `work`: the repo's conf/ stays where it
+    is, the package goes inside the work dir instead of the repo."""
     out = []
     for a in argv:
-        if a.startswith("../../"):
+        if a == "../../exp_train_large":
+            a = str(work / "exp_train_large")
+        elif a.startswith("../../"):
             a = str(REPO / a[len("../../"):])
         out.append(a)
     return out
@@ -305,7 +308,7 @@ EXCERPTS: Dict[str, Excerpt] = {
     "hyp_txt": Excerpt(lambda w: _head(w / f"{EXP}/decode_test/hyp.txt", 2), _first_column),
     "result": Excerpt(result_block, result_form),
     "cer": Excerpt(lambda w: _head(w / f"{EXP}/decode_test/cer.txt", 1), _numbers_as_hash),  # the character CER line
-    "package_listing": Excerpt(lambda w: "package/:  " + _listing(w / "package")),
+    "package_listing": Excerpt(lambda w: "exp_train_large/:  " + _listing(w / "exp_train_large")),
     "trace": Excerpt(trace_excerpt, trace_form),
 }
 
