@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done, read_lines
+from asrdemo.utils.io import (atomic_path, atomic_write_lines, atomic_write_text, clear_done, done_with, is_done,
+                              mark_done, read_lines)
 
 logger = logging.getLogger(__name__)
 
@@ -431,11 +432,10 @@ def make_corpus(out_dir, num_utts=None, seed=0, nj=2, subsets=None, sentences_fi
         "num_utts": len(chosen),
     }
 
-    if is_done(root, required=required):
-        done = json.loads((root / ".done").read_text(encoding="utf-8"))
-        if all(done.get(k) == v for k, v in config.items()):
-            logger.info("skipped: %s already holds these %d utterances (seed %d)", root, len(chosen), seed)
-            return root
+    if done_with(root, config, required):
+        logger.info("skipped: %s already holds these %d utterances (seed %d)", root, len(chosen), seed)
+        return root
+    if is_done(root, required):
         logger.info("%s holds a different mini corpus; re-making it", root)
 
     _check_ours(root)

@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from asrdemo.data import voices
-from asrdemo.data.datadir import Utterance, read_data_dir, read_kv, write_data_dir
+from asrdemo.data.datadir import Utterance, read_kv, write_data_dir
 from asrdemo.data.mini_jsut import _rng, read_sentences, write_wav
 from asrdemo.data.sentence_gen import EVAL_SENTENCE_FILES
 from asrdemo.data.synth_ja import SAMPLE_RATE, Rendering, render
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_text, is_done, mark_done
+from asrdemo.utils.io import atomic_write_text, done_with, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,9 @@ def make_eval_sets(out_dir, num_sentences: int = 80, seed: int = 1000, nj: int =
     out_dir = Path(out_dir)
     args = {"num_sentences": num_sentences, "seed": seed, "voices": list(voices.TRAIN_VOICES + voices.EVAL_VOICES)}
     done_file = out_dir / "eval_clean"
-    if is_done(done_file) and all((out_dir / s / "text").is_file() for s in EVAL_SETS):
-        import json
-
-        info = json.loads((done_file / ".done").read_text(encoding="utf-8"))
-        if all(info.get(k) == v for k, v in args.items()):
-            log.info("skipped: %s holds these evaluation sets", out_dir)
-            return {s: len(read_kv(out_dir / s / "text")) for s in EVAL_SETS}
+    if done_with(done_file, args) and all((out_dir / s / "text").is_file() for s in EVAL_SETS):
+        log.info("skipped: %s holds these evaluation sets", out_dir)
+        return {s: len(read_kv(out_dir / s / "text")) for s in EVAL_SETS}
     sentences = pick_sentences(num_sentences, seed)
     jobs = [(f"{voice}-{i:03d}", text, voice, seed, out_dir / "eval_wav")
             for voice in voices.TRAIN_VOICES + voices.EVAL_VOICES for i, text in enumerate(sentences)]

@@ -33,7 +33,7 @@ import numpy as np
 from asrdemo.data import voices
 from asrdemo.data.mini_jsut import _noise, _rng, _room, _speech_bounds, write_wav
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,6 @@ def _run(jobs, nj):
     if nj <= 1:
         yield from tqdm(map(_synth_job, jobs), **bar)
         return
-    # kokoro jobs first, spread across workers: they are the slow ones
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(nj, initializer=_init_worker) as pool:
         yield from tqdm(pool.imap_unordered(_synth_job, jobs, chunksize=4), **bar)
@@ -195,14 +194,9 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     if kokoro_hours is None:
         kokoro_hours = round(0.12 * hours, 3)
     args = {"hours": hours, "seed": seed, "kokoro_hours": kokoro_hours, "version": SYNTH_VERSION}
-    if is_done(root):
-        try:
-            info = json.loads((root / ".done").read_text(encoding="utf-8"))
-        except ValueError:
-            info = {}
-        if all(info.get(k) == v for k, v in args.items()):
-            logger.info("skipped: %s holds this corpus already", root)
-            return root
+    if done_with(root, args, (f"{SUBSET}/transcript_utf8.txt", "renderings.tsv")):
+        logger.info("skipped: %s holds this corpus already", root)
+        return root
     readme = root / "README.txt"
     if root.exists() and any(root.iterdir()) and not (readme.is_file() and README_MARK in readme.read_text(encoding="utf-8")):
         raise AsrdemoError(f"{root} exists and is not an asrdemo synthetic corpus; choose another --out_dir")

@@ -82,6 +82,18 @@ def is_done(out_dir, required=()) -> bool:
     return all((out_dir / name).is_file() and (out_dir / name).stat().st_size > 0 for name in required)
 
 
+def done_with(out_dir, settings: dict, required=()) -> bool:
+    """True when `is_done(out_dir, required)` and `.done` records every key of `settings` with the
+    same value: the outputs were made by the same arguments. A `.done` that is not JSON counts as not done."""
+    if not is_done(out_dir, required):
+        return False
+    try:
+        info = json.loads((Path(out_dir) / DONE).read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return isinstance(info, dict) and all(info.get(k) == v for k, v in settings.items())
+
+
 def clear_done(out_dir) -> None:
     with contextlib.suppress(FileNotFoundError):
         (Path(out_dir) / DONE).unlink()
