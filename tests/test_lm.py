@@ -115,6 +115,24 @@ def test_lm_config_errors(tmp_path):
     assert main([str(a) for a in lm_train_args(task, bad, tmp_path / "e2")]) == 1
 
 
+def test_lm_resume_follows_the_asr_trainers_rules(tmp_path, caplog):
+    """`lm train --resume` checks a changed config like `asrdemo train` does: changed batching is
+    refused by name and config.yaml is left as it was; another lr is taken and logged."""
+    from asrdemo.cli import main
+
+    task = make_text_task(tmp_path)
+    config, exp = write_lm_config(tmp_path / "lm.yaml", max_epochs=1), tmp_path / "exp"
+    assert run_inprocess(lm_train_args(task, config, exp)) == 0
+    (exp / ".done").unlink()  # as a user does to train a finished LM further
+    before = (exp / "config.yaml").read_text(encoding="utf-8")
+    args = [str(a) for a in lm_train_args(task, config, exp, "--resume", "--max_epochs", 2)]
+    assert main(args + ["--set", "batching.batch_bins=300"]) == 1
+    assert "batching.batch_bins" in caplog.text
+    assert (exp / "config.yaml").read_text(encoding="utf-8") == before
+    assert run_inprocess(args + ["--set", "optim_conf.lr=0.002"]) == 0
+    assert "optim_conf.lr" in caplog.text and "0.002" in (exp / "config.yaml").read_text(encoding="utf-8")
+
+
 STEP = re.compile(r"epoch (\d+) step (\d+) \[batch \d+/\d+\]: loss ([\d.]+) ppl ([\d.]+) acc ([\d.]+) "
                   r"lr ([\d.e+-]+) grad_norm ([\d.]+)")
 

@@ -32,10 +32,10 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import LM_MODEL_FILE
 from asrdemo.train import distributed
 from asrdemo.train.average import average_best
-from asrdemo.train.checkpoint import epoch_checkpoints, latest_checkpoint
+from asrdemo.train.checkpoint import epoch_checkpoints
 from asrdemo.train.scheduler import build_scheduler
-from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer, load_config,
-                                   train_log)
+from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer,
+                                   check_resume_config, checkpoint_to_resume, load_config, start_devices, train_log)
 from asrdemo.utils.io import atomic_path, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -118,10 +118,7 @@ def _relaunch_argv(args):
 
 def train_lm(args):
     """`asrdemo lm train`: see the module docstring. A finished exp dir (`.done`) is skipped."""
-    if args.ngpu > 0 and not torch.cuda.is_available():
-        raise AsrdemoError(f"--ngpu {args.ngpu} but torch sees no CUDA device; use --ngpu 0 for CPU")
-    if args.ngpu > 1 and not distributed.launched_by_torchrun():
-        distributed.relaunch_with_torchrun(args.ngpu, _relaunch_argv(args))  # does not return
+    start_devices(args.ngpu, _relaunch_argv(args))
     if not args.train_text and not args.lm_train_text:
         raise AsrdemoError("no training text: give --train_text (Kaldi text) and/or --lm_train_text (plain text)")
     exp_dir = Path(args.exp_dir)
@@ -142,10 +139,7 @@ def _train_lm(args, config, exp_dir, dist):
 
     tc, bc = config["train"], config["batching"]
     ckpt_dir = exp_dir / "checkpoints"
-    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
-    if resume_from is not None and not args.resume:
-        raise AsrdemoError(f"{exp_dir} already has checkpoints ({resume_from.name}): pass --resume to continue "
-                           "that run, or choose another --exp_dir")
+    resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
     token_list = TokenList.load(args.token_list)
@@ -158,16 +152,7 @@ def _train_lm(args, config, exp_dir, dist):
             "valid_text": [str(p) for p in args.valid_text], "token_list": str(args.token_list)}
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
         old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        if old.get("model") != config["model"] or old.get("vocab_size") != vocab_size:
-            raise AsrdemoError(f"--resume: the model in {args.config} (or the token list) differs from "
-                               f"{exp_dir}/config.yaml; resume with the same model settings")
-    if dist.is_main:
-        exp_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(exp_dir / "tokens.txt") as tmp:
-            shutil.copyfile(args.token_list, tmp)
-        full = {"token_list": "tokens.txt", "vocab_size": vocab_size, **config, "data": data}
-        atomic_write_text(exp_dir / "config.yaml", "# written by `asrdemo lm train`: everything needed to rebuild "
-                          "the LM\n" + yaml.safe_dump(full, sort_keys=False, allow_unicode=True))
+        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")  # the ASR trainer's rules
 
     seed = tc["seed"]
     torch.manual_seed(seed)
@@ -200,6 +185,12 @@ def _train_lm(args, config, exp_dir, dist):
         trainer.load(resume_from)
     elif args.resume:
         log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
+        with atomic_path(exp_dir / "tokens.txt") as tmp:
+            shutil.copyfile(args.token_list, tmp)
+        full = {"token_list": "tokens.txt", "vocab_size": vocab_size, **config, "data": data}
+        atomic_write_text(exp_dir / "config.yaml", "# written by `asrdemo lm train`: everything needed to rebuild "
+                          "the LM\n" + yaml.safe_dump(full, sort_keys=False, allow_unicode=True))
     trainer.run()
 
     if dist.is_main:

@@ -615,12 +615,30 @@ def _relaunch_argv(args):
     return argv
 
 
-def train(args):
-    if args.ngpu > 0 and not torch.cuda.is_available():
-        raise AsrdemoError(f"--ngpu {args.ngpu} but torch sees no CUDA device (torch {torch.__version__}); "
+def start_devices(ngpu: int, relaunch_argv) -> None:
+    """The `--ngpu` check and the torchrun re-launch of `asrdemo train` and `asrdemo lm train`:
+    raises AsrdemoError for GPUs torch cannot see; with ngpu > 1 outside torchrun, re-launches
+    `asrdemo <relaunch_argv>` under torchrun and does not return."""
+    if ngpu > 0 and not torch.cuda.is_available():
+        raise AsrdemoError(f"--ngpu {ngpu} but torch sees no CUDA device (torch {torch.__version__}); "
                            "use --ngpu 0 for CPU (CPU DDP: start it with torchrun, see docs/training.md)")
-    if args.ngpu > 1 and not distributed.launched_by_torchrun():
-        distributed.relaunch_with_torchrun(args.ngpu, _relaunch_argv(args))  # does not return
+    if ngpu > 1 and not distributed.launched_by_torchrun():
+        distributed.relaunch_with_torchrun(ngpu, relaunch_argv)  # does not return
+
+
+def checkpoint_to_resume(exp_dir: Path, resume: bool):
+    """The newest checkpoint in exp_dir/checkpoints (None if there is none). Raises AsrdemoError when
+    there is one and `resume` is off: a new run never silently overwrites an old one."""
+    ckpt_dir = exp_dir / "checkpoints"
+    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
+    if resume_from is not None and not resume:
+        raise AsrdemoError(f"{exp_dir} already has checkpoints ({resume_from.name}): pass --resume to continue "
+                           "that run, or choose another --exp_dir")
+    return resume_from
+
+
+def train(args):
+    start_devices(args.ngpu, _relaunch_argv(args))
     exp_dir = Path(args.exp_dir)
     if is_done(exp_dir, ("config.yaml", "valid.acc.ave.pth")):
         log.info("skipped: %s is complete (remove %s/.done to train it further with --resume)", exp_dir, exp_dir)
@@ -676,10 +694,7 @@ def _train(args, config, exp_dir, dist):
 
     tc, bc = config["train"], config["batching"]
     ckpt_dir = exp_dir / "checkpoints"
-    resume_from = latest_checkpoint(ckpt_dir) if ckpt_dir.is_dir() else None
-    if resume_from is not None and not args.resume:
-        raise AsrdemoError(f"{exp_dir} already has checkpoints ({resume_from.name}): pass --resume to continue "
-                           "that run, or choose another --exp_dir")
+    resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
     token_list = TokenList.load(args.token_list, args.bpe_model)
