@@ -4,6 +4,7 @@ CI never builds the real corpus; these tests run every piece on a few utterances
 on 2 cores, most of it the kokoro voices and the 50,000-sentence generator check).
 """
 
+import collections
 import hashlib
 import subprocess
 import sys
@@ -54,6 +55,27 @@ def test_generator_is_deterministic_and_prefix_stable():
     assert a != sentence_gen.generate(300, seed=8)
     with pytest.raises(ValueError):
         sentence_gen.generate(0)
+
+
+def frequent_phrase_share(sents, n=7, min_share=0.01):
+    """Share of sentences containing a character n-gram that occurs in >= min_share of them."""
+    grams = [{s[i:i + n] for i in range(len(s) - n + 1)} for s in sents]
+    counts = collections.Counter(g for gs in grams for g in gs)
+    frequent = {g for g, c in counts.items() if c >= min_share * len(sents)}
+    return sum(bool(gs & frequent) for gs in grams) / len(sents)
+
+
+def test_free_sentences_break_the_templates_fixed_phrases():
+    """Template text repeats fixed phrases a model can memorise (what the first synth_ja model
+    did); free sentences must repeat them far less, and the default mix must contain them."""
+    templates = sentence_gen.generate(2000, seed=0, free_ratio=0.0)
+    free = sentence_gen.generate(2000, seed=0, free_ratio=1.0)
+    assert frequent_phrase_share(free) < 0.7 * frequent_phrase_share(templates)
+    assert sentence_gen.generate(300, seed=0) != sentence_gen.generate(300, seed=0, free_ratio=0.0)
+    assert not set(free) & sentence_gen.eval_sentences()
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="free_ratio"):
+            sentence_gen.generate(10, free_ratio=bad)
 
 
 def test_generator_refuses_an_evaluation_sentence_it_would_make(tmp_path, monkeypatch):

@@ -9,6 +9,13 @@ loanwords, place and person names, verbs and adjectives with their conjugated fo
 from pyopenjtalk-plus's dictionary). Half the slots draw from each, so frequent words recur
 while the rarer dictionary words spread the character inventory (thousands of kanji).
 
+Templates alone teach a model the templates: trained on them, a recognizer's CTC branch
+answered natural sentences with template fragments (docs/synth_ja.md). So a share of the
+sentences (`free_ratio`, default 0.5) are *free* sentences instead: one to three clauses, each a
+chain of random words with random particles and a random predicate, joined by connectives. They
+are grammatical in shape rather than meaning, and no sequence of words recurs often enough to
+be memorised: the model has to listen.
+
 `generate(n, seed)` is deterministic: the same (n, seed) gives the same list, and a longer
 list starts with the shorter one. Sentences of an evaluation set (`eval_sentences()`) are
 never produced.
@@ -181,6 +188,39 @@ TEMPLATES = [
 ]
 
 
+# --------------------------------------------------------------------------- free sentences
+
+PARTICLES = "は が を に で と へ から まで の も や より".split()
+CONNECTIVES = ["、", "ので、", "けれど、", "から、", "が、", "し、", "のに、", "ながら、"]
+
+
+def _clause(p: _Picker) -> str:
+    """Random noun phrases, each with a random particle, then a random predicate."""
+    words = [p.adverb()] if p.rng.random() < 0.3 else []
+    for _ in range(int(p.rng.integers(1, 4))):
+        noun = p.one([p.noun, p.thing, p.place, p.person, p.loan, p.sahen])()
+        words.append(noun + p.one(PARTICLES))
+    r = p.rng.random()
+    if r < 0.55:
+        words.append(_verb_end(p, p.verb()))
+    elif r < 0.75:
+        a = p.adj()
+        words.append(p.one([a.base, a.ku + "ない", a.ta + "た", a.base + "です", a.ku + "なりました"]))
+    elif r < 0.9:
+        words.append(p.na_adj() + p.one(["です", "だ", "でした", "ではない"]))
+    else:
+        words.append(p.sahen() + p.one(["します", "した", "しない", "している", "しましょう"]))
+    return "".join(words)
+
+
+def free_sentence(p: _Picker) -> str:
+    """One to three clauses joined by connectives; a statement or (15 %) a question."""
+    text = _clause(p)
+    for _ in range(int(p.rng.choice([0, 0, 1, 1, 2]))):
+        text += p.one(CONNECTIVES) + _clause(p)
+    return text + ("か？" if p.rng.random() < 0.15 else "。")
+
+
 def eval_sentences() -> set:
     """Every sentence of the evaluation sets (text after `ID:` or the whole line)."""
     out = set()
@@ -194,19 +234,26 @@ def eval_sentences() -> set:
     return out
 
 
-def generate(n: int, seed: int = 0) -> list:
+def generate(n: int, seed: int = 0, free_ratio: float = 0.5) -> list:
     """`n` distinct sentences, deterministic from `seed` (a prefix of any longer list).
 
-    Raises ValueError when `n` < 1. Never returns an evaluation sentence.
+    `free_ratio` of them (on average) are free sentences, the rest templates.
+    Raises ValueError when `n` < 1 or `free_ratio` is outside [0, 1]. Never returns an
+    evaluation sentence.
     """
     if n < 1:
         raise ValueError(f"generate: n must be >= 1, got {n}")
+    if not 0.0 <= free_ratio <= 1.0:
+        raise ValueError(f"generate: free_ratio must be in [0, 1], got {free_ratio}")
     rng = np.random.default_rng(seed)
     picker = _Picker(rng)
     banned = eval_sentences()
     out, seen = [], set()
     while len(out) < n:
-        text = TEMPLATES[int(rng.integers(len(TEMPLATES)))](picker)
+        if free_ratio > 0 and rng.random() < free_ratio:
+            text = free_sentence(picker)
+        else:
+            text = TEMPLATES[int(rng.integers(len(TEMPLATES)))](picker)
         if text in seen or text in banned or len(text) > 48:
             continue
         seen.add(text)
@@ -217,13 +264,14 @@ def generate(n: int, seed: int = 0) -> list:
 def add_arguments(parser):
     parser.add_argument("--num_sentences", type=int, default=50000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--free_ratio", type=float, default=0.5, help="share of free (non-template) sentences")
     parser.add_argument("--out", required=True, help="text file, one sentence per line (written atomically)")
 
 
 def main(args):
     from asrdemo.utils.io import atomic_write_lines
 
-    sents = generate(args.num_sentences, args.seed)
+    sents = generate(args.num_sentences, args.seed, args.free_ratio)
     atomic_write_lines(args.out, sents)
     chars = set("".join(sents))
     print(f"{args.out}: {len(sents)} sentences, {len(chars)} distinct characters")
