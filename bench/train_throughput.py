@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from machine_state import machine_state, warn_if_busy  # noqa: E402
 # config -> vocabulary size (mini: the mini corpus' ~900 characters; JSUT: 3,000 like the peer)
 DEFAULT_CONFIGS = {"conf/train_mini.yaml": 900, "conf/train.yaml": 3000}
 
@@ -116,20 +118,23 @@ def main():
                "--warmup", str(args.warmup), "--steps", str(args.steps), "--seed", str(args.seed), "--amp", args.amp]
         if args.specaug:
             cmd.append("--specaug")
+        state = machine_state()
+        warn_if_busy(state, config)
         out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"{config} failed:\n{out.stderr}")
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        results.append({**json.loads(out.stdout.strip().splitlines()[-1]), **state})
 
     print(f"# asrdemo training throughput: batch {args.batch} x {args.seconds:g} s ({int(args.seconds * 100)} "
           f"frames), {args.tokens} tokens, {args.threads} threads, Adam, {args.warmup} warm-up + median of "
           f"{args.steps}; SpecAugment {'on' if args.specaug else 'off'}; autocast {args.amp}")
     print("\n| config | params | vocab | median s/step | min | max | fwd | bwd | clip+adam | utt/s | frames/s "
-          "| audio s/s | peak RSS MB |\n|---|" + "---:|" * 12)
+          "| audio s/s | peak RSS MB | load / CPU pressure % before |\n|---|" + "---:|" * 13)
     for r in results:
         print(f"| {r['config']} | {r['params_m']:.2f}M | {r['vocab']} | {r['median_s']:.3f} | {r['min_s']:.3f} | "
               f"{r['max_s']:.3f} | {r['fwd_s']:.3f} | {r['bwd_s']:.3f} | {r['opt_s']:.3f} | {r['utt_per_s']:.2f} | "
-              f"{r['frames_per_s']:,.0f} | {r['audio_s_per_s']:.1f} | {r['peak_rss_mb']:,.0f} |")
+              f"{r['frames_per_s']:,.0f} | {r['audio_s_per_s']:.1f} | {r['peak_rss_mb']:,.0f} | "
+              f"{r['load1']} / {r['cpu_pressure_avg10']} |")
     for r in results:
         print(f"{r['config']}: loss {r['first_loss']:.2f} -> {r['last_loss']:.2f} on the same batch (should fall)")
     if args.json:
