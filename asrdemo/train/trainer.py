@@ -36,8 +36,8 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
 from asrdemo.train.average import average_best
-from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
-                                      rng_state, save_checkpoint, set_rng_state)
+from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, load_model_weights,
+                                      prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
@@ -604,7 +604,7 @@ def _relaunch_argv(args):
     """The command line of this run (for re-launching under torchrun)."""
     argv = ["train"]
     for name in ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir", "ngpu", "seed",
-                 "max_epochs", "num_workers"):
+                 "max_epochs", "num_workers", "init_param"):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name}", str(value)]
@@ -689,6 +689,17 @@ def amp_settings(use_amp, device):
     return None, None
 
 
+def init_from_model_file(model, path) -> None:
+    """Start from another run's weights (ESPnet's --init_param), e.g. a full-context model
+    fine-tuned into a streaming one (docs/streaming.md): the model must have the same parameters
+    (names and shapes); a different architecture is refused, naming the keys."""
+    try:
+        model.load_state_dict(load_model_weights(path))
+    except RuntimeError as e:
+        raise AsrdemoError(f"--init_param {path} does not fit this config's model: {e}") from None
+    log.info("initialised the model from %s", path)
+
+
 def _train(args, config, exp_dir, dist):
     from asrdemo.model.asr_model import ASRModel
 
@@ -721,6 +732,8 @@ def _train(args, config, exp_dir, dist):
     model = ASRModel.from_config(config["model"], input_dim, vocab_size, cmvn_stats)
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, input_dim %d, vocab %d", num_params / 1e6, input_dim, vocab_size)
+    if args.init_param and resume_from is None:
+        init_from_model_file(model, args.init_param)
     model.to(dist.device)
     for name, examples in (("train", train_examples), ("valid", valid_examples)):
         short = [e for e in examples if e.num_frames < model.min_input_frames]
@@ -790,6 +803,9 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
     p.add_argument("--num_workers", type=int, default=None, help="overrides train.num_workers")
+    p.add_argument("--init_param", default=None,
+                   help="start from this model file's weights (e.g. exp/train/valid.acc.ave.pth): fine-tuning, "
+                        "such as a full-context model into a streaming one; ignored when resuming")
     p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
                    help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
 
