@@ -105,7 +105,7 @@ def test_a_streaming_model_shows_the_words_before_the_audio_ends(streaming_rec, 
         chars += len(utt.text)
         times = session.first_emission_s()
         shown = [t for t in times if t is not None]
-        assert shown == sorted(shown) and shown and shown[0] < duration
+        assert len(shown) >= 0.8 * len(times) and min(shown) < duration - 0.2, times
     assert errors / chars < 0.25, errors / chars  # it memorised these utterances, streaming too
 
 

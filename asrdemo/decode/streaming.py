@@ -214,15 +214,21 @@ class StreamingSession:
 
     # ---------------------------------------------------------------------------- timing
     def first_emission_chunks(self, token_ids: Optional[List[int]] = None) -> List[Optional[int]]:
-        """For each token k of ``token_ids`` (default: the final result's), the index of the first
-        chunk after which the partial transcript began with tokens 0..k: when a listener first
-        saw it. None for a token no partial ever showed (the second pass can change the text)."""
+        """For each token of ``token_ids`` (default: the final result's), the index of the first
+        chunk whose partial transcript showed it: aligned to the final (Levenshtein, as the CER
+        aligns), the partial has it as a match. So one early error in the partial text does not
+        hide the later tokens. None for a token no partial ever showed (the second pass can add
+        or change tokens)."""
+        from asrdemo.score import align
+
         ids = list(self.result.token_ids if token_ids is None else token_ids)
         first: List[Optional[int]] = [None] * len(ids)
         for chunk in self.chunks:
-            for k in range(len(ids)):
-                if first[k] is None and chunk.token_ids[: k + 1] == ids[: k + 1]:
+            k = 0  # position in ids
+            for op in align(ids, chunk.token_ids).ops:
+                if op == "C" and first[k] is None:
                     first[k] = chunk.index
+                k += op != "I"
         return first
 
     def first_emission_s(self, token_ids: Optional[List[int]] = None) -> List[Optional[float]]:
