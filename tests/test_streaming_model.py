@@ -127,3 +127,20 @@ def test_dynamic_chunk_training_step_learns():
         opt.step()
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_init_param_loads_a_full_context_model_and_refuses_another_architecture(tmp_path):
+    """`asrdemo train --init_param`: a full-context model's weights start the streaming model's
+    training; a model of another shape is refused, naming the parameters, before anything runs."""
+    from asrdemo.errors import AsrdemoError
+    from asrdemo.train.trainer import init_from_model_file
+
+    path = tmp_path / "valid.acc.ave.pth"
+    torch.save(tiny(seed=1).state_dict(), path)
+    streaming = tiny(seed=2, causal=True, use_dynamic_chunk=True)
+    init_from_model_file(streaming, path)
+    assert all(torch.equal(a, b) for a, b in zip(streaming.state_dict().values(), torch.load(path).values()))
+    with pytest.raises(AsrdemoError, match="does not fit"):
+        init_from_model_file(tiny(num_blocks=3), path)
+    with pytest.raises(AsrdemoError, match="does not exist"):
+        init_from_model_file(streaming, tmp_path / "missing.pth")
