@@ -33,7 +33,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from demo_fixture import GunicornServer  # noqa: E402
+from demo_fixture import GunicornServer, StreamClient  # noqa: E402
 
 from asrdemo.data.audio import load_audio  # noqa: E402
 from asrdemo.data.datadir import read_kv  # noqa: E402
@@ -86,28 +86,18 @@ def in_process(args, utterances):
             "cer": 100.0 * errors / ref_chars if ref_chars else None}
 
 
-def close(ws):
-    """Close our side, unless the server already closed it (as it does after its final)."""
-    from simple_websocket import ConnectionClosed
-
-    try:
-        ws.close()
-    except ConnectionClosed:
-        pass
-
-
 def one_stream(url, path, results, errors):
     """Send one file in real time over the socket; append end-of-audio -> final (s) or the error."""
     import soundfile as sf
-    from simple_websocket import Client
 
     wave, sr = sf.read(path, dtype="int16")
     if wave.ndim == 2:
         wave = wave.mean(axis=1).astype("int16")
-    ws = Client.connect(url.replace("http://", "ws://") + f"/api/stream?sample_rate={sr}")
+    ws = StreamClient(url, f"?sample_rate={sr}")
     try:
-        if json.loads(ws.receive(timeout=60))["type"] != "ready":
-            raise RuntimeError("not ready")
+        ready = ws.receive(60) or {"type": "nothing"}
+        if ready["type"] != "ready":
+            raise RuntimeError(f"not ready: {ready}")
         step, t0 = int(PIECE_S * sr), time.perf_counter()
         for k, start in enumerate(range(0, len(wave), step)):
             ws.send(wave[start:start + step].astype("<i2").tobytes())
@@ -115,7 +105,7 @@ def one_stream(url, path, results, errors):
         ended = time.perf_counter()
         ws.send(json.dumps({"type": "end"}))
         while True:
-            message = json.loads(ws.receive(timeout=120))
+            message = ws.receive(120) or {"type": "error", "code": "timeout", "error": "no answer in 120 s"}
             if message["type"] == "final":
                 results.append(time.perf_counter() - ended)
                 return
@@ -124,7 +114,7 @@ def one_stream(url, path, results, errors):
     except Exception as e:  # counted, not raised: the point is how many fail
         errors.append(f"{Path(path).name}: {e!r}")
     finally:
-        close(ws)
+        ws.close()
 
 
 def concurrent_sessions(args, utterances):

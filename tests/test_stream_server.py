@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from asrdemo.data.datadir import read_data_dir
-from demo_fixture import GunicornServer, post_file
+from demo_fixture import GunicornServer, StreamClient, post_file
 
 PIECE_S = 0.04  # what a browser's recorder sends at a time
 
@@ -19,7 +19,7 @@ PIECE_S = 0.04  # what a browser's recorder sends at a time
 @pytest.fixture(scope="module")
 def server(trained_streaming_exp, tmp_path_factory):
     env = {"ASRDEMO_WORKERS": "1", "ASRDEMO_THREADS": "6", "ASRDEMO_MAX_STREAMS": "4",
-           "ASRDEMO_STREAM_IDLE_S": "2", "ASRDEMO_STREAM_CHUNK": "4", "ASRDEMO_MAX_SECONDS": "6"}
+           "ASRDEMO_STREAM_IDLE_S": "4", "ASRDEMO_STREAM_CHUNK": "4", "ASRDEMO_MAX_SECONDS": "6"}
     log = tmp_path_factory.mktemp("stream_server") / "gunicorn.log"
     with GunicornServer(trained_streaming_exp, log, env=env) as srv:
         yield srv
@@ -31,25 +31,13 @@ def utterances(tiny_work):
 
 
 def connect(server, query="?sample_rate=48000"):
-    from simple_websocket import Client
-
-    return Client.connect(server.url.replace("http://", "ws://") + "/api/stream" + query)
-
-
-def close(ws):
-    """Close our side, unless the server already closed it (as it does after its final)."""
-    from simple_websocket import ConnectionClosed
-
-    try:
-        ws.close()
-    except ConnectionClosed:
-        pass
+    return StreamClient(server.url, query)
 
 
 def receive(ws, timeout=60):
-    message = ws.receive(timeout=timeout)
+    message = ws.receive(timeout)
     assert message is not None, "no message from the server"
-    return json.loads(message)
+    return message
 
 
 def stream_file(server, path, realtime=False):
@@ -66,15 +54,15 @@ def stream_file(server, path, realtime=False):
             ws.send(wave[start:start + step].astype("<i2").tobytes())
             if realtime:
                 time.sleep(PIECE_S)
-            while (message := ws.receive(timeout=0)) is not None:
-                partials.append(json.loads(message))
+            while (message := ws.receive(0)) is not None:
+                partials.append(message)
         before_end = len(partials)
         ws.send(json.dumps({"type": "end"}))
         while (message := receive(ws))["type"] == "partial":
             partials.append(message)
         return ready, partials[:before_end], partials, message
     finally:
-        close(ws)
+        ws.close()
 
 
 def test_partial_text_while_speaking_and_the_final_of_the_upload_path(server, utterances):
@@ -109,7 +97,7 @@ def test_four_streams_at_once_on_one_worker_and_a_fifth_is_told_to_wait(server, 
     try:
         refused = receive(fifth)
     finally:
-        close(fifth)
+        fifth.close()
     for t in threads:
         t.join(120)
     assert not errors, errors
@@ -135,7 +123,7 @@ def test_bad_input_is_refused_clearly(server, query, send, code):
         assert first["type"] == "error" and first["code"] == code, first
         assert first["error"]
     finally:
-        close(ws)
+        ws.close()
     assert http_ok(server)  # the worker serves on
 
 
@@ -147,9 +135,9 @@ def test_audio_past_the_limit_ends_the_stream_with_its_final(server):
         final = None
         for _ in range(10):  # 10 s, past ASRDEMO_MAX_SECONDS=6
             ws.send(noise)
-            while (message := ws.receive(timeout=0)) is not None:
-                if json.loads(message)["type"] == "final":
-                    final = json.loads(message)
+            while (message := ws.receive(0)) is not None:
+                if message["type"] == "final":
+                    final = message
             if final:
                 break
         while final is None:
@@ -157,7 +145,7 @@ def test_audio_past_the_limit_ends_the_stream_with_its_final(server):
             final = message if message["type"] == "final" else None
         assert final["truncated"] is True and final["duration_s"] == pytest.approx(6.0, abs=0.05)
     finally:
-        close(ws)
+        ws.close()
 
 
 def http_ok(server) -> bool:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MIN_RATE, MAX_RATE = 8000, 192000
 MAX_MESSAGE_BYTES = 1 << 20  # one message: ~11 s of 48 kHz 16-bit audio; a browser sends ~40 ms
+PING_S = 10
 
 
 class StreamError(Exception):
@@ -42,7 +43,9 @@ class StreamError(Exception):
 
 def register_stream(app: Flask) -> None:
     """Add /api/stream to the app, with its own count of open streams."""
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES, "ping_interval": 20})
+    # pings: a connection whose client has gone silently (no pong) ends within 2 x PING_S, and with
+    # it simple-websocket's reader thread, which a worker waits for when it shuts down
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"max_message_size": MAX_MESSAGE_BYTES, "ping_interval": PING_S})
     app.extensions["asrdemo.streams"] = threading.BoundedSemaphore(max(app.extensions["asrdemo"].settings.max_streams, 1))
     Sock(app).route("/api/stream")(_stream)
 
@@ -64,9 +67,10 @@ def _stream(ws):
             raise StreamError("busy", f"this server already runs {demo.settings.max_streams} live transcription(s); "
                                       "try again in a moment, or record and send the clip")
         try:
-            _run_session(ws, demo, sample_rate)
+            final = _run_session(ws, demo, sample_rate)
         finally:
-            slots.release()
+            slots.release()  # before the final goes out: a client may start its next stream on it
+        _send(ws, **final)
     except StreamError as e:
         log.info("stream refused or ended: %s (%s)", e.code, e.message)
         _send_error(ws, e.code, e.message)
@@ -95,7 +99,8 @@ def _sample_rate(text: str) -> int:
     return rate
 
 
-def _run_session(ws, demo, sample_rate: int) -> None:
+def _run_session(ws, demo, sample_rate: int) -> dict:
+    """Ready, then audio in and partials out until "end" or the audio limit -> the final message."""
     from asrdemo.decode.streaming import StreamingRecognizer  # torch: loaded with the model, not the app
 
     settings = demo.settings
@@ -126,11 +131,10 @@ def _run_session(ws, demo, sample_rate: int) -> None:
             break
     started = time.perf_counter()
     final = session.finish()
-    _send(ws, type="final", text=final.text, tokens=final.tokens, token_ids=final.token_ids,
-          duration_s=round(session.duration_s, 3), chunks=len(session.chunks),
-          finish_s=round(time.perf_counter() - started, 4), truncated=truncated,
-          streaming_model=streamer.model_is_streaming,
-          first_emission_s=session.first_emission_s())
+    return dict(type="final", text=final.text, tokens=final.tokens, token_ids=final.token_ids,
+                duration_s=round(session.duration_s, 3), chunks=len(session.chunks),
+                finish_s=round(time.perf_counter() - started, 4), truncated=truncated,
+                streaming_model=streamer.model_is_streaming, first_emission_s=session.first_emission_s())
 
 
 def _message_type(text: str):
