@@ -5,6 +5,7 @@
 #   ./decode.sh --nj 4 exp_train_large data/test exp_train_large/decode_test
 #   ./decode.sh --nj 2 --mode attention_rescoring exp/train ~/recordings /tmp/recordings_hyp
 #   ./decode.sh --nj 8 --cmd "srun -n1 -c1" exp/train data/test exp/train/decode_test   # on a cluster
+#   ./decode.sh --streaming true --chunk_size 16 exp/train data/test exp/train/decode_test_stream16
 #
 # INPUT: a data dir (wav.scp; text = references), a folder of .wav/.flac/.ogg files at any rate, mono
 # or multi-channel (utterance id = file name without extension), or a wav.scp list.
@@ -23,10 +24,13 @@ model_file=""          # default: EXP_DIR/valid.acc.ave.pth, else the newest che
 batch_size=1           # utterances per batch within a job
 num_threads=1          # torch threads per job
 device=cpu             # cpu, cuda, cuda:1, ...
+streaming=false        # true: decode chunk by chunk as a stream (docs/streaming.md)
+chunk_size=16          # with streaming: encoder frames per chunk
+num_left_chunks=-1     # with streaming: chunks of left context (-1: all)
 # ---- end of options ----
 
 options() { sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_0-9]+='; }
-usage() { sed -n '2,15p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
+usage() { sed -n '2,16p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -54,6 +58,11 @@ common=(--exp_dir "$exp_dir" --input "$input" --out_dir "$out_dir" --nj "$nj" --
 [ -z "$mode" ] || common+=(--mode "$mode")
 [ -z "$decode_config" ] || common+=(--decode_config "$decode_config")
 [ -z "$model_file" ] || common+=(--model_file "$model_file")
+case "$streaming" in
+  true) common+=(--streaming --chunk_size "$chunk_size" --num_left_chunks "$num_left_chunks") ;;
+  false) ;;
+  *) echo "decode.sh: --streaming must be true or false, got '$streaming'" >&2; exit 2 ;;
+esac
 asrdemo() { PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$python" -m asrdemo "$@"; }
 
 echo "decode.sh: $exp_dir on $input -> $out_dir ($nj jobs${cmd:+ through '$cmd'})"

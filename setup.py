@@ -31,6 +31,7 @@ setup(
         "tqdm>=4.60",
         "flask>=2.3",
         "gunicorn>=21",
+        "flask-sock>=0.7",  # the demo's live transcription WebSocket (simple-websocket; runs under gunicorn gthread)
     ],
     extras_require={
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus

@@ -603,8 +603,17 @@ def add_arguments(p):
     p.add_argument("--nbest", type=int, default=5, help="hypotheses to show (default 5)")
     p.add_argument("--model_file", default=None, help="model file (default: valid.acc.ave.pth or the newest epoch)")
     p.add_argument("--max_tokens", type=int, default=24, help="rows of the posteriorgram (default 24)")
+    p.add_argument("--streaming", action="store_true",
+                   help="also stream the audio chunk by chunk: streaming.png shows when each character was first "
+                        "shown (asrdemo/explain_streaming.py)")
+    p.add_argument("--chunk_size", type=int, default=16, help="with --streaming: encoder frames per chunk (default 16)")
 
 
 def main(args):
     explain(args.exp_dir, args.audio, args.out, mode=args.mode, nbest=args.nbest, model_file=args.model_file,
             decode_conf=args.decode_config, max_tokens=args.max_tokens)
+    if args.streaming:
+        from asrdemo.explain_streaming import explain_streaming
+
+        explain_streaming(args.exp_dir, args.audio, args.out, args.chunk_size, model_file=args.model_file,
+                          decode_conf=args.decode_config)

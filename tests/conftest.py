@@ -50,3 +50,16 @@ def trained_exp(tiny_work):
     asrdemo("train", "--config", TINY_CONFIG, "--train_dir", dump / "train", "--valid_dir", dump / "train",
             "--token_list", tiny_work / "data" / "lang" / "tokens.txt", "--exp_dir", exp)
     return exp
+
+
+@pytest.fixture(scope="session")
+def trained_streaming_exp(tiny_work, trained_exp):
+    """`tiny_work/exp/tiny_streaming`: `trained_exp` fine-tuned into a streaming model
+    (tests/conf/train_tiny_streaming.yaml: dynamic chunks, causal convolution) with
+    `--init_param`, as docs/streaming.md tells a user to do with a full-context model."""
+    exp = tiny_work / "exp" / "tiny_streaming"
+    dump = tiny_work / "dump" / "fbank"
+    asrdemo("train", "--config", TINY_CONFIG.with_name("train_tiny_streaming.yaml"), "--train_dir", dump / "train",
+            "--valid_dir", dump / "train", "--token_list", tiny_work / "data" / "lang" / "tokens.txt",
+            "--exp_dir", exp, "--init_param", trained_exp / "valid.acc.ave.pth")
+    return exp

@@ -291,3 +291,39 @@ def proc_status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+# -- the live transcript's WebSocket (/api/stream) -----------------------------------------------
+
+
+class StreamClient:
+    """A WebSocket client of /api/stream (websocket-client, which selenium brings): `receive(timeout)`
+    -> the next JSON message as a dict, or None when none came within `timeout` s (0: just look);
+    `send(bytes | str)`; `close()`, also after the server closed."""
+
+    def __init__(self, base_url: str, query: str = "", timeout: float = 60):
+        import websocket
+
+        self.ws = websocket.create_connection(base_url.replace("http://", "ws://") + "/api/stream" + query,
+                                              timeout=timeout)
+
+    def receive(self, timeout: float = 60):
+        import websocket
+
+        self.ws.settimeout(max(timeout, 0.001))
+        try:
+            return json.loads(self.ws.recv())
+        except websocket.WebSocketTimeoutException:
+            return None
+
+    def send(self, data) -> None:
+        if isinstance(data, (bytes, bytearray)):
+            self.ws.send_binary(bytes(data))
+        else:
+            self.ws.send(data)
+
+    def close(self) -> None:
+        try:
+            self.ws.close()
+        except OSError:  # the server already closed it
+            pass

@@ -3,7 +3,8 @@ and, through PyAV (FFmpeg), what libsndfile does not read but people have: m4a/m
 phones record) and webm (Opus, what browsers' MediaRecorder makes).
 
 This is the only place in the project that resamples (soxr, very high quality): the feature stage,
-the recognizer and the demo server all come through `load_audio`.
+the recognizer and the demo server all come through `load_audio` (or `resample`); a stream of
+pieces through `StreamResampler`, which gives the same samples.
 """
 
 import io
@@ -38,6 +39,30 @@ def resample(wave: np.ndarray, sample_rate: int, target_sr: int) -> np.ndarray:
     if sample_rate <= 0:
         raise AudioError(f"bad sample rate {sample_rate}")
     return soxr.resample(wave, sample_rate, target_sr, quality="VHQ").astype(np.float32, copy=False)
+
+
+class StreamResampler:
+    """Resample a stream of pieces: ``(piece, last)`` -> the samples ready so far, float32 mono at
+    ``target_sr``. All pieces together give exactly ``resample`` of the whole (soxr's stream API,
+    same quality); soxr holds back a few ms until more input or ``last=True`` arrives.
+
+    Pieces are (N,) or (N, C) float in [-1, 1] or int PCM (scaled by the int type's range)."""
+
+    def __init__(self, sample_rate: int, target_sr: int):
+        if sample_rate <= 0:
+            raise AudioError(f"bad sample rate {sample_rate}")
+        self.sample_rate, self.target_sr = int(sample_rate), int(target_sr)
+        self._stream = (None if self.sample_rate == self.target_sr else
+                        soxr.ResampleStream(self.sample_rate, self.target_sr, 1, dtype="float32", quality="VHQ"))
+
+    def __call__(self, piece: np.ndarray, last: bool = False) -> np.ndarray:
+        piece = np.asarray(piece)
+        if np.issubdtype(piece.dtype, np.integer):  # int PCM, e.g. int16 from a browser
+            piece = piece.astype(np.float32) / float(np.iinfo(piece.dtype).max + 1)
+        piece = to_mono(piece)
+        if self._stream is None:
+            return piece
+        return self._stream.resample_chunk(piece, last=last).astype(np.float32, copy=False)
 
 
 def _describe(src) -> str:

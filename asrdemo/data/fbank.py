@@ -58,14 +58,42 @@ class Fbank:
         return 0 if num_samples < win else 1 + (num_samples - win) // hop
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
+        stream = self.stream()
+        frames = stream.accept_waveform(wave)
+        return np.concatenate([frames, stream.input_finished()])
+
+    def stream(self) -> "FbankStream":
+        """Features of a wave that arrives in pieces: the same frames as calling this on the whole."""
+        return FbankStream(self)
+
+
+class FbankStream:
+    """Incremental fbank (kaldi-native-fbank's online API): ``accept_waveform(piece)`` -> the
+    frames (n, num_mel_bins) that became complete, ``input_finished()`` -> the rest. Frame i is
+    ready once its 25 ms window has arrived (snip_edges), so the concatenation equals ``Fbank``
+    of the whole wave, whatever the pieces."""
+
+    def __init__(self, fbank: Fbank):
+        self._fbank, self._online, self._read = fbank, knf.OnlineFbank(fbank._opts), 0
+
+    def accept_waveform(self, wave: np.ndarray) -> np.ndarray:
+        """wave: mono float in [-1, 1] at the fbank's sample rate (any length, 0 included)."""
         wave = np.asarray(wave, dtype=np.float32)
         if wave.ndim != 1:
             raise ValueError(f"Fbank expects a mono wave (samples,), got shape {wave.shape}")
-        fbank = knf.OnlineFbank(self._opts)
-        # Kaldi's features are defined on the int16 scale.
-        fbank.accept_waveform(self.sample_rate, wave * 32768.0)
-        fbank.input_finished()
-        n = fbank.num_frames_ready
-        if n == 0:
-            return np.zeros((0, self.num_mel_bins), dtype=np.float32)
-        return np.stack([fbank.get_frame(i) for i in range(n)]).astype(np.float32, copy=False)
+        if len(wave):
+            # Kaldi's features are defined on the int16 scale.
+            self._online.accept_waveform(self._fbank.sample_rate, wave * 32768.0)
+        return self._ready()
+
+    def input_finished(self) -> np.ndarray:
+        self._online.input_finished()
+        return self._ready()
+
+    def _ready(self) -> np.ndarray:
+        n = self._online.num_frames_ready
+        frames = [self._online.get_frame(i) for i in range(self._read, n)]
+        self._read = n
+        if not frames:
+            return np.zeros((0, self._fbank.num_mel_bins), dtype=np.float32)
+        return np.stack(frames).astype(np.float32, copy=False)

@@ -2,6 +2,8 @@
 
     asrdemo decode --exp_dir exp/train --input data/test --out_dir exp/train/decode_test --nj 2
     asrdemo decode --exp_dir exp_train_large --input ~/my_recordings --out_dir /tmp/mine
+    asrdemo decode --exp_dir exp/train --input data/test --out_dir exp/train/decode_test_stream16 \
+        --streaming --chunk_size 16       # chunk by chunk, as the demo streams (docs/streaming.md)
 
 INPUT is a data dir (has `wav.scp`, whose entries are audio paths; `text` gives references), a
 folder of .wav/.flac/.ogg/.opus/.mp3/.m4a/.mp4/.aac/.webm files (any rate, mono or multi-channel; utterance id = file name without
@@ -107,6 +109,9 @@ def _settings(args) -> dict:
         "input": os.path.abspath(args.input),
         "decode_conf": dataclasses.asdict(conf),
         "lm": _lm_signature(args.exp_dir) if conf.lm_weight > 0 else None,  # a newly attached LM decodes again
+        # None offline, which a .done from before streaming existed also gives (no such key)
+        "streaming": {"chunk_size": args.chunk_size, "num_left_chunks": args.num_left_chunks}
+        if getattr(args, "streaming", False) else None,
     }
 
 
@@ -165,6 +170,9 @@ def step_job(args, settings):
     utts = list(read_kv(scp).items()) if scp.stat().st_size else []
     rec = Recognizer.from_exp_dir(args.exp_dir, args.model_file, args.device, settings["decode_conf"],
                                   args.num_threads)
+    decode_waves = rec.decode_waves
+    if settings["streaming"]:
+        decode_waves = streaming_decoder(rec, **settings["streaming"], exp_dir=args.exp_dir)
     lines, skipped, audio_s, start = [], [], 0.0, time.perf_counter()
     with tqdm(total=len(utts), desc=f"decode job {args.job}/{args.nj}", unit="utt", disable=None) as bar:
         for b in range(0, len(utts), args.batch_size):
@@ -183,7 +191,7 @@ def step_job(args, settings):
                 waves.append(wave)
             # the recognizer's one silence policy: a silent utterance gets the empty hypothesis and
             # a warning naming it, as the demo refuses it
-            hyps = rec.decode_waves(waves, [f"utterance {u}" for u, _ in batch]) if waves else []
+            hyps = decode_waves(waves, [f"utterance {u}" for u, _ in batch]) if waves else []
             for (utt, _), hyp in zip(batch, hyps):
                 lines.append(f"{utt} {hyp.text}".rstrip())
             bar.update(len(chunk))
@@ -191,7 +199,34 @@ def step_job(args, settings):
     atomic_write_lines(split / f"skipped.{args.job}.txt", skipped)
     atomic_write_lines(split / f"hyp.{args.job}.txt", lines)
     log.info("job %d/%d: %d utterances, %.1f s of audio in %.1f s (RTF %.3f, mode %s)", args.job, args.nj,
-             len(utts), audio_s, elapsed, elapsed / max(audio_s, 1e-9), rec.decode_conf.mode)
+             len(utts), audio_s, elapsed, elapsed / max(audio_s, 1e-9),
+             f"streaming, chunk {settings['streaming']['chunk_size']}" if settings["streaming"]
+             else rec.decode_conf.mode)
+
+
+def streaming_decoder(rec, chunk_size: int, num_left_chunks: int, exp_dir="the exp dir"):
+    """`rec.decode_waves`' contract (waves at the model's rate, names -> hypotheses, the same
+    silence policy), but each wave streamed chunk by chunk through a `StreamingRecognizer`: the
+    CTC prefix beam search's best with mode ctc_greedy or ctc_prefix_beam, else (the default)
+    attention rescoring of its n-best at the end (two-pass)."""
+    from asrdemo.decode.streaming import StreamingRecognizer, recognize_streaming
+
+    rescoring = rec.decode_conf.mode not in ("ctc_greedy", "ctc_prefix_beam")
+    streamer = StreamingRecognizer(rec, chunk_size, num_left_chunks, rescoring)
+    log.info("streaming: chunks of %d encoder frames (%.2f s), %s", chunk_size, streamer.chunk_seconds,
+             "two-pass (attention rescoring at the end)" if rescoring else "first pass only (CTC prefix beam)")
+    if not streamer.model_is_streaming:
+        log.warning("the model of %s was not trained for streaming (no dynamic chunks, or a convolution that "
+                    "looks ahead): decoding it chunk by chunk works, with more errors than in full context",
+                    exp_dir)
+
+    def decode_waves(waves, names):
+        # silent or too short: the recognizer's own answer (the empty hypothesis) and warning
+        return [recognize_streaming(streamer, w, rec.sample_rate).result
+                if not rec.is_silent(w) and len(w) >= rec.min_samples else rec.decode_waves([w], [name])[0]
+                for w, name in zip(waves, names)]
+
+    return decode_waves
 
 
 def step_merge(args, settings):
@@ -262,6 +297,8 @@ def _common_argv(args):
     for name in ("mode", "decode_config", "model_file"):
         if getattr(args, name):
             argv += [f"--{name}", str(getattr(args, name))]
+    if args.streaming:
+        argv += ["--streaming", "--chunk_size", str(args.chunk_size), "--num_left_chunks", str(args.num_left_chunks)]
     if args.lm_weight is not None:
         argv += ["--lm_weight", str(args.lm_weight)]
     return argv
@@ -284,6 +321,13 @@ def add_arguments(p):
     p.add_argument("--batch_size", type=int, default=1, help="utterances per batch within a job (default 1)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads per job (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--streaming", action="store_true",
+                   help="decode each utterance chunk by chunk as a stream (CTC prefix beam search per chunk, then "
+                        "attention rescoring unless --mode is ctc_greedy/ctc_prefix_beam; docs/streaming.md), "
+                        "to measure streaming CER")
+    p.add_argument("--chunk_size", type=int, default=16, help="with --streaming: encoder frames per chunk (default 16)")
+    p.add_argument("--num_left_chunks", type=int, default=-1,
+                   help="with --streaming: chunks of left context (default -1: all)")
     p.add_argument("--step", default="all", choices=["all", "split", "job", "merge"],
                    help="all (default), or one step as decode.sh runs them")
     p.add_argument("--job", type=int, default=None, help="with --step job: which list, 1..NJ")
@@ -292,6 +336,8 @@ def add_arguments(p):
 def main(args):
     if args.nj < 1 or args.batch_size < 1 or args.num_threads < 1:
         raise AsrdemoError("--nj, --batch_size and --num_threads must be >= 1")
+    if args.streaming and args.chunk_size < 1:
+        raise AsrdemoError("--chunk_size must be >= 1 encoder frame")
     if args.decode_config is None and (Path(args.exp_dir) / "decode.yaml").is_file():
         args.decode_config = str(Path(args.exp_dir) / "decode.yaml")
     settings = _settings(args)

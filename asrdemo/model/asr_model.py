@@ -33,11 +33,14 @@ COMMON_ENCODER_DEFAULTS = dict(
     output_size=256, attention_heads=4, linear_units=2048, num_blocks=12, dropout_rate=0.1,
     positional_dropout_rate=0.1, attention_dropout_rate=0.0, input_layer="conv2d", normalize_before=True,
     input_layer_channels=None,  # channels of the subsampling convs (null: output_size, as ESPnet)
+    # streaming (docs/streaming.md): a random chunk mask per training batch / one fixed chunk (0: off)
+    use_dynamic_chunk=False, use_dynamic_left_chunk=False, static_chunk_size=0,
 )
 ENCODER_DEFAULTS = {
     "conformer": dict(
         COMMON_ENCODER_DEFAULTS, pos_enc_layer_type="rel_pos", activation_type="swish", macaron_style=True,
         use_cnn_module=True, cnn_module_kernel=15, cnn_module_norm="batch_norm",
+        causal=False,  # streaming: the convolution sees only the past (same parameters either way)
     ),
     "transformer": dict(COMMON_ENCODER_DEFAULTS, pos_enc_layer_type="abs_pos", activation_type="relu"),
 }
@@ -131,8 +134,11 @@ class ASRModel(nn.Module):
         """The shortest input (in feature frames) the encoder can turn into one output frame."""
         return self.encoder.embed.min_input_frames
 
-    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,)."""
+    def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor, decoding_chunk_size: int = 0,
+               num_decoding_left_chunks: int = -1) -> Tuple[torch.Tensor, torch.Tensor]:
+        """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,).
+        ``decoding_chunk_size`` / ``num_decoding_left_chunks``: the encoder's chunk mask
+        (asrdemo/model/encoder.py; default: the model's own setting, full context at inference)."""
         if feats.size(1) < self.min_input_frames:
             raise AsrdemoError(
                 f"input has {feats.size(1)} frames; the model needs at least {self.min_input_frames} "
@@ -141,7 +147,7 @@ class ASRModel(nn.Module):
         x = self.cmvn(feats)
         if self.training and self.specaug is not None:
             x = self.specaug(x, feat_lens)
-        enc, masks = self.encoder(x, feat_lens)
+        enc, masks = self.encoder(x, feat_lens, decoding_chunk_size, num_decoding_left_chunks)
         return enc, masks.squeeze(1).sum(dim=1)
 
     def add_sos_eos(self, ys_pad: torch.Tensor, ys_lens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

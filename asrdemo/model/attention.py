@@ -7,10 +7,12 @@
 
 Masks are bool, True = may attend: (B, 1, T2) for "which keys are real" or (B, T1, T2).
 
-Two hooks for decoding and for figures:
+Three hooks for decoding and for figures:
 * ``project_kv(key, value)`` returns the projected keys/values; ``forward(..., kv=(k, v))``
   reuses them. The decoder projects the encoder memory once per utterance this way instead of
   at every output step.
+* ``self_attention(x, mask, pos_emb, cache)`` attends over cached keys/values of earlier frames
+  too: the streaming encoder's ``att_cache``.
 * set ``store_attn = True`` (or call ``store_attention_weights(model)``) and each module keeps
   its last attention weights (B, H, T1, T2) in ``self.attn``.
 """
@@ -81,6 +83,20 @@ class MultiHeadedAttention(nn.Module):
         return self.attend(scores, v, mask)
 
 
+    def self_attention(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos_emb: Optional[torch.Tensor] = None,
+                       cache: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+                       ) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        """Self-attention of x (B, T1, D) over the cached keys/values of earlier frames followed by
+        x's own -> (out (B, T1, D), (k, v) each (B, H, C+T1, d_k): the next cache, untrimmed).
+
+        ``cache`` None (full context, C = 0) or (k, v) each (B, H, C, d_k) as returned before;
+        ``mask`` (B, 1|T1, C+T1). Caching projected keys/values is what makes chunk-by-chunk
+        encoding cost O(chunk) per chunk (WeNet's ``att_cache``)."""
+        k, v = self.project_kv(x, x)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+        return self.forward(x, x, x, mask, pos_emb, kv=(k, v)), (k, v)
+
     def forward_fused(
         self,
         query: torch.Tensor,
@@ -100,25 +116,29 @@ class MultiHeadedAttention(nn.Module):
 
 
 def rel_shift(x: torch.Tensor) -> torch.Tensor:
-    """(B, H, T, 2T-1) scores against distances T-1 ... -(T-1) -> (B, H, T, T) scores[i, j]
-    against distance i - j.
+    """(B, H, T1, T2+T1-1) scores against distances T2-1 ... -(T1-1) -> (B, H, T1, T2) scores[i, j]
+    against distance (T2-T1+i) - j: the queries are the last T1 of the T2 keys (T1 == T2 in full
+    context; a streaming chunk after T2-T1 cached frames otherwise).
 
-    Distance i - j sits in column (T-1) - i + j, so row i of the result is the window of row i
-    of ``x`` that starts at column T-1-i: one step down is one step left. A strided view does
+    That distance sits in column (T1-1) - i + j, so row i of the result is the window of row i
+    of ``x`` that starts at column T1-1-i: one step down is one step left. A strided view does
     that without copying.
     """
     x = x.contiguous()
-    b, h, t, p = x.shape
-    assert p == 2 * t - 1, f"expected 2T-1 = {2 * t - 1} distances, got {p}"
+    b, h, t1, p = x.shape
+    t2 = p - t1 + 1
+    assert t2 >= t1, f"expected at least 2*T1-1 = {2 * t1 - 1} distances, got {p}"
     s0, s1, s2, s3 = x.stride()
-    return x.as_strided((b, h, t, t), (s0, s1, s2 - s3, s3), x.storage_offset() + (t - 1) * s3)
+    return x.as_strided((b, h, t1, t2), (s0, s1, s2 - s3, s3), x.storage_offset() + (t1 - 1) * s3)
 
 
 class RelPositionMultiHeadedAttention(MultiHeadedAttention):
     """score(i, j) = (q_i + u) . k_j  +  (q_i + v) . W_pos p_{i-j}     (Transformer-XL)
 
     u, v (``pos_bias_u``, ``pos_bias_v``) are learned per head; p_{i-j} is the sinusoid of the
-    distance i - j from ``RelPositionalEncoding``. Only for self-attention (T1 == T2).
+    distance i - j from ``RelPositionalEncoding``. Only for self-attention: the T1 queries are
+    the last T1 of the T2 keys (T1 == T2, or a streaming chunk after T2 - T1 cached frames, with
+    pos_emb from ``RelPositionalEncoding.embedding(T1, T2)``).
     """
 
     def __init__(self, n_head: int, n_feat: int, dropout_rate: float):
@@ -138,17 +158,17 @@ class RelPositionMultiHeadedAttention(MultiHeadedAttention):
         pos_emb: Optional[torch.Tensor] = None,
         kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
-        """pos_emb (1, 2T-1, D) from ``RelPositionalEncoding``; other arguments as the base class."""
+        """pos_emb (1, T2+T1-1, D) from ``RelPositionalEncoding``; other arguments as the base class."""
         if pos_emb is None:
             raise ValueError("RelPositionMultiHeadedAttention needs pos_emb (use rel_pos encoding)")
         b, t, _ = query.shape
         q = self.linear_q(query).view(b, t, self.h, self.d_k)  # (B, T, H, d_k): add biases per head
         k, v = kv if kv is not None else self.project_kv(key, value)
-        p = self.split_heads(self.linear_pos(pos_emb))  # (1, H, 2T-1, d_k)
+        p = self.split_heads(self.linear_pos(pos_emb))  # (1, H, T2+T1-1, d_k)
         q_u = (q + self.pos_bias_u).transpose(1, 2)  # (B, H, T, d_k)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
-        content = torch.matmul(q_u, k.transpose(-2, -1))  # (B, H, T, T)   terms (a) + (c)
-        position = rel_shift(torch.matmul(q_v, p.transpose(-2, -1)))  # (B, H, T, T)  terms (b) + (d)
+        content = torch.matmul(q_u, k.transpose(-2, -1))  # (B, H, T1, T2)   terms (a) + (c)
+        position = rel_shift(torch.matmul(q_v, p.transpose(-2, -1)))  # (B, H, T1, T2)  terms (b) + (d)
         scores = (content + position) / math.sqrt(self.d_k)
         return self.attend(scores, v, mask)
 

@@ -1,7 +1,17 @@
 """The Conformer's convolution module (Gulati et al., 2020).
 
-pointwise conv (D -> 2D) -> GLU -> depthwise conv (kernel k, "same" padding) -> BatchNorm
--> activation -> pointwise conv (D -> D).
+pointwise conv (D -> 2D) -> GLU -> depthwise conv (kernel k) -> BatchNorm -> activation
+-> pointwise conv (D -> D).
+
+The depthwise conv is "same"-padded ((k-1)/2 frames each side, the default) or, with
+``causal=True``, looks only at the past: k-1 frames on the left, none on the right (WeNet's
+``causal``), so a frame's output never waits for later audio — what streaming needs. Both have the
+same parameters (names and shapes), so a model trained without ``causal`` can be fine-tuned with it.
+
+Streaming (asrdemo/model/encoder.py ``forward_chunk``): the left padding is taken from ``cache``,
+the last ``left_context`` GLU outputs of the previous chunk (WeNet's ``cnn_cache``), instead of
+zeros. Causal, chunk by chunk equals the whole sequence exactly; "same"-padded, each chunk's right
+edge sees zeros where the full sequence has the next chunk's frames (an approximation).
 
 Padding: frames beyond an utterance's length are zeroed right before the depthwise conv, so
 they look exactly like the conv's own zero padding and a padded utterance gives the same
@@ -10,20 +20,24 @@ pointwise conv's bias makes padded frames non-zero again.) In training mode Batc
 statistics still include padded frames, as in ESPnet and WeNet; ``norm="layer_norm"`` avoids that.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
 
 class ConvolutionModule(nn.Module):
-    def __init__(self, channels: int, kernel_size: int = 15, activation: nn.Module = None, norm: str = "batch_norm"):
+    def __init__(self, channels: int, kernel_size: int = 15, activation: nn.Module = None, norm: str = "batch_norm",
+                 causal: bool = False):
         super().__init__()
-        if kernel_size % 2 != 1:
+        if not causal and kernel_size % 2 != 1:
             raise ValueError(f"cnn_module_kernel must be odd (symmetric 'same' padding), got {kernel_size}")
+        self.causal = causal
+        # frames of left context each output needs; "same" padding supplies the right side itself
+        self.left_context = kernel_size - 1 if causal else (kernel_size - 1) // 2
         self.pointwise_conv1 = nn.Conv1d(channels, 2 * channels, kernel_size=1)
         self.depthwise_conv = nn.Conv1d(
-            channels, channels, kernel_size, padding=(kernel_size - 1) // 2, groups=channels
+            channels, channels, kernel_size, padding=0 if causal else (kernel_size - 1) // 2, groups=channels
         )
         if norm == "batch_norm":
             self.norm = nn.BatchNorm1d(channels)
@@ -35,16 +49,24 @@ class ConvolutionModule(nn.Module):
         self.pointwise_conv2 = nn.Conv1d(channels, channels, kernel_size=1)
         self.activation = activation if activation is not None else nn.SiLU()
 
-    def forward(self, x: torch.Tensor, mask_pad: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, T, D), mask_pad (B, 1, T) bool True = valid -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, mask_pad: Optional[torch.Tensor] = None,
+                cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), mask_pad (B, 1, T) bool True = valid, cache None or (B, D, left_context)
+        -> (y (B, T, D), the next cache (B, D, left_context): the last left_context GLU outputs,
+        preceded by ``cache``'s when T is shorter)."""
         x = x.transpose(1, 2)  # (B, D, T): channels first for Conv1d
         x = nn.functional.glu(self.pointwise_conv1(x), dim=1)
         if mask_pad is not None:
             x = x.masked_fill(~mask_pad, 0.0)
-        x = self.depthwise_conv(x)
+        if cache is None:  # the start of the sequence: zeros, as padding
+            cache = x.new_zeros(x.size(0), x.size(1), self.left_context if self.causal else 0)
+        x = torch.cat([cache, x], dim=2)
+        new_cache = x[:, :, max(x.size(2) - self.left_context, 0):]
+        # "same" padding pads the cache's left side too: those outputs are dropped
+        x = self.depthwise_conv(x)[:, :, 0 if self.causal else cache.size(2):]
         if self.use_layer_norm:
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             x = self.norm(x)
         x = self.pointwise_conv2(self.activation(x))
-        return x.transpose(1, 2)
+        return x.transpose(1, 2), new_cache

@@ -3,7 +3,8 @@
 * ``PositionalEncoding`` (abs_pos): adds the sinusoid of each absolute position to the input.
   Used by the Transformer encoder and by the decoder.
 * ``RelPositionalEncoding`` (rel_pos): leaves the input unchanged (apart from the sqrt(d) scale)
-  and returns the sinusoid of every *relative* distance T-1, T-2, ..., -(T-1) separately, for
+  and returns the sinusoid of every *relative* distance T-1, T-2, ..., -(T-1) separately (a
+  streaming chunk with cached keys: ``embedding(queries, keys)``), for
   ``RelPositionMultiHeadedAttention`` (Transformer-XL / Conformer, as ESPnet's ``rel_pos``).
 
 Both return ``(x, pos_emb)`` so that encoder layers can treat them alike; abs_pos gives None.
@@ -60,8 +61,15 @@ class RelPositionalEncoding(nn.Module):
         self.xscale = math.sqrt(d_model)
         self.dropout = nn.Dropout(dropout_rate)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, offset: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D) -> (x * sqrt(d), pos_emb (1, 2T-1, D)). ``offset`` (where x starts in the
+        utterance) changes nothing: only distances matter; it is accepted as abs_pos takes it."""
         t = x.size(1)
-        distances = torch.arange(t - 1, -t, -1, device=x.device)  # T-1, ..., 0, ..., -(T-1)
-        pos_emb = sinusoid_table(distances, self.d_model).to(x.dtype).unsqueeze(0)
-        return self.dropout(x * self.xscale), self.dropout(pos_emb)
+        return self.dropout(x * self.xscale), self.embedding(t, t, x.dtype, x.device)
+
+    def embedding(self, num_queries: int, num_keys: int, dtype=torch.float32, device=None) -> torch.Tensor:
+        """pos_emb (1, num_keys + num_queries - 1, D) for distances num_keys-1 ... -(num_queries-1):
+        what queries that are the LAST num_queries of num_keys keys need (a streaming chunk
+        attending to its cached left context and itself); num_queries == num_keys is ``forward``'s."""
+        distances = torch.arange(num_keys - 1, -num_queries, -1, device=device)  # e.g. T-1, ..., 0, ..., -(T-1)
+        return self.dropout(sinusoid_table(distances, self.d_model).to(dtype).unsqueeze(0))

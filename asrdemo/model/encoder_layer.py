@@ -2,12 +2,19 @@
 
 Residual connections with LayerNorm before each sub-block (``normalize_before=True``, the
 default) or after it (the original Transformer's post-norm).
+
+Every block returns, beside its output, what a streaming encoder must keep for the next chunk
+(asrdemo/model/encoder.py ``forward_chunk``): the self-attention's keys/values ``(k, v)`` and the
+convolution's last inputs (None without a convolution). Given those as ``att_cache`` and
+``cnn_cache``, a chunk attends to and convolves over the earlier chunks without recomputing them.
 """
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
+
+KVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: each (B, H, frames, d_k)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -21,12 +28,17 @@ class TransformerEncoderLayer(nn.Module):
         self.dropout = nn.Dropout(dropout_rate)
         self.normalize_before = normalize_before
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, T, D), mask (B, 1, T) bool True = valid -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
+                mask_pad: Optional[torch.Tensor] = None, att_cache: Optional[KVCache] = None,
+                cnn_cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, KVCache, None]:
+        """x (B, T, D), mask (B, 1|T, C+T) bool True = may attend, att_cache None or the (k, v) of
+        C earlier frames -> (x (B, T, D), (k, v) of C+T frames, None). (``mask_pad`` and
+        ``cnn_cache`` are the Conformer's; here unused.)"""
         residual = x
         if self.normalize_before:
             x = self.norm1(x)
-        x = residual + self.dropout(self.self_attn(x, x, x, mask, pos_emb))
+        attended, new_att_cache = self.self_attn.self_attention(x, mask, pos_emb, att_cache)
+        x = residual + self.dropout(attended)
         if not self.normalize_before:
             x = self.norm1(x)
 
@@ -36,7 +48,7 @@ class TransformerEncoderLayer(nn.Module):
         x = residual + self.dropout(self.feed_forward(x))
         if not self.normalize_before:
             x = self.norm2(x)
-        return x
+        return x, new_att_cache, None
 
 
 class ConformerEncoderLayer(nn.Module):
@@ -68,23 +80,35 @@ class ConformerEncoderLayer(nn.Module):
         self.normalize_before = normalize_before
 
     def _sublayer(self, x, norm, fn, scale=1.0):
-        """Residual + (pre- or post-) LayerNorm around one sub-block."""
+        """Residual + (pre- or post-) LayerNorm around one sub-block; ``fn(x) -> (out, cache)``
+        -> (x, cache)."""
         residual = x
         if self.normalize_before:
             x = norm(x)
-        x = residual + scale * self.dropout(fn(x))
+        out, cache = fn(x)
+        x = residual + scale * self.dropout(out)
         if not self.normalize_before:
             x = norm(x)
-        return x
+        return x, cache
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, T, D), mask (B, 1, T) bool True = valid, pos_emb for rel_pos -> (B, T, D)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
+                mask_pad: Optional[torch.Tensor] = None, att_cache: Optional[KVCache] = None,
+                cnn_cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, KVCache, Optional[torch.Tensor]]:
+        """x (B, T, D), mask (B, 1|T, C+T) bool True = may attend, pos_emb for rel_pos,
+        mask_pad (B, 1, T) the valid frames for the convolution (default: ``mask`` when it is
+        (B, 1, T)), att_cache None or the (k, v) of C earlier frames, cnn_cache None or
+        (B, D, kernel context) -> (x (B, T, D), (k, v) of C+T frames, the next cnn_cache or None)."""
+        if mask_pad is None and mask is not None and mask.size(1) == 1:
+            mask_pad = mask
         if self.feed_forward_macaron is not None:
-            x = self._sublayer(x, self.norm_ff_macaron, self.feed_forward_macaron, self.ff_scale)
-        x = self._sublayer(x, self.norm_mha, lambda y: self.self_attn(y, y, y, mask, pos_emb))
+            x, _ = self._sublayer(x, self.norm_ff_macaron, lambda y: (self.feed_forward_macaron(y), None),
+                                  self.ff_scale)
+        x, new_att_cache = self._sublayer(x, self.norm_mha,
+                                          lambda y: self.self_attn.self_attention(y, mask, pos_emb, att_cache))
+        new_cnn_cache = None
         if self.conv_module is not None:
-            x = self._sublayer(x, self.norm_conv, lambda y: self.conv_module(y, mask))
-        x = self._sublayer(x, self.norm_ff, self.feed_forward, self.ff_scale)
+            x, new_cnn_cache = self._sublayer(x, self.norm_conv, lambda y: self.conv_module(y, mask_pad, cnn_cache))
+        x, _ = self._sublayer(x, self.norm_ff, lambda y: (self.feed_forward(y), None), self.ff_scale)
         if self.conv_module is not None:
             x = self.norm_final(x)
-        return x
+        return x, new_att_cache, new_cnn_cache

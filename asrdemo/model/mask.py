@@ -39,3 +39,28 @@ def target_mask(ys_in_lens: torch.Tensor, max_len: int) -> torch.Tensor:
     """Decoder self-attention mask (B, L, L): a valid key position AND not in the future."""
     keys_valid = make_non_pad_mask(ys_in_lens, max_len).unsqueeze(1)  # (B, 1, L)
     return keys_valid & subsequent_mask(max_len, ys_in_lens.device).unsqueeze(0)
+
+
+def chunk_attention_mask(size: int, chunk_size: int, num_left_chunks: int = -1,
+                         device: torch.device = torch.device("cpu")) -> torch.Tensor:
+    """(size, size) bool: frame i may look at the frames of its own chunk and of the
+    ``num_left_chunks`` chunks before it (all earlier chunks when negative), never at later chunks.
+
+    Chunks are ``chunk_size`` consecutive frames; this is WeNet's ``subsequent_chunk_mask``
+    (U2, Zhang et al. 2020, arXiv:2012.05481, section 2.2). chunk_size 1 with no left limit is
+    ``subsequent_mask``; chunk_size >= size is full context.
+
+    >>> chunk_attention_mask(4, 2)
+    tensor([[ True,  True, False, False],
+            [ True,  True, False, False],
+            [ True,  True,  True,  True],
+            [ True,  True,  True,  True]])
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk = torch.arange(size, device=device) // chunk_size
+    query, key = chunk.unsqueeze(1), chunk.unsqueeze(0)
+    mask = key <= query
+    if num_left_chunks >= 0:
+        mask &= key >= query - num_left_chunks
+    return mask

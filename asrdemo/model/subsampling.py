@@ -66,13 +66,14 @@ class Conv2dSubsampling(nn.Module):
         return lengths
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor
+        self, x: torch.Tensor, x_mask: torch.Tensor, offset: int = 0
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
-        """x (B, T, idim), x_mask (B, 1, T) -> x (B, T', D), pos_emb, mask (B, 1, T')."""
+        """x (B, T, idim), x_mask (B, 1, T) -> x (B, T', D), pos_emb, mask (B, 1, T').
+        ``offset``: the output frame x's first frame is in the utterance (streaming chunks; abs_pos)."""
         x = self.conv(x.unsqueeze(1))  # (B, C, T', F')
         b, c, t, f = x.size()
         x = self.out(x.transpose(1, 2).reshape(b, t, c * f))
-        x, pos_emb = self.pos_enc(x)
+        x, pos_emb = self.pos_enc(x, offset)
         # a conv with kernel k, stride s keeps input frames k-1, k-1+s, k-1+2s, ... as "last frames"
         for kernel, stride in self.layers:
             x_mask = x_mask[:, :, kernel - 1 :: stride]

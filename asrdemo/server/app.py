@@ -3,6 +3,7 @@
     GET  /                 the page (upload, sample, recording; transcript, spectrogram, curves)
     POST /api/recognize    audio (multipart field `file`, or the raw body) -> JSON transcript, each
                            character with its time; `?details=1` adds the posteriorgram and attention
+    GET  /api/stream       WebSocket: live transcription, partial text per chunk (server/stream.py)
     GET  /api/model        architecture, parameter count, tokens, test CER, config, limits
     GET  /api/sample       the sample clip (sample/test.wav), for the page's "try the sample"
     GET  /images/<name>    the exp dir's training curves (loss.png, acc.png, error.png)
@@ -27,6 +28,7 @@ from asrdemo.server import exp_info
 from asrdemo.server.audio_input import BadAudio, decode_audio
 from asrdemo.server.settings import SAMPLE_REFERENCE, DemoSettings
 from asrdemo.server.spectrogram import png_data_uri, spectrogram_png
+from asrdemo.server.stream import register_stream
 
 log = logging.getLogger(__name__)
 bp = Blueprint("demo", __name__)
@@ -158,6 +160,7 @@ def create_app(exp_dir=None, settings: DemoSettings = None) -> Flask:
     app.json.ensure_ascii = False  # Japanese stays readable in the JSON
     app.extensions["asrdemo"] = Demo(settings)
     app.register_blueprint(bp)
+    register_stream(app)  # GET /api/stream: live transcription over a WebSocket
     app.register_error_handler(BadAudio, _bad_audio)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

@@ -13,6 +13,9 @@ so a limit has one default and one name.
 | `ASRDEMO_WORKERS` | 1 | gunicorn worker processes (each loads the model once) |
 | `ASRDEMO_THREADS` | 4 | request threads per worker |
 | `ASRDEMO_TORCH_THREADS` | 0 | torch intra-op threads per worker (0: torch's default) |
+| `ASRDEMO_MAX_STREAMS` | 3 | live transcription sessions (WebSocket /api/stream) per worker at once; each holds a request thread, so keep it below ASRDEMO_THREADS |
+| `ASRDEMO_STREAM_IDLE_S` | 10 | a stream that sends nothing for this long is closed |
+| `ASRDEMO_STREAM_CHUNK` | 16 | encoder frames per streaming chunk (docs/streaming.md) |
 | `PORT` | 8000 | the port to listen on (Cloud Run sets it) |
 """
 
@@ -35,6 +38,9 @@ class DemoSettings:
     workers: int = 1
     threads: int = 4
     torch_threads: int = 0
+    max_streams: int = 3
+    stream_idle_s: float = 10.0
+    stream_chunk: int = 16
     port: int = 8000
 
     def __post_init__(self):  # accept str paths
@@ -53,6 +59,9 @@ class DemoSettings:
             "workers": _number(env, "ASRDEMO_WORKERS", int, cls.workers, minimum=1),
             "threads": _number(env, "ASRDEMO_THREADS", int, cls.threads, minimum=1),
             "torch_threads": _number(env, "ASRDEMO_TORCH_THREADS", int, cls.torch_threads, minimum=0),
+            "max_streams": _number(env, "ASRDEMO_MAX_STREAMS", int, cls.max_streams, minimum=0),
+            "stream_idle_s": _number(env, "ASRDEMO_STREAM_IDLE_S", float, cls.stream_idle_s, minimum=0.1),
+            "stream_chunk": _number(env, "ASRDEMO_STREAM_CHUNK", int, cls.stream_chunk, minimum=1),
             "port": _number(env, "PORT", int, cls.port, minimum=1),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -71,6 +80,9 @@ class DemoSettings:
             "workers": self.workers,
             "threads": self.threads,
             "torch_threads": self.torch_threads,
+            "max_streams": self.max_streams,
+            "stream_idle_s": self.stream_idle_s,
+            "stream_chunk": self.stream_chunk,
         }
 
 

@@ -411,7 +411,8 @@
     const mute = ctx.createGain(); // the graph must reach the destination to be pulled; keep it silent
     mute.gain.value = 0;
     source.connect(node).connect(mute).connect(ctx.destination);
-    recorder = { stream, ctx, node, chunks: [], samples: 0 };
+    // the live transcript (live.js) hears the same blocks while they are recorded
+    recorder = { stream, ctx, node, chunks: [], samples: 0, live: window.LiveTranscript.start(ctx.sampleRate) };
     // the server's limit in samples: the last block is cut to it, so a recording that runs to the
     // auto-stop is at most maxSeconds long, never a block (2048 samples) past it
     const maxSamples = Math.floor(maxSeconds * ctx.sampleRate);
@@ -419,6 +420,7 @@
       if (!recorder) return;
       const block = event.data.samples.subarray(0, maxSamples - recorder.samples);
       recorder.chunks.push(block);
+      recorder.live.push(block);
       recorder.samples += block.length;
       const seconds = recorder.samples / ctx.sampleRate;
       $('record-time').textContent = `${seconds.toFixed(1)} s`;
@@ -435,6 +437,7 @@
     recorder = null;
     rec.node.port.onmessage = null;
     rec.stream.getTracks().forEach((track) => track.stop());
+    rec.live.stop();
     const sampleRate = rec.ctx.sampleRate;
     await rec.ctx.close();
     setRecordingUi('idle', rec.samples / sampleRate);

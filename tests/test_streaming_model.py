@@ -1,0 +1,146 @@
+"""The streaming options of the encoder (docs/streaming.md): chunk masks, dynamic chunk training,
+causal convolution, and chunk-by-chunk encoding with caches, which must give the same frames as
+the whole utterance under the equivalent chunk mask."""
+
+import pytest
+import torch
+
+from asrdemo.model.asr_model import ASRModel
+from asrdemo.model.chunk import FULL_CONTEXT, MAX_DYNAMIC_CHUNK, choose_chunk
+from asrdemo.model.convolution import ConvolutionModule
+from asrdemo.model.mask import chunk_attention_mask
+
+IDIM, VOCAB = 80, 20
+DECODER = {"attention_heads": 2, "linear_units": 32, "num_blocks": 1}
+
+
+def tiny(encoder="conformer", seed=0, **encoder_conf):
+    torch.manual_seed(seed)
+    conf = {"encoder": encoder, "decoder_conf": DECODER,
+            "encoder_conf": {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2,
+                             **encoder_conf}}
+    return ASRModel.from_config(conf, IDIM, VOCAB)
+
+
+def test_chunk_attention_mask_matches_its_definition():
+    size, chunk = 11, 3
+    for left in (-1, 0, 1, 2):
+        mask = chunk_attention_mask(size, chunk, left)
+        for i in range(size):
+            for j in range(size):
+                visible = j // chunk <= i // chunk and (left < 0 or j // chunk >= i // chunk - left)
+                assert bool(mask[i, j]) == visible, (left, i, j)
+    assert torch.equal(chunk_attention_mask(5, 1), torch.ones(5, 5, dtype=torch.bool).tril())
+    with pytest.raises(ValueError):
+        chunk_attention_mask(5, 0)
+
+
+def test_choose_chunk_draws_both_full_context_and_small_chunks_in_training_only():
+    torch.manual_seed(0)
+    draws = [choose_chunk(100, True, True, False, 0) for _ in range(400)]
+    full = sum(c == FULL_CONTEXT for c, _ in draws)
+    assert 120 < full < 280, full  # about half the batches see everything (WeNet's rule)
+    chunks = {c for c, _ in draws if c != FULL_CONTEXT}
+    assert min(chunks) >= 1 and max(chunks) <= MAX_DYNAMIC_CHUNK and len(chunks) > 10
+    assert all(left == -1 for _, left in draws)
+    lefts = {left for c, left in (choose_chunk(100, True, True, True, 0) for _ in range(200)) if c}
+    assert len(lefts) > 3 and min(lefts) >= 0
+    # not training: full context, unless asked or configured
+    assert choose_chunk(100, False, True, True, 0) == (FULL_CONTEXT, -1)
+    assert choose_chunk(100, False, True, False, 0, decoding_chunk_size=8, num_decoding_left_chunks=2) == (8, 2)
+    assert choose_chunk(100, True, True, False, 0, decoding_chunk_size=-1) == (FULL_CONTEXT, -1)
+    assert choose_chunk(100, False, False, False, 4, num_decoding_left_chunks=1) == (4, 1)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_causal_convolution_never_looks_ahead(causal):
+    torch.manual_seed(0)
+    conv = ConvolutionModule(8, 5, causal=causal).eval()
+    x = torch.randn(1, 20, 8)
+    later = x.clone()
+    later[:, 12:] += 1.0
+    with torch.no_grad():
+        a, _ = conv(x)
+        b, _ = conv(later)
+    assert torch.allclose(a[:, :12], b[:, :12]) == causal
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_streaming_options_keep_parameter_names_and_shapes():
+    """A full-context checkpoint loads into the streaming model: fine-tuning starts from it."""
+    old = tiny().state_dict()
+    new = tiny(causal=True, use_dynamic_chunk=True, use_dynamic_left_chunk=True)
+    assert {k: v.shape for k, v in old.items()} == {k: v.shape for k, v in new.state_dict().items()}
+    new.load_state_dict(old)
+    assert new.encoder.streaming and not tiny().encoder.streaming
+    assert not tiny(use_dynamic_chunk=True).encoder.streaming  # its convolution still looks ahead
+
+
+CASES = [
+    ("conformer", dict(causal=True)),
+    ("conformer", dict(causal=True, input_layer="conv2d6", pos_enc_layer_type="abs_pos")),
+    ("conformer", dict(causal=True, input_layer="conv2d8", cnn_module_norm="layer_norm")),
+    ("transformer", dict()),
+]
+
+
+@pytest.mark.parametrize("encoder,conf", CASES)
+@pytest.mark.parametrize("chunk,left", [(1, -1), (4, -1), (4, 1), (16, 0)])
+def test_chunk_by_chunk_equals_the_whole_utterance_under_the_chunk_mask(encoder, conf, chunk, left):
+    """The real test of the caches: keys/values, convolution state and positions carried from
+    chunk to chunk reproduce, frame for frame, the utterance encoded at once with the chunk mask."""
+    model = tiny(encoder, use_dynamic_chunk=True, **conf).eval()
+    for frames in (151, 29):
+        x = model.cmvn(torch.randn(1, frames, IDIM))
+        with torch.no_grad():
+            whole, masks = model.encoder(x, torch.tensor([frames]), chunk, left)
+            streamed = model.encoder.forward_chunk_by_chunk(x, chunk, left)
+        assert streamed.shape == whole.shape
+        assert (streamed - whole).abs().max() < 1e-4
+        if frames > 100 and chunk < 16:  # the mask matters, so the equality above says something
+            with torch.no_grad():
+                full_context, _ = model.encoder(x, torch.tensor([frames]), -1)
+            assert (full_context - whole).abs().max() > 1e-2
+
+
+def test_a_looking_ahead_convolution_streams_only_approximately():
+    """A full-context model can still be decoded chunk by chunk, but its convolution misses the
+    next chunk: the frames differ from the chunk-masked whole (why the demo says so)."""
+    model = tiny(use_dynamic_chunk=True).eval()
+    x = model.cmvn(torch.randn(1, 151, IDIM))
+    with torch.no_grad():
+        whole, _ = model.encoder(x, torch.tensor([151]), 4)
+        streamed = model.encoder.forward_chunk_by_chunk(x, 4)
+    assert streamed.shape == whole.shape and (streamed - whole).abs().max() > 1e-3
+
+
+def test_dynamic_chunk_training_step_learns():
+    model = tiny(causal=True, use_dynamic_chunk=True, use_dynamic_left_chunk=True).train()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    feats, lens = torch.randn(3, 120, IDIM), torch.tensor([120, 100, 80])
+    ys, ys_lens = torch.randint(2, VOCAB - 1, (3, 6)), torch.tensor([6, 5, 4])
+    losses = []
+    for _ in range(15):
+        loss = model(feats, lens, ys, ys_lens)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < 0.7 * losses[0], losses
+
+
+def test_init_param_loads_a_full_context_model_and_refuses_another_architecture(tmp_path):
+    """`asrdemo train --init_param`: a full-context model's weights start the streaming model's
+    training; a model of another shape is refused, naming the parameters, before anything runs."""
+    from asrdemo.errors import AsrdemoError
+    from asrdemo.train.trainer import init_from_model_file
+
+    path = tmp_path / "valid.acc.ave.pth"
+    torch.save(tiny(seed=1).state_dict(), path)
+    streaming = tiny(seed=2, causal=True, use_dynamic_chunk=True)
+    init_from_model_file(streaming, path)
+    assert all(torch.equal(a, b) for a, b in zip(streaming.state_dict().values(), torch.load(path).values()))
+    with pytest.raises(AsrdemoError, match="does not fit"):
+        init_from_model_file(tiny(num_blocks=3), path)
+    with pytest.raises(AsrdemoError, match="does not exist"):
+        init_from_model_file(streaming, tmp_path / "missing.pth")
