@@ -15,6 +15,7 @@ import yaml
 from asrdemo import score
 from asrdemo.data.audio import load_audio
 from asrdemo.data.datadir import read_kv
+from asrdemo.data.fbank import Fbank
 from asrdemo.decode.recognizer import Recognizer
 from asrdemo.decode.segment import split_at_pauses
 from conftest import asrdemo
@@ -95,20 +96,20 @@ def test_without_pieces_the_same_speech_is_decoded_far_worse(rec, joined):
 
 
 def test_cuts_fall_in_pauses_and_respect_the_limit():
-    sr, hop, win, step = 16000, 160, 400, 640
+    sr, step, fbank = 16000, 640, Fbank()
     rng = np.random.default_rng(0)
     burst = lambda s: 0.3 * rng.standard_normal(int(s * sr)).astype(np.float32)  # noqa: E731
     pause = lambda s: np.zeros(int(s * sr), np.float32)  # noqa: E731
     wave = np.concatenate([burst(2.0), pause(0.4), burst(1.5), pause(0.4), burst(2.5), pause(0.4), burst(1.0)])
-    pieces = split_at_pauses(wave, sr, 4 * sr, win, hop, step)
+    pieces = split_at_pauses(wave, fbank, 4 * sr, step)
     assert pieces[0][0] == 0 and pieces[-1][1] == len(wave)
     assert all(b - a <= 4 * sr and a % step == 0 for a, b in pieces)
     loud = np.abs(wave) > 0
     for _, cut in pieces[:-1]:
         assert not loud[cut - 800: cut + 800].any(), cut  # inside a pause, 50 ms from speech
-    assert split_at_pauses(wave[: 3 * sr], sr, 4 * sr, win, hop, step) == [(0, 3 * sr)]
+    assert split_at_pauses(wave[: 3 * sr], fbank, 4 * sr, step) == [(0, 3 * sr)]
     # no pause at all: cut anyway, never longer than allowed
-    pieces = split_at_pauses(burst(10.0), sr, 4 * sr, win, hop, step)
+    pieces = split_at_pauses(burst(10.0), fbank, 4 * sr, step)
     assert len(pieces) >= 3 and all(b - a <= 4 * sr for a, b in pieces)
 
 

@@ -208,10 +208,7 @@ class Recognizer:
     def min_samples(self) -> int:
         """The fewest samples (at the model's rate) that give the encoder one output frame; shorter
         input can only be decoded as the empty hypothesis."""
-        frames = self.model.min_input_frames
-        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
-        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
-        return win + (frames - 1) * hop
+        return self.fbank.win_length + (self.model.min_input_frames - 1) * self.fbank.hop_length
 
     def model_wave(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
@@ -227,16 +224,8 @@ class Recognizer:
         25 ms analysis frame's mean is removed — the DC offset the fbank removes
         (`remove_dc_offset`), so a constant or slowly drifting signal counts as the silence the
         model sees. -inf for an empty or all-constant wave."""
-        wave = np.asarray(wave, dtype=np.float64)
-        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
-        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
-        if len(wave) == 0:
-            return float("-inf")
-        if len(wave) < win:
-            frames = wave[None, :]
-        else:
-            frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
-        peak = float(np.max(np.abs(frames - frames.mean(axis=1, keepdims=True))))
+        frames = self.fbank.dc_removed_frames(wave)
+        peak = float(np.max(np.abs(frames))) if frames.size else 0.0
         return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
     def is_silent(self, wave: np.ndarray) -> bool:
@@ -325,10 +314,8 @@ class Recognizer:
     def split_long(self, wave: np.ndarray) -> List[Tuple[int, int]]:
         """[(start, end)] samples of the pieces `wave` (model rate) is decoded in: one piece when it
         is at most `max_piece_s` long, else cut at pauses (`segment.split_at_pauses`)."""
-        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
-        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
-        return split_at_pauses(wave, self.sample_rate, int(self.max_piece_s * self.sample_rate), win, hop,
-                               step=hop * self.model.subsampling_rate)
+        return split_at_pauses(wave, self.fbank, int(self.max_piece_s * self.sample_rate),
+                               step=self.fbank.hop_length * self.model.subsampling_rate)
 
     def _join(self, parts: List[Tuple[Recognition, float]], duration_s: float) -> Recognition:
         """The pieces' best hypotheses joined into one (ids, scores summed), their times shifted by
