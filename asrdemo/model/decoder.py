@@ -22,7 +22,7 @@ from torch import nn
 from asrdemo.model.attention import MultiHeadedAttention
 from asrdemo.model.decoder_layer import KV, DecoderLayer
 from asrdemo.model.embedding import PositionalEncoding
-from asrdemo.model.mask import subsequent_mask, target_mask
+from asrdemo.model.mask import target_mask
 from asrdemo.model.positionwise_feed_forward import PositionwiseFeedForward
 
 MemoryKV = List[KV]  # per layer: the source attention's (keys, values), each (B, H, T, d_k)

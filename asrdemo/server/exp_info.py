@@ -5,7 +5,6 @@ images/{loss,acc,error}.png, cer.txt and README.md; only the first four are need
 the rest are shown when present.
 """
 
-import json
 import re
 from pathlib import Path
 
