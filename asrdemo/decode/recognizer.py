@@ -338,7 +338,8 @@ class Recognizer:
                             nbest: Optional[int] = None, keep: bool = False, durations: Optional[Sequence[float]] = None
                             ) -> List[Tuple[Recognition, Optional[tuple]]]:
         """Fbank matrices (T, D), decoded as one batch -> per matrix (its `Recognition`, and with
-        `keep` its (encoder output (1, T', D), CTC log-posteriors (T', V)) for `_trace`, else None).
+        `keep` what `_trace` needs: (the fbank, encoder output (1, T', D), CTC log-posteriors
+        (T', V), the best's `CtcAlignment` or None), else None).
         `durations`: each input's audio length in seconds (default T x frame shift); token times are
         clipped to it. Input too short for one encoder frame gives the empty hypothesis."""
         mode = self._check_mode(mode)
@@ -360,34 +361,31 @@ class Recognizer:
         for b, (i, hyps) in enumerate(zip(usable, nbests)):
             frames = int(enc_lens[b])
             logp = ctc_logp[b, :frames]
+            alignment = self._align(logp, hyps[0])
             duration = results[i][0].duration_s
-            recognition = Recognition(hyps, self._token_times(logp, hyps[0], frame_s, duration), duration)
-            results[i] = (recognition, (enc[b: b + 1, :frames], logp) if keep else None)
+            times = [] if alignment is None else token_times(alignment, self.token_list.tokens, frame_s, duration)
+            kept = (feats_list[i], enc[b: b + 1, :frames], logp, alignment) if keep else None
+            results[i] = (Recognition(hyps, times, duration), kept)
         return results
 
-    def _token_times(self, ctc_logp: torch.Tensor, best: Hypothesis, frame_s: float, duration_s: float):
-        """The best hypothesis's tokens at the encoder frames CTC emits them (its forced alignment)."""
+    def _align(self, ctc_logp: torch.Tensor, best: Hypothesis):
+        """The CTC forced alignment of the best hypothesis on ctc_logp (T', V): where CTC emits each
+        of its tokens. None for the empty hypothesis, or when it does not fit the frames."""
         if not best.token_ids:
-            return []
+            return None
         try:
-            alignment = ctc_forced_align(ctc_logp, best.token_ids, self.model.blank_id)
+            return ctc_forced_align(ctc_logp, best.token_ids, self.model.blank_id)
         except AlignmentError as e:  # possible only for attention-only output longer than the frames
             log.warning("no CTC alignment of the transcript, so no token times: %s", e)
-            return []
-        return token_times(alignment, self.token_list.tokens, frame_s, duration_s)
+            return None
 
     def _trace(self, wave: np.ndarray, input_rate: int, mode: Optional[str], result: Recognition, kept):
-        """The trace (decode/trace.py) of one wave decoded in one piece; `kept` is the
-        (encoder output, CTC posteriors) `_recognize_features` kept (None: none, e.g. silence)."""
-        feats = self.fbank(wave)
+        """The trace (decode/trace.py) of one wave decoded in one piece, from what
+        `_recognize_features` kept (None when it decoded nothing: silence, too short)."""
         if kept is None:
-            enc = torch.zeros(1, 0, self.model.encoder.output_size(), device=self.device)
-            ctc_logp = torch.zeros(0, len(self.token_list), device=self.device)
-        else:
-            enc, ctc_logp = kept
-        alignment = None
-        if result.token_times:
-            alignment = ctc_forced_align(ctc_logp, result.token_ids, self.model.blank_id)
+            kept = (self.fbank(wave), torch.zeros(1, 0, self.model.encoder.output_size(), device=self.device),
+                    torch.zeros(0, len(self.token_list), device=self.device), None)
+        feats, enc, ctc_logp, alignment = kept
         with torch.inference_mode():
             return build_trace(self.model, wave=wave, original_sample_rate=input_rate, sample_rate=self.sample_rate,
                                feats=feats, enc=enc, ctc_logp=ctc_logp, hyps=result.hypotheses,
