@@ -123,7 +123,35 @@ def test_decode_command_joins_the_pieces(trained_exp, rec, joined, tmp_path):
                 "--decode_config", _write_conf(tmp_path))
     assert "decoded in" in r.stderr and "pieces" in r.stderr
     hyp = read_kv(out / "hyp.txt", allow_empty_value=True)["long"]
-    assert hyp == rec.recognize(wave, rec.sample_rate).text.strip()
+    assert hyp == rec.recognize_file(audio / "long.wav").text.strip()
+
+
+def test_explain_and_the_demo_give_the_same_global_times(trained_exp, rec, joined, tmp_path):
+    """`asrdemo explain` (trace.json, no figures) and POST /api/recognize on the long input: the
+    recognizer's text and global times, and the pieces."""
+    import json
+
+    from asrdemo.server import create_app
+    from demo_fixture import audio_bytes
+
+    data = audio_bytes(joined[0], rec.sample_rate, subtype="PCM_16")  # what both read
+    want = rec.recognize(load_audio(data)[0], rec.sample_rate)
+    path = tmp_path / "long.wav"
+    path.write_bytes(data)
+    conf = _write_conf(tmp_path)
+    asrdemo("explain", trained_exp, path, "--out", tmp_path / "explain", "--decode_config", conf)
+    trace = json.loads((tmp_path / "explain" / "trace.json").read_text(encoding="utf-8"))
+    assert trace["text"] == want.text and len(trace["segments"]) == len(want.segments) > 1
+    assert trace["alignment"]["tokens"] == [t.as_dict() for t in want.token_times]
+    (exp := tmp_path / "package").mkdir()
+    for name in ("config.yaml", "tokens.txt", "cmvn.ark", "valid.acc.ave.pth"):
+        (exp / name).write_bytes((trained_exp / name).read_bytes())
+    (exp / "decode.yaml").write_text(conf.read_text(encoding="utf-8"), encoding="utf-8")
+    client = create_app(exp_dir=exp).test_client()
+    body = client.post("/api/recognize?details=1", data=data, content_type="audio/wav").get_json()
+    assert body["text"] == want.text and len(body["segments"]) > 1 and "alignment" not in body
+    starts = [t["start_s"] for t in body["tokens"]]
+    assert starts == sorted(starts) and 0 <= starts[0] and body["tokens"][-1]["end_s"] <= body["duration_s"]
 
 
 def _write_conf(tmp_path):
