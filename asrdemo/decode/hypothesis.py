@@ -51,11 +51,10 @@ def joint_score(att_score, ctc_score, num_tokens: int, ctc_weight: float, penalt
             + lm_weight log p_lm(y <eos>) + penalty (|y| + 1)
 
     Floats or tensors alike. A part whose weight is 0 is not read (it may be None)."""
-    score = penalty * (num_tokens + 1)
-    if ctc_weight < 1.0:
-        score = score + (1.0 - ctc_weight) * att_score
+    score = (1.0 - ctc_weight) * att_score if ctc_weight < 1.0 else 0.0
     if ctc_weight > 0.0:
         score = score + ctc_weight * ctc_score
+    score = score + penalty * (num_tokens + 1)  # (the terms in this order: rankings stay bit-identical)
     if lm_weight:
         score = score + lm_weight * lm_score
     return score
