@@ -191,7 +191,9 @@ class Recognizer:
             lm = load_lm(lm_dir)
             log.info("language model %s (lm_weight %s)", lm_dir, decode_conf.lm_weight)
         max_frames = (config.get("data") or {}).get("train_max_frames")
-        max_piece_s = max_frames * fbank.frame_shift_s if max_frames else DEFAULT_MAX_PIECE_S
+        # the audio that many frames span (snip_edges: one window, then a shift per further frame)
+        max_piece_s = (((max_frames - 1) * fbank.hop_length + fbank.win_length) / fbank.sample_rate if max_frames
+                       else DEFAULT_MAX_PIECE_S)
         return cls(model, fbank, token_list, decode_conf, device, lm=lm, max_piece_s=max_piece_s)
 
     @property
@@ -313,13 +315,14 @@ class Recognizer:
 
     def split_long(self, wave: np.ndarray) -> List[Tuple[int, int]]:
         """[(start, end)] samples of the pieces `wave` (model rate) is decoded in: one piece when it
-        is at most `max_piece_s` long, else cut at pauses (`segment.split_at_pauses`)."""
+        is at most `max_piece_s` long, else cut at pauses, without the silence at their ends
+        (`segment.split_at_pauses`)."""
         return split_at_pauses(wave, self.fbank, int(self.max_piece_s * self.sample_rate),
-                               step=self.fbank.hop_length * self.model.subsampling_rate)
+                               step=self.fbank.hop_length * self.model.subsampling_rate, silence_dbfs=SILENCE_DBFS)
 
     def _join(self, parts: List[Tuple[Recognition, float]], duration_s: float) -> Recognition:
         """The pieces' best hypotheses joined into one (ids, scores summed), their times shifted by
-        each piece's start (a whole number of encoder frames, see `split_long`)."""
+        each piece's start (`start_frame`/`end_frame` by the nearest whole number of encoder frames)."""
         frame_s = self.encoder_frame_s
         ids, times, score = [], [], 0.0
         for part, offset_s in parts:
