@@ -22,7 +22,8 @@ from asrdemo.data.audio import load_audio
 from asrdemo.data.datadir import input_digest, read_data_dir
 from asrdemo.data.fbank import Fbank
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, done_with, is_done, mark_done
+from asrdemo.utils.io import (atomic_path, atomic_write_lines, atomic_write_text, clear_done, done_with, is_done,
+                              mark_done)
 
 log = logging.getLogger(__name__)
 

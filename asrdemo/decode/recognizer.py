@@ -294,7 +294,7 @@ class Recognizer:
             else:
                 result = self._join([(decoded[k][0], pieces[k][1] / self.sample_rate) for k in mine], duration)
             result.segments = [(a / self.sample_rate, b / self.sample_rate) for j, a, b in pieces if j == i]
-            if trace and len(result.segments) <= 1:
+            if trace and (kept is not None or not mine):  # decoded whole, or not at all
                 result.trace = self._trace(wave, rates[i], mode, result, kept)
             results.append(result)
         return results
@@ -435,22 +435,22 @@ class Recognizer:
         if mode == "ctc_greedy":
             return ctc_greedy_search(ctc_logp, enc_lens, model.blank_id)
         if mode in ("ctc_prefix_beam", "attention_rescoring"):
-            nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
-                                                 model.blank_id)
+            ctc_nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
+                                                     model.blank_id)
             lm_fn = (lambda seqs: lm_sequence_logp(self.lm, seqs)) if lm_weight else None
             if mode == "ctc_prefix_beam":
-                return rescore_with_lm(nbest, lm_fn, lm_weight, conf.penalty) if lm_weight else nbest
+                return rescore_with_lm(ctc_nbest, lm_fn, lm_weight, conf.penalty) if lm_weight else ctc_nbest
             mask = make_non_pad_mask(enc_lens, enc.size(1)).unsqueeze(1)
-            return attention_rescoring(nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
+            return attention_rescoring(ctc_nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
                                        sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight, penalty=conf.penalty,
                                        lm_fn=lm_fn, lm_weight=lm_weight)
         mask = make_non_pad_mask(enc_lens, enc.size(1)).unsqueeze(1)
         ctc_weight = 0.0 if mode == "attention" else conf.ctc_weight
         scorer = DecoderStepScorer(model.decoder, enc, mask) if ctc_weight < 1.0 else None
         return joint_beam_search(
-            ctc_logp if ctc_weight > 0 else None, enc_lens, scorer, sos=model.sos, eos=model.eos, vocab_size=model.vocab_size,
-            blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight, penalty=conf.penalty,
-            maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio, pre_beam_ratio=conf.pre_beam_ratio,
-            nbest=nbest, end_detection=conf.end_detection,
+            ctc_logp if ctc_weight > 0 else None, enc_lens, scorer, sos=model.sos, eos=model.eos,
+            vocab_size=model.vocab_size, blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight,
+            penalty=conf.penalty, maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio,
+            pre_beam_ratio=conf.pre_beam_ratio, nbest=nbest, end_detection=conf.end_detection,
             lm_scorer=LMStepScorer(self.lm) if lm_weight else None, lm_weight=lm_weight,
         )

@@ -163,7 +163,8 @@ def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: Lis
         lm_score = None
         if lm is not None and lm_weight > 0:
             lm_score = lm_sequence_logp(lm, [ids])[0]
-        total = joint_score(att, ctc, len(ids), ctc_weight, penalty, lm_score, lm_weight if lm_score is not None else 0.0)
+        total = joint_score(att, ctc, len(ids), ctc_weight, penalty, lm_score,
+                            lm_weight if lm_score is not None else 0.0)
         scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score),
                                        lm_score, float(lm_weight) if lm_score is not None else 0.0))
     return scored, attention
