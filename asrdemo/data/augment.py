@@ -37,7 +37,7 @@ from tqdm import tqdm
 from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.datadir import Utterance, input_digest, read_data_dir, read_kv, write_data_dir
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, clear_done, done_with, mark_done
+from asrdemo.utils.io import atomic_path, atomic_write_lines, clear_done, done_with, is_done, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ def augment_data_dir(data_dir, out_dir, speeds=(0.9, 1.0, 1.1), noise_copies=1, 
     if done_with(out_dir, settings, OUTPUTS):
         log.info("skipped: %s is complete for these settings (remove %s/.done to redo)", out_dir, out_dir)
         return len(read_kv(out_dir / "wav.scp"))
-    if done:
+    if is_done(out_dir):
         log.info("%s was made with other settings or input; redoing", out_dir)
     clear_done(out_dir)
 
