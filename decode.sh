@@ -29,19 +29,8 @@ chunk_size=16          # with streaming: encoder frames per chunk
 num_left_chunks=-1     # with streaming: chunks of left context (-1: all)
 # ---- end of options ----
 
-options() { sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_0-9]+='; }
 usage() { sed -n '2,16p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
-args=()
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
-    --*) [ $# -ge 2 ] || { echo "decode.sh: $1 needs a value" >&2; exit 2; }; name=${1#--}; value=$2; shift 2 ;;
-    *) args+=("$1"); shift; continue ;;
-  esac
-  options | grep -qE "^${name}=" || { echo "decode.sh: unknown option --$name (see --help)" >&2; exit 2; }
-  printf -v "$name" '%s' "$value"
-done
+. "$(dirname "${BASH_SOURCE[0]}")/utils/parse_options.sh" "$@"
 [ ${#args[@]} -eq 3 ] || { echo "decode.sh: need EXP_DIR INPUT OUT_DIR (see --help)" >&2; exit 2; }
 exp_dir=${args[0]}; input=${args[1]}; out_dir=${args[2]}
 [[ "$nj" =~ ^[1-9][0-9]*$ ]] || { echo "decode.sh: --nj must be a positive integer" >&2; exit 2; }

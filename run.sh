@@ -64,21 +64,11 @@ shipped_dir=exp_train_large  # the demo's default folder, checked by that rule
 work_dir=""            # where stages write (default: egs/<corpus>)
 # ---- end of options ----
 
-options() { sed -n '/^# ---- options/,/^# ---- end of options/p' "$0" | grep -E '^[a-z_0-9]+='; }
-
 usage() { sed -n '2,22p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
-forced_stage=-1  # set by an explicit --stage
-while [ $# -gt 0 ]; do
-  case "$1" in
-    -h|--help) usage; exit 0 ;;
-    --*=*) name=${1%%=*}; name=${name#--}; value=${1#*=}; shift ;;
-    --*) [ $# -ge 2 ] || { echo "run.sh: $1 needs a value" >&2; exit 2; }; name=${1#--}; value=$2; shift 2 ;;
-    *) echo "run.sh: unexpected argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-  options | grep -qE "^${name}=" || { echo "run.sh: unknown option --$name (see --help)" >&2; exit 2; }
-  printf -v "$name" '%s' "$value"
-  [ "$name" = stage ] && forced_stage=$value
-done
+. "$(dirname "$0")/utils/parse_options.sh" "$@"
+[ ${#args[@]} -eq 0 ] || { echo "run.sh: unexpected argument ${args[0]} (see --help)" >&2; exit 2; }
+forced_stage=-1  # an explicit --stage always runs
+case "$given_options" in *" stage "*) forced_stage=$stage ;; esac
 
 root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"

@@ -2,38 +2,31 @@
 
     asrdemo explain exp/train_mini sample/test.wav --out /tmp/explain
 
-Everything goes through the recognizer that `asrdemo decode` and the demo use (its resampler,
-its fbank, its model, its search); this module only looks at what they produce:
+The recognizer that `asrdemo decode` and the demo use computes everything
+(`Recognizer.recognize(wave, rate, trace=True)`, asrdemo/decode/trace.py):
 
     wave (any rate) -> resample -> fbank (T, 80) -> CMVN -> encoder (T', D), T' ~ T / subsampling
         -> CTC log-posteriors (T', V) -> search (n-best) -> CTC forced alignment of the best
         -> the attention decoder's source attention for the best (L + 1, T')
 
-and writes one PNG per stage, `trace.json` (every shape and number in the figures, and the
-per-token times) and `index.md` (the figures in order, each with what it shows).
-
-`trace_utterance(recognizer, wave, sample_rate)` is the part without figures; the demo server
-calls it for per-character times, the posteriorgram and the attention map.
+and this module only draws it: one PNG per stage, `trace.json` (every shape and number in the
+figures, and the per-token times) and `index.md` (the figures in order, each with what it shows).
+Audio longer than the model was trained on is decoded in pieces (asrdemo/decode/segment.py):
+then only the transcript and its character times are written, as no single trace covers it.
 """
 
-import copy
 import dataclasses
 import json
 import logging
 import math
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from asrdemo.data.audio import load_audio
-from asrdemo.decode.alignment import (AlignmentError, CtcAlignment, TokenTime, best_path_score, ctc_forced_align,
-                                      encoder_frame_seconds, greedy_path, token_times)
-from asrdemo.decode.hypothesis import Hypothesis
+from asrdemo.decode.alignment import best_path_score
+from asrdemo.decode.trace import UtteranceTrace, rounded
 from asrdemo.errors import AsrdemoError
-from asrdemo.model.attention import store_attention_weights
 from asrdemo.utils.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -71,208 +64,6 @@ FIGURES = (  # file name -> the sentences of index.md (formatted with the trace'
 )
 
 
-# ------------------------------------------------------------------------------------ the trace
-
-
-@dataclasses.dataclass
-class HypothesisScores:
-    """One n-best entry with its scores recomputed exactly (natural-log probabilities)."""
-
-    rank: int
-    text: str
-    tokens: List[str]
-    token_ids: List[int]
-    ctc_score: float  # log p_ctc(y | x): all CTC paths of y summed
-    att_score: float  # log p_att(y <eos> | x): teacher-forced decoder, <eos> included
-    total_score: float  # (1 - w) att + w ctc + lm_weight lm + penalty (|y| + 1), w = the decode ctc_weight
-    search_score: float  # what the search ranked by (equals total_score for joint search)
-    lm_score: Optional[float] = None  # log p_lm(y <eos>) when the search used the exp dir's LM (lm_weight > 0)
-    lm_weight: float = 0.0  # so lm_weight * lm_score is the LM's share of total_score
-
-
-@dataclasses.dataclass
-class UtteranceTrace:
-    """Every intermediate of one utterance through a `Recognizer` (arrays on the CPU, numpy)."""
-
-    original_sample_rate: int
-    sample_rate: int
-    wave: np.ndarray  # (N,) at sample_rate
-    fbank: np.ndarray  # (T, D) as the recognizer computes it
-    fbank_cmvn: np.ndarray  # (T, D) after the model's GlobalCMVN
-    encoder_out: np.ndarray  # (T', D_model)
-    ctc_logp: np.ndarray  # (T', V)
-    subsampling_rate: int
-    receptive_frames: int  # fbank frames one encoder frame is computed from
-    frame_shift_s: float
-    frame_length_s: float
-    mode: str
-    ctc_weight: float
-    hypotheses: List[HypothesisScores]
-    alignment: Optional[CtcAlignment]  # of the best hypothesis (None: empty, or it cannot fit)
-    token_times: List[TokenTime]
-    attention: np.ndarray  # (layers, L + 1, T') source attention of the best, heads averaged
-    token_list: List[str]
-
-    @property
-    def best(self) -> Optional[HypothesisScores]:
-        return self.hypotheses[0] if self.hypotheses else None
-
-    @property
-    def duration_s(self) -> float:
-        return len(self.wave) / self.sample_rate
-
-    @property
-    def encoder_frame_s(self) -> float:
-        return encoder_frame_seconds(self.subsampling_rate, self.frame_shift_s)
-
-    @property
-    def greedy_path(self) -> List[int]:
-        return greedy_path(self.ctc_logp)
-
-    def salient_tokens(self, max_tokens: int = 24) -> List[int]:
-        """Token ids worth a row in a posteriorgram: <blank>, the transcript's and the greedy path's
-        tokens, then the others by their highest posterior; ordered by when they peak."""
-        if len(self.ctc_logp) == 0:
-            return [0]
-        peak = self.ctc_logp.max(axis=0)
-        must = [0, *(self.best.token_ids if self.best else []), *self.greedy_path]
-        chosen = list(dict.fromkeys(must))[:max_tokens]
-        for i in np.argsort(-peak):
-            if len(chosen) >= max_tokens or peak[i] < math.log(0.01):
-                break
-            if int(i) not in chosen and int(i) != len(self.token_list) - 1:
-                chosen.append(int(i))
-        when = self.ctc_logp.argmax(axis=0)
-        return [0] + sorted((i for i in chosen if i != 0), key=lambda i: (when[i], i))
-
-    def demo_json(self, max_tokens: int = 24, decimals: int = 3) -> dict:
-        """What the demo page draws: per-token times, the posteriorgram of salient tokens (probabilities,
-        tokens x frames) and the last decoder layer's attention (output tokens x frames)."""
-        rows = self.salient_tokens(max_tokens)
-        best = self.best
-        return {
-            "text": best.text if best else "",
-            "tokens": [t.as_dict() for t in self.token_times],
-            "encoder_frame_s": self.encoder_frame_s,
-            "duration_s": round(self.duration_s, 4),
-            "posteriorgram": {
-                "tokens": [self.token_list[i] for i in rows],
-                "token_ids": rows,
-                "probs": _rounded(np.exp(self.ctc_logp[:, rows]).T, decimals),
-                "greedy_path": self.greedy_path,
-            },
-            "attention": {
-                "rows": (best.tokens if best else []) + ["<eos>"],
-                "weights": _rounded(self.attention[-1], decimals) if len(self.attention) else [],
-            },
-        }
-
-
-def _rounded(array: np.ndarray, decimals: int):
-    return np.round(np.asarray(array, dtype=np.float64), decimals).tolist()
-
-
-def _decoder_view(decoder: torch.nn.Module) -> torch.nn.Module:
-    """A copy of the decoder's modules that shares its weights (no tensor is copied), so that keeping
-    attention weights here never touches the model other threads are decoding with."""
-    memo = {id(t): t for t in [*decoder.parameters(), *decoder.buffers()]}
-    return copy.deepcopy(decoder, memo)
-
-
-def _hypothesis_scores(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: List[Hypothesis], ctc_weight: float,
-                       penalty: float, keep_attention: bool, lm=None, lm_weight: float = 0.0):
-    """Exact CTC and attention log-likelihoods of each hypothesis (and the LM's, with `lm` and
-    lm_weight > 0); the source attention of the first."""
-    num_frames = enc.size(1)
-    decoder = _decoder_view(model.decoder)
-    mask = torch.ones(1, 1, num_frames, dtype=torch.bool, device=enc.device)
-    scored, attention = [], None
-    for rank, h in enumerate(hyps):
-        ids = list(h.token_ids)
-        target = torch.tensor(ids, dtype=torch.long)
-        if ids:
-            ctc = -F.ctc_loss(ctc_logp.cpu().float(), target, torch.tensor([num_frames]), torch.tensor([len(ids)]),
-                              blank=model.blank_id, reduction="sum", zero_infinity=False).item()
-        else:
-            ctc = float(ctc_logp[:, model.blank_id].sum())
-        store_attention_weights(decoder, keep_attention and rank == 0)
-        ys_in = torch.tensor([[model.sos, *ids]], device=enc.device)
-        logp = torch.log_softmax(decoder(enc, mask, ys_in, torch.tensor([len(ids) + 1], device=enc.device)), -1)[0]
-        att = float(logp[torch.arange(len(ids) + 1), torch.tensor([*ids, model.eos])].sum())
-        if keep_attention and rank == 0:
-            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).cpu().numpy()
-        total = (1.0 - ctc_weight) * att + ctc_weight * ctc + penalty * (len(ids) + 1)
-        lm_score = None
-        if lm is not None and lm_weight > 0:
-            from asrdemo.decode.lm_scorer import lm_sequence_logp
-
-            lm_score = lm_sequence_logp(lm, [ids])[0]
-            total += lm_weight * lm_score
-        scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score),
-                                       lm_score, float(lm_weight) if lm_score is not None else 0.0))
-    return scored, attention
-
-
-@torch.inference_mode()
-def trace_utterance(recognizer, wave: np.ndarray, sample_rate: int, mode: Optional[str] = None,
-                    nbest: int = 5) -> UtteranceTrace:
-    """Recognize `wave` (mono (N,) or (N, C) float, any rate) with `recognizer` and keep every
-    intermediate. The transcript is the recognizer's own search (`recognizer.decode_encoded`, on the
-    encoder output computed here once); the model's
-    tensors come from the same model object in eval mode. Thread-safe: nothing shared is modified.
-
-    Audio too short for one encoder frame gives an empty transcript, no frames and no times."""
-    rec = recognizer
-    model = rec.model
-    wave = rec.model_wave(wave, sample_rate)  # kept for the waveform figure
-    feats = rec.fbank(wave)
-
-    conf = dataclasses.replace(rec.decode_conf, nbest=max(int(nbest), 1))
-    view = copy.copy(rec)  # same model, frontend and tokens; its own n-best setting
-    view.decode_conf = conf
-    mode = mode or conf.mode
-
-    x = torch.as_tensor(feats, dtype=torch.float32, device=rec.device).unsqueeze(0)
-    normed = model.cmvn(x)[0]
-    vocab = len(rec.token_list)
-    embed = model.encoder.embed
-    if len(feats) >= model.min_input_frames:
-        # one encoder pass: the search runs on the encoder output kept here
-        enc, enc_lens = model.encode(x, torch.tensor([len(feats)], device=rec.device))
-        ctc_logp = model.ctc.log_softmax(enc)[0].float()
-        hyps = view.decode_encoded(enc, enc_lens, mode)[0]
-    else:
-        enc = torch.zeros(1, 0, model.encoder.output_size(), device=rec.device)
-        ctc_logp = torch.zeros(0, vocab, device=rec.device)
-        hyps = view.decode_features([feats], mode)[0][:1]  # the empty hypothesis
-
-    scored, attention = _hypothesis_scores(model, enc, ctc_logp, hyps, conf.ctc_weight, conf.penalty,
-                                           keep_attention=enc.size(1) > 0, lm=getattr(rec, "lm", None),
-                                           lm_weight=conf.lm_weight if mode != "ctc_greedy" else 0.0)
-    frame_shift_s = rec.fbank.frame_shift_s
-    alignment, times = None, []
-    if scored and scored[0].token_ids:
-        try:
-            alignment = ctc_forced_align(ctc_logp, scored[0].token_ids, model.blank_id)
-        except AlignmentError as e:  # possible only for attention-only output longer than the frames
-            log.warning("no CTC alignment of the transcript: %s", e)
-    if alignment is not None:
-        times = token_times(alignment, rec.token_list.tokens,
-                            encoder_frame_seconds(model.subsampling_rate, frame_shift_s), len(wave) / rec.sample_rate)
-    if attention is None:
-        attention = np.zeros((0, 0, 0), dtype=np.float32)
-    return UtteranceTrace(
-        original_sample_rate=int(sample_rate), sample_rate=rec.sample_rate, wave=wave, fbank=feats,
-        fbank_cmvn=normed.cpu().numpy(), encoder_out=enc[0].cpu().numpy(), ctc_logp=ctc_logp.cpu().numpy(),
-        subsampling_rate=model.subsampling_rate, receptive_frames=embed.right_context + 1,
-        frame_shift_s=frame_shift_s, frame_length_s=rec.fbank.conf["frame_length_ms"] / 1000.0, mode=mode,
-        ctc_weight=float(conf.ctc_weight) if mode in ("joint", "attention_rescoring") else
-        (1.0 if mode.startswith("ctc") else 0.0),
-        hypotheses=scored, alignment=alignment, token_times=times, attention=attention,
-        token_list=list(rec.token_list.tokens),
-    )
-
-
 # ------------------------------------------------------------------------------------ trace.json
 
 
@@ -305,7 +96,6 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
     n = trace_numbers(trace, max_tokens)
     demo = trace.demo_json(max_tokens, decimals=4)
     greedy = trace.greedy_path
-    collapsed = [t for i, t in enumerate(greedy) if t != 0 and (i == 0 or t != greedy[i - 1])]
     best = trace.best
     return {
         "audio": {"path": None if audio_path is None else str(audio_path),
@@ -320,7 +110,7 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
                     "frame_ms": n["encoder_frame_ms"], "receptive_frames": n["receptive_frames"],
                     "receptive_field_ms": n["receptive_field_ms"]},
         "ctc": {"shape": list(trace.ctc_logp.shape), "vocab_size": n["vocab_size"], "blank_id": 0,
-                "greedy_path": greedy, "greedy_text_tokens": [trace.token_list[t] for t in collapsed],
+                "greedy_path": greedy, "greedy_text_tokens": [trace.token_list[t] for t in trace.greedy_token_ids],
                 "best_path_score": round(best_path_score(trace.ctc_logp), 4),
                 "posteriorgram": demo["posteriorgram"]},
         "decode": {"mode": trace.mode, "ctc_weight": trace.ctc_weight,
@@ -338,7 +128,7 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
         },
         "attention": {"shape": list(trace.attention.shape), "layers": int(trace.attention.shape[0]),
                       "rows": demo["attention"]["rows"],
-                      "weights": _rounded(trace.attention, 4)},
+                      "weights": rounded(trace.attention, 4)},
         "figures": list(figures),
     }
 
@@ -559,27 +349,47 @@ def index_markdown(trace: UtteranceTrace, audio_path, exp_dir) -> str:
              "Every number here is in `trace.json`. The figures follow the data from the waveform to the text.", ""]
     for k, (name, title, text) in enumerate(FIGURES, 1):
         lines += [f"## {k}. {title.format(**n)}", "", text.format(**n), "", f"![{name}]({name})", ""]
-    if trace.token_times:
-        lines += ["## Character times", "", "| token | start (s) | end (s) |", "|---|---|---|"]
-        lines += [f"| {_token_label(t.token)} | {t.start_s:.3f} | {t.end_s:.3f} |" for t in trace.token_times]
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + _times_table(trace.token_times))
+
+
+def _times_table(times) -> list:
+    if not times:
+        return []
+    return (["## Character times", "", "| token | start (s) | end (s) |", "|---|---|---|"]
+            + [f"| {_token_label(t.token)} | {t.start_s:.3f} | {t.end_s:.3f} |" for t in times] + [""])
 
 
 def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, decode_conf=None,
-            max_tokens: int = 24) -> UtteranceTrace:
-    """Recognize `audio_path` with the exp dir's recognizer and write figures, trace.json and index.md."""
+            max_tokens: int = 24):
+    """Recognize `audio_path` with the exp dir's recognizer and write figures, trace.json and index.md
+    (for audio decoded in pieces: trace.json and index.md with the transcript and its times).
+    -> the `Recognition`. Raises AsrdemoError for audio that is silent or too short for the model."""
     from asrdemo.decode.recognizer import Recognizer
 
     rec = Recognizer.from_exp_dir(exp_dir, model_file=model_file, decode_conf=decode_conf)
     wave, sample_rate = load_audio(audio_path)
-    trace = trace_utterance(rec, wave, sample_rate, mode=mode, nbest=nbest)
-    if len(trace.encoder_out) == 0:
-        raise AsrdemoError(f"{audio_path}: {trace.duration_s * 1000:.0f} ms of audio is too short for the model "
-                           f"(it needs at least {rec.model.min_input_frames} fbank frames, about "
-                           f"{(rec.model.min_input_frames - 1) * trace.frame_shift_s * 1000 + trace.frame_length_s * 1000:.0f} ms)")
+    model_wave = rec.model_wave(wave, sample_rate)
+    if len(model_wave) < rec.min_samples:
+        raise AsrdemoError(f"{audio_path}: {len(model_wave) / rec.sample_rate * 1000:.0f} ms of audio is too short "
+                           f"for the model (it needs at least {rec.min_samples / rec.sample_rate * 1000:.0f} ms)")
+    if rec.is_silent(model_wave):
+        raise AsrdemoError(f"{audio_path}: silent (peak {rec.level_dbfs(model_wave):.0f} dBFS once the DC offset is "
+                           "removed, as the model hears it): nothing to explain")
+    result = rec.recognize(wave, sample_rate, mode=mode, nbest=max(int(nbest), 1), trace=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    trace = result.trace
+    if trace is None:  # decoded in pieces: the transcript and its global times only
+        data = {"audio": {"path": str(audio_path), "duration_s": round(result.duration_s, 4)},
+                "segments": [[round(a, 3), round(b, 3)] for a, b in result.segments], "text": result.text,
+                "alignment": {"tokens": [t.as_dict() for t in result.token_times]}, "figures": []}
+        markdown = [f"# `{Path(audio_path).name}`, decoded in {len(result.segments)} pieces", "",
+                    f"Model: `{exp_dir}`. Transcript: **{result.text}**", "",
+                    f"The audio ({result.duration_s:.1f} s) is longer than the {rec.max_piece_s:.1f} s this model "
+                    "was trained on, so it was cut at pauses and decoded piece by piece; no figures.", ""]
+        atomic_write_text(out_dir / "trace.json", json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+        atomic_write_text(out_dir / "index.md", "\n".join(markdown + _times_table(result.token_times)))
+        return result
     _use_cjk_font()
     for name, plot in PLOTS.items():
         if plot is plot_posteriorgram:
@@ -589,9 +399,8 @@ def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, d
     data = trace_to_json(trace, audio_path, figures=list(PLOTS), max_tokens=max_tokens)
     atomic_write_text(out_dir / "trace.json", json.dumps(data, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(out_dir / "index.md", index_markdown(trace, audio_path, exp_dir))
-    log.info("%s -> %s: %r, %d figures, trace.json, index.md", audio_path, out_dir, trace.best.text if trace.best else "",
-             len(PLOTS))
-    return trace
+    log.info("%s -> %s: %r, %d figures, trace.json, index.md", audio_path, out_dir, result.text, len(PLOTS))
+    return result
 
 
 def add_arguments(p):

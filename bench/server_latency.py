@@ -6,8 +6,11 @@
 For each concurrency level, that many clients send `--requests` POST /api/recognize in all
 (multipart WAV, spectrogram included; with `--details 1` also the posteriorgram and attention map,
 `?details=1`, as the page sends them). Prints a markdown table: p50/p95
-latency, requests/s, and each worker's peak RSS (VmHWM). Without a trained model in --exp_dir it
-measures the tests' tiny random model and says so.
+latency, requests/s, the server's CPU time per request (user + system time of the gunicorn
+workers, from /proc/<pid>/stat, over the level, divided by its requests: the work a request costs,
+whatever else runs on the machine) and each worker's peak RSS (VmHWM). Without a trained model in
+--exp_dir it measures the tests' tiny random model and says so. For before/after comparisons of the
+demo's per-request work: `--concurrency 1 --details 0` and `--details 1`, on a quiet machine.
 """
 
 import argparse
@@ -45,20 +48,30 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values), q))
 
 
-def run_level(url, clip, concurrency, requests, query=""):
+def cpu_seconds(pids) -> float:
+    """User + system CPU time of the processes `pids` so far (/proc/<pid>/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15; the name is cut off)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_level(url, clip, concurrency, requests, query="", pids=()):
     def one(_):
         t0 = time.perf_counter()
         status, body = post_file(url, clip, "clip.wav", timeout=300, query=query)
         return time.perf_counter() - t0, status, body.get("code")
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds(pids)
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(one, range(requests)))
     wall = time.perf_counter() - started
+    cpu = (cpu_seconds(pids) - cpu_started) / requests
     errors = [r for r in results if r[1] != 200]
     latencies = [r[0] for r in results]
     return {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95), "rps": requests / wall,
-            "errors": len(errors)}
+            "errors": len(errors), "cpu": cpu}
 
 
 def main():
@@ -86,7 +99,8 @@ def main():
                         startup_timeout=300) as server:
         query = "?details=1" if args.details else ""
         run_level(server.url, clip, 1, args.warmup, query)
-        rows = [(c, run_level(server.url, clip, c, args.requests, query)) for c in args.concurrency]
+        pids = server.worker_pids()
+        rows = [(c, run_level(server.url, clip, c, args.requests, query, pids)) for c in args.concurrency]
         peaks = [proc_status_kb(pid, "VmHWM") / 1024 for pid in server.worker_pids()]
 
     print(f"date {datetime.date.today()}, machine {platform.machine()} {platform.processor() or ''}, "
@@ -94,11 +108,12 @@ def main():
     print(f"model: {model_note}; clip: {clip_note}; gunicorn {args.workers} worker(s) x {args.threads} threads, "
           f"torch threads {args.torch_threads}; {args.requests} requests per level; details={args.details}")
     print()
-    print("| concurrent clients | p50 latency s | p95 latency s | requests/s | errors | peak RSS per worker MB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| concurrent clients | p50 latency s | p95 latency s | requests/s | CPU s per request | errors "
+          "| peak RSS per worker MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     peak = ", ".join(f"{mb:.0f}" for mb in peaks)
     for c, r in rows:
-        print(f"| {c} | {r['p50']:.3f} | {r['p95']:.3f} | {r['rps']:.2f} | {r['errors']} | {peak} |")
+        print(f"| {c} | {r['p50']:.3f} | {r['p95']:.3f} | {r['rps']:.2f} | {r['cpu']:.3f} | {r['errors']} | {peak} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import torch
 from asrdemo.data.audio import load_audio
 from asrdemo.data.datadir import read_kv
 from asrdemo.decode.recognizer import Recognizer
-from asrdemo.explain import FIGURES, PLOTS, _decoder_view, trace_utterance
+from asrdemo.decode.trace import decoder_view
+from asrdemo.explain import FIGURES, PLOTS
 
 torch.set_num_threads(1)
 
@@ -126,8 +127,8 @@ def test_character_times_follow_the_transcript(explained, clip):
 def test_trace_api_any_input_and_nothing_shared_changes(rec, clip):
     wave, sr = sf.read(clip[0], dtype="float32")
     pcm = (wave * 32767).astype(np.int16)  # int PCM, as a browser might send
-    trace = trace_utterance(rec, pcm, sr, nbest=1)
-    again = trace_utterance(rec, wave, sr, nbest=1)
+    trace = rec.recognize(pcm, sr, nbest=1, trace=True).trace
+    again = rec.recognize(wave, sr, nbest=1, trace=True).trace
     assert trace.best.text == again.best.text
     demo = trace.demo_json()
     assert demo["text"] == trace.best.text
@@ -135,7 +136,7 @@ def test_trace_api_any_input_and_nothing_shared_changes(rec, clip):
     assert starts == sorted(starts) and all(t["end_s"] > t["start_s"] for t in demo["tokens"])
     assert len(demo["attention"]["weights"]) == len(trace.best.token_ids) + 1
     # the attention maps come from a view of the decoder that shares its weights (nothing copied)...
-    view = _decoder_view(rec.model.decoder)
+    view = decoder_view(rec.model.decoder)
     assert view.embed.weight is rec.model.decoder.embed.weight and view.decoders[0] is not rec.model.decoder.decoders[0]
     # ...so the recognizer's model keeps no attention weights, and its decoding setting is untouched
     for m in rec.model.modules():

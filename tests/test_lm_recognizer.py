@@ -150,19 +150,19 @@ def test_clear_errors(exp_with_lm, tmp_path):
 
 
 def test_explain_shows_the_lm_share(exp_with_lm, tmp_path):
-    from asrdemo.explain import plot_hypotheses, trace_to_json, trace_utterance
+    from asrdemo.explain import plot_hypotheses, trace_to_json
 
     exp, _ = exp_with_lm
     rec = Recognizer.from_exp_dir(exp, decode_conf={"beam_size": 3, "lm_weight": 0.6, "penalty": 0.1})
-    trace = trace_utterance(rec, noise(1.0, 16000, seed=9), 16000, mode="joint", nbest=3)
+    trace = rec.recognize(noise(1.0, 16000, seed=9), 16000, mode="joint", nbest=3, trace=True).trace
     for h in trace.hypotheses:
         assert h.lm_score is not None and h.lm_weight == 0.6
         assert h.total_score == pytest.approx(h.search_score, abs=1e-3)  # the LM's share is in the total
     assert "lm_score" in trace_to_json(trace)["decode"]["hypotheses"][0]
     plot_hypotheses(trace, tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 0
-    plain = trace_utterance(Recognizer.from_exp_dir(exp, decode_conf={"beam_size": 3}), noise(1.0, 16000, seed=9),
-                            16000, mode="joint", nbest=3)
+    plain = Recognizer.from_exp_dir(exp, decode_conf={"beam_size": 3}).recognize(
+        noise(1.0, 16000, seed=9), 16000, mode="joint", nbest=3, trace=True).trace
     assert all(h.lm_score is None for h in plain.hypotheses)
 
 

@@ -131,30 +131,6 @@ def test_decoder_padding_invariance_and_attention_weights():
     assert model.decoder.decoders[0].src_attn.attn is None
 
 
-def test_forward_one_step_matches_teacher_forcing():
-    model = build(tiny_conf()).eval()
-    torch.manual_seed(4)
-    n, length = 3, 6
-    memory = torch.randn(n, 7, 16)
-    memory_mask = make_non_pad_mask(torch.tensor([7, 5, 3])).unsqueeze(1)
-    ys = torch.randint(1, VOCAB - 1, (n, length))
-    ys[:, 0] = model.sos
-    with torch.no_grad():
-        full = torch.log_softmax(model.decoder(memory, memory_mask, ys, torch.full((n,), length)), dim=-1)
-        memory_kv = model.decoder.precompute_memory_kv(memory)
-        cache = cache_kv = None
-        for step in range(1, length + 1):
-            logp, cache = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], cache)
-            logp_kv, cache_kv = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], cache_kv,
-                                                               memory_kv=memory_kv)
-            no_cache, _ = model.decoder.forward_one_step(memory, memory_mask, ys[:, :step], None)
-            assert logp.shape == (n, VOCAB)
-            assert len(cache) == 2 and all(c.shape == (n, step, 16) for c in cache)
-            torch.testing.assert_close(logp, full[:, step - 1], atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(logp_kv, full[:, step - 1], atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(no_cache, full[:, step - 1], atol=1e-5, rtol=1e-4)
-
-
 @pytest.mark.parametrize("normalize_before", [True, False])
 def test_forward_step_with_self_kv_cache_matches_teacher_forcing(normalize_before):
     """The cached keys/values path (beam search's): B = 2 utterances of different lengths x W = 3

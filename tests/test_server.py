@@ -181,7 +181,6 @@ def test_every_character_comes_with_its_time(client, exp, sample, name):
     """`tokens`: in order, each [start_s, end_s) inside the audio, monotonic, non-overlapping; the
     times are the CTC forced alignment of the transcript that `asrdemo explain` computes."""
     from asrdemo.decode.recognizer import Recognizer
-    from asrdemo.explain import trace_utterance
 
     data = TIMED_CLIPS[name](sample)
     body = post_file(client, data, query="?spectrogram=0").get_json()
@@ -190,8 +189,8 @@ def test_every_character_comes_with_its_time(client, exp, sample, name):
     assert tokens[-1]["end_s"] > 0.5 * body["duration_s"]  # spread over the audio, not piled at the start
     rec = Recognizer.from_exp_dir(exp.path, num_threads=1)
     wave, _ = load_audio(data, rec.sample_rate)  # (wave at the model's rate, the file's own rate)
-    trace = trace_utterance(rec, wave, rec.sample_rate, nbest=1)
-    assert tokens == [t.as_dict() for t in trace.token_times]
+    result = rec.recognize(wave, rec.sample_rate, nbest=1)
+    assert tokens == [t.as_dict() for t in result.token_times]
 
 
 def test_details_give_the_posteriorgram_and_the_attention_map(client, sample):

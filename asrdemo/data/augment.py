@@ -23,7 +23,6 @@ Resampling goes through `asrdemo.data.audio.resample` (soxr), the project's one 
 """
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -36,9 +35,9 @@ import soundfile
 from tqdm import tqdm
 
 from asrdemo.data.audio import load_audio, resample
-from asrdemo.data.datadir import Utterance, read_data_dir, write_data_dir
+from asrdemo.data.datadir import Utterance, input_digest, read_data_dir, read_kv, write_data_dir
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import DONE, atomic_path, atomic_write_lines, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_path, atomic_write_lines, clear_done, done_with, is_done, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -275,19 +274,12 @@ def _run(tasks, job, nj):
         yield from pool.imap_unordered(_make_one, tasks, chunksize=4)
 
 
-def _input_digest(data_dir: Path) -> str:
-    h = hashlib.sha256()
-    for name in ("wav.scp", "text", "utt2spk"):
-        h.update((data_dir / name).read_bytes())
-    return h.hexdigest()
-
-
 def _settings(data_dir, speeds, noise_copies, snr_range, noise_dir, seed, sample_rate):
     """What the output depends on: recorded in .done and compared to decide whether to redo."""
     return {
         "format": FORMAT_VERSION,
         "data_dir": str(Path(data_dir).absolute()),
-        "input_sha256": _input_digest(Path(data_dir)),
+        "input_sha256": input_digest(data_dir, ("wav.scp", "text", "utt2spk")),
         "speeds": list(speeds),
         "noise_copies": noise_copies,
         "snr_range": list(snr_range),
@@ -316,13 +308,6 @@ def _check_args(speeds, noise_copies, snr_range, sample_rate, nj):
         raise AugmentError(f"--nj must be >= 1, got {nj}")
 
 
-def _read_done(out_dir: Path):
-    try:
-        return json.loads((out_dir / DONE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def augment_data_dir(data_dir, out_dir, speeds=(0.9, 1.0, 1.1), noise_copies=1, snr_range=(10, 30),
                      noise_dir=None, seed=0, nj=1, sample_rate=16000) -> int:
     """Write the augmented data dir; returns its number of utterances.
@@ -339,11 +324,10 @@ def augment_data_dir(data_dir, out_dir, speeds=(0.9, 1.0, 1.1), noise_copies=1, 
     utts = read_data_dir(data_dir)
     settings = _settings(data_dir, speeds, noise_copies, snr_range, noise_dir, seed, sample_rate)
 
-    done = _read_done(out_dir)
-    if is_done(out_dir, OUTPUTS) and done and all(done.get(k) == v for k, v in settings.items()):
+    if done_with(out_dir, settings, OUTPUTS):
         log.info("skipped: %s is complete for these settings (remove %s/.done to redo)", out_dir, out_dir)
-        return int(done["utterances"])
-    if done:
+        return len(read_kv(out_dir / "wav.scp"))
+    if is_done(out_dir):
         log.info("%s was made with other settings or input; redoing", out_dir)
     clear_done(out_dir)
 

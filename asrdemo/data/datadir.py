@@ -5,6 +5,7 @@ file lists the same utterances. Writing validates first and writes each file ato
 """
 
 import dataclasses
+import hashlib
 import logging
 import re
 import unicodedata
@@ -176,3 +177,12 @@ def read_data_dir(data_dir) -> List[Utterance]:
     return [
         Utterance(u, wavs[u], texts[u], spks[u], float(durs[u]) if u in durs else None) for u in wavs
     ]
+
+
+def input_digest(data_dir, names=("wav.scp", "text")) -> str:
+    """sha256 of the data dir's files `names`, in that order: what a stage records in its `.done`
+    (`utils.io.done_with`) so that a changed data dir makes its outputs stale."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update((Path(data_dir) / name).read_bytes())
+    return h.hexdigest()

@@ -51,11 +51,33 @@ class Fbank:
     def frame_shift_s(self) -> float:
         return self.conf["frame_shift_ms"] / 1000.0
 
+    @property
+    def win_length(self) -> int:
+        """Samples per analysis frame (25 ms: 400 at 16 kHz)."""
+        return int(self.sample_rate * self.conf["frame_length_ms"] / 1000)
+
+    @property
+    def hop_length(self) -> int:
+        """Samples between frame starts (10 ms: 160 at 16 kHz)."""
+        return int(self.sample_rate * self.conf["frame_shift_ms"] / 1000)
+
     def num_frames(self, num_samples: int) -> int:
         """Kaldi's frame count with snip_edges=True."""
-        win = int(self.sample_rate * self.conf["frame_length_ms"] / 1000)
-        hop = int(self.sample_rate * self.conf["frame_shift_ms"] / 1000)
-        return 0 if num_samples < win else 1 + (num_samples - win) // hop
+        return 0 if num_samples < self.win_length else 1 + (num_samples - self.win_length) // self.hop_length
+
+    def dc_removed_frames(self, wave: np.ndarray) -> np.ndarray:
+        """(N,) float wave -> (F, win_length) float64, its analysis frames (F = `num_frames(N)`), each
+        minus its mean: the DC offset Kaldi's `remove_dc_offset` takes away before the spectrum, so
+        what is left is what the features can see. A wave shorter than one frame is one shorter
+        frame; an empty one, (0, 0). For the silence check and the pause finder (decode/segment.py)."""
+        wave = np.asarray(wave, dtype=np.float64)
+        if len(wave) == 0:
+            return np.zeros((0, 0))
+        if len(wave) < self.win_length:
+            frames = wave[None, :]
+        else:
+            frames = np.lib.stride_tricks.sliding_window_view(wave, self.win_length)[:: self.hop_length]
+        return frames - frames.mean(axis=1, keepdims=True)
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
         stream = self.stream()

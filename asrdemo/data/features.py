@@ -6,8 +6,6 @@ writes the ark in utterance order, so the output does not depend on `--nj`.
     asrdemo fbank --data_dir data/train --out_dir dump/fbank/train --fbank_conf conf/fbank.yaml --nj 2 --cmvn
 """
 
-import hashlib
-import json
 import logging
 import multiprocessing
 import shutil
@@ -21,10 +19,11 @@ from tqdm import tqdm
 
 from asrdemo.data import cmvn
 from asrdemo.data.audio import load_audio
-from asrdemo.data.datadir import read_data_dir
+from asrdemo.data.datadir import input_digest, read_data_dir
 from asrdemo.data.fbank import Fbank
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
+from asrdemo.utils.io import (atomic_path, atomic_write_lines, atomic_write_text, clear_done, done_with, is_done,
+                              mark_done)
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +90,6 @@ def compute_features(data_dir, out_dir, fbank_conf=None, nj=1, with_cmvn=False):
     return len(num_frames)
 
 
-def input_digest(data_dir) -> str:
-    """sha256 of the data dir's wav.scp and text: a changed data dir means the features are stale."""
-    h = hashlib.sha256()
-    for name in ("wav.scp", "text"):
-        h.update((Path(data_dir) / name).read_bytes())
-    return h.hexdigest()
-
-
 def add_arguments(p):
     p.add_argument("--data_dir", required=True, help="Kaldi data dir (wav.scp, text, ...)")
     p.add_argument("--out_dir", required=True, help="where feats.scp/ark go, e.g. dump/fbank/train")
@@ -113,9 +104,8 @@ def main(args):
     required = OUTPUTS + (("cmvn.ark",) if args.cmvn else ())
     digest = input_digest(args.data_dir) if (Path(args.data_dir) / "wav.scp").is_file() else None
     if is_done(out_dir, required):
-        done = json.loads((out_dir / ".done").read_text(encoding="utf-8"))
         done_conf = yaml.safe_load((out_dir / "frontend.yaml").read_text(encoding="utf-8"))
-        if done_conf == conf and done.get("input_sha256") == digest:
+        if done_conf == conf and done_with(out_dir, {"input_sha256": digest}):
             log.info("skipped: %s is complete (remove %s/.done to redo)", out_dir, out_dir)
             return
         log.info("the data dir or the fbank options changed since %s was written; recomputing", out_dir)

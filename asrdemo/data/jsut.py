@@ -65,7 +65,6 @@ SPEAKER = "JS"  # ESPnet's local/data_prep.sh: one speaker id for the whole corp
 DEFAULT_NUM_TEST = 250  # ESPnet's eval1
 DEFAULT_NUM_DEV = 250  # ESPnet's dev
 DEFAULT_NAMES = {"train": "train", "dev": "dev", "test": "test"}
-ESPNET_NAMES = {"train": "tr_no_dev", "dev": "dev", "test": "eval1"}
 
 # JSUT ids look like BASIC5000_0001, REPEAT500_set1_001, UT-PARAPHRASE-sent002-phrase1.
 UTT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")

@@ -6,7 +6,6 @@
     asrdemo tokens --text data/train/text --out_dir data/lang [--token_type bpe --vocab_size 300]
 """
 
-import json
 import logging
 import os
 import tempfile
@@ -14,7 +13,7 @@ from pathlib import Path
 
 from asrdemo.data.datadir import read_kv
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines, is_done, mark_done, read_lines
+from asrdemo.utils.io import atomic_write_lines, done_with, mark_done, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -125,10 +124,9 @@ def main(args):
     settings = {"text": str(args.text), "token_type": args.token_type, "vocab_size": args.vocab_size,
                 "bpe_model_type": args.bpe_model_type}
     required = ("tokens.txt",) + (("bpe.model",) if args.token_type == "bpe" else ())
-    if is_done(out, required):
-        if {k: v for k, v in json.loads((out / ".done").read_text()).items() if k in settings} == settings:
-            log.info("skipped: %s/tokens.txt is complete", out)
-            return
+    if done_with(out, settings, required):
+        log.info("skipped: %s/tokens.txt is complete", out)
+        return
     tokens = make_token_list(args.text, out, args.token_type, args.vocab_size, args.bpe_model_type)
     mark_done(out, **settings, num_tokens=len(tokens))
     log.info("wrote %s/tokens.txt: %d tokens (%s)", out, len(tokens), args.token_type)

@@ -13,7 +13,8 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from asrdemo.decode.hypothesis import Hypothesis
+from asrdemo.decode.hypothesis import Hypothesis, joint_score
+from asrdemo.model.mask import make_non_pad_mask
 
 # (utt (N,), ys_in (N, L) <sos>-prefixed and <eos>-padded, ys_in_lens (N,)) -> log-probs (N, L, V)
 TeacherForcedScorer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -61,8 +62,7 @@ def attention_rescoring(
     ys_lens = torch.tensor([len(s) + 1 for s in seqs], device=device)
     logp = score_fn(torch.tensor(utt, device=device), ys_in, ys_lens).float()  # (N, L, V)
     token_logp = logp.gather(2, targets.unsqueeze(2)).squeeze(2)
-    valid = torch.arange(max_len, device=device).unsqueeze(0) < ys_lens.unsqueeze(1)
-    att = token_logp.masked_fill(~valid, 0.0).sum(dim=1).tolist()
+    att = token_logp.masked_fill(~make_non_pad_mask(ys_lens, max_len), 0.0).sum(dim=1).tolist()
     lm = lm_fn(seqs) if lm_weight != 0 else None
 
     out = [list(h) if frames[b] == 0 else [] for b, h in enumerate(nbest)]
@@ -71,9 +71,8 @@ def attention_rescoring(
         if frames[b] == 0:
             continue
         for h in hyps:
-            combined = (1.0 - ctc_weight) * att[k] + ctc_weight * h.ctc_score + penalty * (len(h.token_ids) + 1)
-            if lm is not None:
-                combined += lm_weight * lm[k]
+            combined = joint_score(att[k], h.ctc_score, len(h.token_ids), ctc_weight, penalty,
+                                   None if lm is None else lm[k], lm_weight)
             out[b].append(Hypothesis(token_ids=list(h.token_ids), score=combined, ctc_score=h.ctc_score,
                                      att_score=att[k], lm_score=None if lm is None else lm[k]))
             k += 1

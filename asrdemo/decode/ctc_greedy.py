@@ -5,6 +5,7 @@ from typing import List
 import torch
 
 from asrdemo.decode.hypothesis import Hypothesis
+from asrdemo.model.mask import make_non_pad_mask
 
 
 def ctc_greedy_search(ctc_logp: torch.Tensor, lengths: torch.Tensor, blank_id: int = 0) -> List[List[Hypothesis]]:
@@ -18,7 +19,7 @@ def ctc_greedy_search(ctc_logp: torch.Tensor, lengths: torch.Tensor, blank_id: i
     batch, max_len, _ = ctc_logp.shape
     lengths = lengths.to(ctc_logp.device)
     best_logp, best_ids = ctc_logp.max(dim=-1)  # (B, T)
-    valid = torch.arange(max_len, device=ctc_logp.device).unsqueeze(0) < lengths.unsqueeze(1)
+    valid = make_non_pad_mask(lengths, max_len)
     previous = torch.nn.functional.pad(best_ids, (1, 0), value=blank_id)[:, :-1]
     keep = valid & (best_ids != blank_id) & (best_ids != previous)
     scores = best_logp.masked_fill(~valid, 0.0).sum(dim=1)

@@ -21,7 +21,6 @@ A finished OUT_DIR (`.done` with the same settings) is skipped by every step.
 """
 
 import dataclasses
-import json
 import logging
 import os
 import subprocess
@@ -35,7 +34,7 @@ from tqdm import tqdm
 from asrdemo.data.datadir import c_sorted, read_kv
 from asrdemo.decode.decode_config import DecodeConfig
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, is_done, mark_done
+from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +124,6 @@ def _lm_signature(exp_dir):
     if not name:
         return None
     return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
-
-
-def _done_with(out_dir: Path, settings: dict) -> bool:
-    if not is_done(out_dir, ("hyp.txt",)):
-        return False
-    try:
-        info = json.loads((out_dir / ".done").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return {k: info.get(k) for k in settings} == settings
 
 
 # ------------------------------------------------------------------------------------ steps
@@ -342,7 +331,7 @@ def main(args):
         args.decode_config = str(Path(args.exp_dir) / "decode.yaml")
     settings = _settings(args)
     out = Path(args.out_dir)
-    if _done_with(out, settings):
+    if done_with(out, settings, ("hyp.txt",)):
         if args.step in ("all", "merge"):
             log.info("skipped: %s is complete (same exp dir, input and settings)", out / "hyp.txt")
         return

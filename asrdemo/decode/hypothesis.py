@@ -1,7 +1,13 @@
-"""What every search returns: one hypothesis of an utterance, best first in a list."""
+"""What the searches return (`Hypothesis`, n-best lists best first), what the recognizer returns
+(`Recognition`: the n-best, the best one's character times, and on request the trace), and the
+one formula that ranks a finished hypothesis (`joint_score`)."""
 
 import dataclasses
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
+
+if TYPE_CHECKING:  # the trace and the times import numpy/torch; a hypothesis does not need them
+    from asrdemo.decode.alignment import TokenTime
+    from asrdemo.decode.trace import UtteranceTrace
 
 
 @dataclasses.dataclass
@@ -36,6 +42,58 @@ def empty_hypothesis() -> Hypothesis:
     return Hypothesis(token_ids=[], score=0.0, ctc_score=0.0)
 
 
-def sort_hypotheses(hyps: List[Hypothesis]) -> List[Hypothesis]:
-    """Best first; ties keep their order (sorted() is stable)."""
-    return sorted(hyps, key=lambda h: -h.score)
+def joint_score(att_score, ctc_score, num_tokens: int, ctc_weight: float, penalty: float = 0.0,
+                lm_score=None, lm_weight: float = 0.0):
+    """The score of a finished hypothesis y of `num_tokens` tokens in joint CTC/attention decoding
+    (Watanabe et al., 2017; ESPnet's and WeNet's weighting):
+
+        (1 - ctc_weight) log p_att(y <eos> | x) + ctc_weight log p_ctc(y | x)
+            + lm_weight log p_lm(y <eos>) + penalty (|y| + 1)
+
+    Floats or tensors alike. A part whose weight is 0 is not read (it may be None)."""
+    score = (1.0 - ctc_weight) * att_score if ctc_weight < 1.0 else 0.0
+    if ctc_weight > 0.0:
+        score = score + ctc_weight * ctc_score
+    score = score + penalty * (num_tokens + 1)  # (the terms in this order: rankings stay bit-identical)
+    if lm_weight:
+        score = score + lm_weight * lm_score
+    return score
+
+
+@dataclasses.dataclass
+class Recognition:
+    """Everything the recognizer can tell about one input (`Recognizer.recognize`).
+
+    `hypotheses`: the n-best, best first (at least one; the empty hypothesis for silence).
+    `token_times`: the best hypothesis's tokens at their times in seconds from the start of the
+    input (CTC forced alignment; empty when the transcript cannot be laid on the frames).
+    `duration_s`: the input's length. `trace`: with `trace=True`, every intermediate
+    (asrdemo/decode/trace.py: features, CTC posteriors, attention, score parts), else None.
+    `segments`: [(start_s, end_s)] of the pieces a long input was decoded in (one piece otherwise).
+    """
+
+    hypotheses: List[Hypothesis]
+    token_times: List["TokenTime"]
+    duration_s: float
+    trace: Optional["UtteranceTrace"] = None
+    segments: List[tuple] = dataclasses.field(default_factory=list)
+
+    @property
+    def best(self) -> Hypothesis:
+        return self.hypotheses[0]
+
+    @property
+    def text(self) -> str:
+        return self.best.text
+
+    @property
+    def token_ids(self) -> List[int]:
+        return self.best.token_ids
+
+    @property
+    def tokens(self) -> List[str]:
+        return self.best.tokens
+
+    @property
+    def score(self) -> float:
+        return self.best.score

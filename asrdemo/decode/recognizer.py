@@ -1,12 +1,15 @@
-"""The one inference object: waveform at any rate -> text. Used by `asrdemo decode`, decode.sh
-and the demo server alike.
+"""The one inference object, the only road from audio to text: `asrdemo decode`, decode.sh, the
+demo server, `asrdemo explain` and the benchmarks all call `recognize`/`recognize_batch`.
 
     rec = Recognizer.from_exp_dir("exp/train", decode_conf="conf/decode.yaml")
-    rec.recognize(wave, sample_rate).text         # any rate, mono (N,) or (N, C)
-    rec.recognize_file("a.flac").text
+    r = rec.recognize(wave, sample_rate)          # any rate, mono (N,) or (N, C)
+    r.text, r.token_times, r.hypotheses           # the transcript, its characters' times, the n-best
+    rec.recognize(wave, sample_rate, nbest=5, trace=True).trace   # + every intermediate (decode/trace.py)
 
 Inside: `asrdemo.data.audio.resample` -> `asrdemo.data.fbank.Fbank` (the training frontend, from
-the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches below.
+the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches below -> the CTC
+forced alignment of the best (asrdemo/decode/alignment.py) for the times. Input longer than the
+model was trained on is decoded in pieces cut at pauses (asrdemo/decode/segment.py).
 
 | mode                  | what                                                                  |
 |-----------------------|-----------------------------------------------------------------------|
@@ -35,16 +38,20 @@ from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
+from asrdemo.decode.alignment import AlignmentError, ctc_forced_align, encoder_frame_seconds, token_times
 from asrdemo.decode.attention_rescoring import attention_rescoring
 from asrdemo.decode.beam_search import joint_beam_search
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search_batch
 from asrdemo.decode.decode_config import MODES, DecodeConfig
-from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
+from asrdemo.decode.hypothesis import Hypothesis, Recognition, empty_hypothesis
 from asrdemo.decode.lm_scorer import (LMStepScorer, attached_lm_dir, check_same_tokens, lm_sequence_logp, load_lm,
                                       rescore_with_lm)
 from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
+from asrdemo.decode.segment import split_at_pauses
+from asrdemo.decode.trace import build_trace
 from asrdemo.errors import AsrdemoError
+from asrdemo.model.mask import make_non_pad_mask
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,9 @@ DEFAULT_MODEL_FILE = "valid.acc.ave.pth"
 # A clip whose DC-removed peak is below this holds nothing to recognise: the searches would
 # invent a sentence from the model's bias. -60 dBFS is a 16-bit recording's noise floor region.
 SILENCE_DBFS = -60.0
+# The longest piece decoded at once when the exp dir does not record its longest training
+# utterance (config.yaml `data: train_max_frames`, written by `asrdemo train`): JSUT's longest are ~15 s.
+DEFAULT_MAX_PIECE_S = 20.0
 
 
 def _find_model_file(exp_dir: Path) -> Path:
@@ -97,9 +107,12 @@ def _to_float_wave(wave) -> np.ndarray:
 
 class Recognizer:
     def __init__(self, model, fbank: Fbank, token_list: TokenList, decode_conf: DecodeConfig = None,
-                 device="cpu", lm=None):
-        """`lm`: a language model (asrdemo.model.lm) used when decode_conf.lm_weight > 0."""
+                 device="cpu", lm=None, max_piece_s: float = DEFAULT_MAX_PIECE_S):
+        """`lm`: a language model (asrdemo.model.lm) used when decode_conf.lm_weight > 0.
+        `max_piece_s`: input longer than this is decoded in pieces cut at pauses (the model's
+        longest training utterance; `from_exp_dir` reads it from config.yaml)."""
         self.device = torch.device(device)
+        self.max_piece_s = float(max_piece_s)
         self.model = model.to(self.device).eval()
         self.fbank = fbank
         self.token_list = token_list
@@ -177,21 +190,27 @@ class Recognizer:
             check_same_tokens(lm_dir, exp_file("token_list", "tokens.txt"))
             lm = load_lm(lm_dir)
             log.info("language model %s (lm_weight %s)", lm_dir, decode_conf.lm_weight)
-        return cls(model, fbank, token_list, decode_conf, device, lm=lm)
+        max_frames = (config.get("data") or {}).get("train_max_frames")
+        # the audio that many frames span (snip_edges: one window, then a shift per further frame)
+        max_piece_s = (((max_frames - 1) * fbank.hop_length + fbank.win_length) / fbank.sample_rate if max_frames
+                       else DEFAULT_MAX_PIECE_S)
+        return cls(model, fbank, token_list, decode_conf, device, lm=lm, max_piece_s=max_piece_s)
 
     @property
     def sample_rate(self) -> int:
         return self.fbank.sample_rate
+
+    @property
+    def encoder_frame_s(self) -> float:
+        """Seconds of audio per encoder frame (subsampling x frame shift)."""
+        return encoder_frame_seconds(self.model.subsampling_rate, self.fbank.frame_shift_s)
 
     # ------------------------------------------------------------------------------- front end
     @property
     def min_samples(self) -> int:
         """The fewest samples (at the model's rate) that give the encoder one output frame; shorter
         input can only be decoded as the empty hypothesis."""
-        frames = self.model.min_input_frames
-        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
-        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
-        return win + (frames - 1) * hop
+        return self.fbank.win_length + (self.model.min_input_frames - 1) * self.fbank.hop_length
 
     def model_wave(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
@@ -207,16 +226,8 @@ class Recognizer:
         25 ms analysis frame's mean is removed — the DC offset the fbank removes
         (`remove_dc_offset`), so a constant or slowly drifting signal counts as the silence the
         model sees. -inf for an empty or all-constant wave."""
-        wave = np.asarray(wave, dtype=np.float64)
-        win = int(self.sample_rate * self.fbank.conf["frame_length_ms"] / 1000)
-        hop = int(self.sample_rate * self.fbank.conf["frame_shift_ms"] / 1000)
-        if len(wave) == 0:
-            return float("-inf")
-        if len(wave) < win:
-            frames = wave[None, :]
-        else:
-            frames = np.lib.stride_tricks.sliding_window_view(wave, win)[::hop]
-        peak = float(np.max(np.abs(frames - frames.mean(axis=1, keepdims=True))))
+        frames = self.fbank.dc_removed_frames(wave)
+        peak = float(np.max(np.abs(frames))) if frames.size else 0.0
         return 20 * np.log10(peak) if peak > 0 else float("-inf")
 
     def is_silent(self, wave: np.ndarray) -> bool:
@@ -224,106 +235,222 @@ class Recognizer:
         return self.level_dbfs(wave) < SILENCE_DBFS
 
     # ---------------------------------------------------------------------------------- search
+    def recognize(self, wave, sample_rate: int, mode: Optional[str] = None, *, nbest: Optional[int] = None,
+                  trace: bool = False) -> Recognition:
+        """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> its `Recognition`: the
+        n-best (`nbest`, default the decode config's), the best's token times, and with `trace`
+        every intermediate. Silence gives the empty hypothesis (see `decode_waves`)."""
+        return self.decode_waves([self.model_wave(wave, sample_rate)], ["audio"], mode, nbest=nbest, trace=trace,
+                                 input_rates=[sample_rate])[0]
+
+    def recognize_batch(self, items: Sequence[Tuple[np.ndarray, int]], mode: Optional[str] = None, *,
+                        nbest: Optional[int] = None, trace: bool = False) -> List[Recognition]:
+        """[(wave, sample_rate), ...] -> the `Recognition` of each, decoded as one batch."""
+        return self.decode_waves([self.model_wave(w, sr) for w, sr in items], None, mode, nbest=nbest, trace=trace,
+                                 input_rates=[sr for _, sr in items])
+
+    def recognize_file(self, path, mode: Optional[str] = None, **kwargs) -> Recognition:
+        """An audio file (any format `load_audio` reads) -> its `Recognition`."""
+        wave, sample_rate = load_audio(path)
+        return self.decode_waves([self.model_wave(wave, sample_rate)], [str(path)], mode,
+                                 input_rates=[sample_rate], **kwargs)[0]
+
     def decode_waves(self, waves: Sequence[np.ndarray], names: Optional[Sequence[str]] = None,
-                     mode: Optional[str] = None) -> List[Hypothesis]:
-        """Float mono waves at the model's rate -> the best hypothesis of each, decoded as one batch.
+                     mode: Optional[str] = None, *, nbest: Optional[int] = None, trace: bool = False,
+                     input_rates: Optional[Sequence[int]] = None) -> List[Recognition]:
+        """Float mono waves (N,) at the model's rate -> the `Recognition` of each, decoded as one batch.
 
         The one silence policy of `asrdemo decode`, decode.sh and the library: a wave that is
         silent to the model (`is_silent`), or too short for one encoder frame (`min_samples`), is
         not decoded; it gets the empty hypothesis and a warning naming it (`names[i]`, default its
-        index)."""
+        index). A wave longer than `max_piece_s` is decoded as pieces cut at pauses
+        (`segment.split_at_pauses`), batched with the rest; its text is the pieces' joined, its
+        times global, and a warning says so (a trace is then not kept: it is per piece).
+        `input_rates`: the rates the waves came at, for the trace (default: the model's)."""
         names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
-        results = [empty_hypothesis() for _ in waves]
-        loud = []
+        rates = list(input_rates) if input_rates is not None else [self.sample_rate] * len(waves)
+        pieces = []  # (wave index, start sample, end sample) of every piece to decode
         for i, wave in enumerate(waves):
-            if self.is_silent(wave):
-                log.warning("%s: silent (peak %.0f dBFS with the DC offset removed, what the model sees): "
-                            "empty hypothesis", names[i], self.level_dbfs(wave))
-            elif len(wave) < self.min_samples:
-                log.warning("%s: too short (%.3f s; the model needs %.3f s): empty hypothesis", names[i],
-                            len(wave) / self.sample_rate, self.min_samples / self.sample_rate)
+            if self._decodable(wave, names[i]):
+                bounds = self.split_long(wave)
+                if len(bounds) > 1:
+                    log.warning("%s: %.1f s is longer than the %.1f s this model was trained on: decoded in %d "
+                                "pieces cut at pauses", names[i], len(wave) / self.sample_rate, self.max_piece_s,
+                                len(bounds))
+                    # a piece that is only a pause (silent, or too short) stays empty
+                    bounds = [(a, b) for a, b in bounds if self._decodable(wave[a:b], None)]
+                pieces += [(i, a, b) for a, b in bounds]
+        decoded = self._recognize_features([self.fbank(waves[i][a:b]) for i, a, b in pieces], mode, nbest,
+                                           keep=trace, durations=[(b - a) / self.sample_rate for _, a, b in pieces])
+        results = []
+        for i, wave in enumerate(waves):
+            mine = [k for k, (j, _, _) in enumerate(pieces) if j == i]
+            duration = len(wave) / self.sample_rate
+            kept = None
+            if not mine:  # silent or too short
+                result = Recognition(self._finish([[empty_hypothesis()]])[0], [], duration)
+            elif len(mine) == 1 and pieces[mine[0]][1:] == (0, len(wave)):
+                result, kept = decoded[mine[0]]
             else:
-                loud.append(i)
-        if loud:
-            for i, nbest in zip(loud, self.decode_features([self.fbank(waves[i]) for i in loud], mode)):
-                results[i] = nbest[0]
+                result = self._join([(decoded[k][0], pieces[k][1] / self.sample_rate) for k in mine], duration)
+            result.segments = [(a / self.sample_rate, b / self.sample_rate) for j, a, b in pieces if j == i]
+            if trace and (kept is not None or not mine):  # decoded whole, or not at all
+                result.trace = self._trace(wave, rates[i], mode, result, kept)
+            results.append(result)
         return results
 
-    def recognize(self, wave, sample_rate: int, mode: Optional[str] = None) -> Hypothesis:
-        """Any-rate mono (N,) or multi-channel (N, C) wave -> the best hypothesis (empty for silence)."""
-        return self.decode_waves([self.model_wave(wave, sample_rate)], ["audio"], mode)[0]
+    def _decodable(self, wave: np.ndarray, name: Optional[str]) -> bool:
+        """False (with a warning naming `name`, when given) for silent or too short input."""
+        if self.is_silent(wave):
+            if name is not None:
+                log.warning("%s: silent (peak %.0f dBFS with the DC offset removed, what the model sees): "
+                            "empty hypothesis", name, self.level_dbfs(wave))
+            return False
+        if len(wave) < self.min_samples:
+            if name is not None:
+                log.warning("%s: too short (%.3f s; the model needs %.3f s): empty hypothesis", name,
+                            len(wave) / self.sample_rate, self.min_samples / self.sample_rate)
+            return False
+        return True
 
-    def recognize_batch(self, items: Sequence[Tuple[np.ndarray, int]], mode: Optional[str] = None) -> List[Hypothesis]:
-        """[(wave, sample_rate), ...] -> the best hypothesis of each, decoded as one batch."""
-        return self.decode_waves([self.model_wave(w, sr) for w, sr in items], None, mode)
+    def split_long(self, wave: np.ndarray) -> List[Tuple[int, int]]:
+        """[(start, end)] samples of the pieces `wave` (model rate) is decoded in: one piece when it
+        is at most `max_piece_s` long, else cut at pauses, without the silence at their ends
+        (`segment.split_at_pauses`)."""
+        return split_at_pauses(wave, self.fbank, int(self.max_piece_s * self.sample_rate),
+                               step=self.fbank.hop_length * self.model.subsampling_rate, silence_dbfs=SILENCE_DBFS)
 
-    def recognize_file(self, path, mode: Optional[str] = None) -> Hypothesis:
-        wave, _ = load_audio(path, self.sample_rate)
-        return self.decode_waves([wave], [str(path)], mode)[0]
+    def _join(self, parts: List[Tuple[Recognition, float]], duration_s: float) -> Recognition:
+        """The pieces' best hypotheses joined into one (ids, scores summed), their times shifted by
+        each piece's start (`start_frame`/`end_frame` by the nearest whole number of encoder frames)."""
+        frame_s = self.encoder_frame_s
+        ids, times, score = [], [], 0.0
+        for part, offset_s in parts:
+            ids += part.best.token_ids
+            score += part.best.score
+            shift = round(offset_s / frame_s)
+            for t in part.token_times:
+                times.append(dataclasses.replace(
+                    t, start_frame=t.start_frame + shift, end_frame=t.end_frame + shift,
+                    start_s=round(min(t.start_s + offset_s, duration_s), 4),
+                    end_s=round(min(t.end_s + offset_s, duration_s), 4)))
+        best = self._finish([[Hypothesis(token_ids=ids, score=score)]])[0]
+        return Recognition(best, times, duration_s)
 
-    @torch.inference_mode()
+    def _recognize_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]], mode: Optional[str] = None,
+                            nbest: Optional[int] = None, keep: bool = False, durations: Optional[Sequence[float]] = None
+                            ) -> List[Tuple[Recognition, Optional[tuple]]]:
+        """Fbank matrices (T, D), decoded as one batch -> per matrix (its `Recognition`, and with
+        `keep` what `_trace` needs: (the fbank, encoder output (1, T', D), CTC log-posteriors
+        (T', V), the best's `CtcAlignment` or None), else None).
+        `durations`: each input's audio length in seconds (default T x frame shift); token times are
+        clipped to it. Input too short for one encoder frame gives the empty hypothesis."""
+        mode = self._check_mode(mode)
+        nbest = int(nbest or self.decode_conf.nbest)
+        frame_s = self.encoder_frame_s
+        if durations is None:
+            durations = [len(f) * self.fbank.frame_shift_s for f in feats_list]
+        results = [(Recognition(self._finish([[empty_hypothesis()]])[0], [], d), None) for d in durations]
+        usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_frames]
+        if not usable:
+            return results
+        with torch.inference_mode():
+            feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
+            lengths = torch.tensor([len(f) for f in feats], device=self.device)
+            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
+            enc, enc_lens = self.model.encode(padded, lengths)
+            ctc_logp = self.model.ctc.log_softmax(enc)
+            nbests = self._finish(self._search(enc, enc_lens, ctc_logp, mode, nbest), nbest)
+        for b, (i, hyps) in enumerate(zip(usable, nbests)):
+            frames = int(enc_lens[b])
+            logp = ctc_logp[b, :frames]
+            alignment = self._align(logp, hyps[0])
+            duration = results[i][0].duration_s
+            times = [] if alignment is None else token_times(alignment, self.token_list.tokens, frame_s, duration)
+            kept = (feats_list[i], enc[b: b + 1, :frames], logp, alignment) if keep else None
+            results[i] = (Recognition(hyps, times, duration), kept)
+        return results
+
+    def _align(self, ctc_logp: torch.Tensor, best: Hypothesis):
+        """The CTC forced alignment of the best hypothesis on ctc_logp (T', V): where CTC emits each
+        of its tokens. None for the empty hypothesis, or when it does not fit the frames."""
+        if not best.token_ids:
+            return None
+        try:
+            return ctc_forced_align(ctc_logp, best.token_ids, self.model.blank_id)
+        except AlignmentError as e:  # possible only for attention-only output longer than the frames
+            log.warning("no CTC alignment of the transcript, so no token times: %s", e)
+            return None
+
+    def _trace(self, wave: np.ndarray, input_rate: int, mode: Optional[str], result: Recognition, kept):
+        """The trace (decode/trace.py) of one wave decoded in one piece, from what
+        `_recognize_features` kept (None when it decoded nothing: silence, too short)."""
+        if kept is None:
+            kept = (self.fbank(wave), torch.zeros(1, 0, self.model.encoder.output_size(), device=self.device),
+                    torch.zeros(0, len(self.token_list), device=self.device), None)
+        feats, enc, ctc_logp, alignment = kept
+        with torch.inference_mode():
+            return build_trace(self.model, wave=wave, original_sample_rate=input_rate, sample_rate=self.sample_rate,
+                               feats=feats, enc=enc, ctc_logp=ctc_logp, hyps=result.hypotheses,
+                               mode=self._check_mode(mode), decode_conf=self.decode_conf, lm=self.lm,
+                               frame_shift_s=self.fbank.frame_shift_s,
+                               frame_length_s=self.fbank.conf["frame_length_ms"] / 1000.0,
+                               token_list=self.token_list.tokens, alignment=alignment, times=result.token_times)
+
     def decode_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]],
                         mode: Optional[str] = None) -> List[List[Hypothesis]]:
         """Fbank matrices (T, D) -> per utterance its n-best list (`nbest` of the config), best first.
 
         Input too short for one encoder frame gives the empty hypothesis."""
-        conf = self.decode_conf
-        mode = mode or conf.mode
-        if mode not in MODES:
-            raise AsrdemoError(f"unknown decoding mode {mode!r}; one of {', '.join(MODES)}")
-        results: List[List[Hypothesis]] = [[empty_hypothesis()] for _ in feats_list]
-        usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_frames]
-        if usable:
-            feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
-            lengths = torch.tensor([len(f) for f in feats], device=self.device)
-            padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-            enc, enc_lens = self.model.encode(padded, lengths)
-            for i, hyps in zip(usable, self._search(enc, enc_lens, mode)):
-                results[i] = hyps
-        return self._finish(results)
+        return [r.hypotheses for r, _ in self._recognize_features(feats_list, mode)]
 
     @torch.inference_mode()
     def decode_encoded(self, enc: torch.Tensor, enc_lens: torch.Tensor, mode: Optional[str] = None
                        ) -> List[List[Hypothesis]]:
-        """The search alone, on encoder output (B, T', D) with its lengths (B,), for a caller that
-        keeps the encoder output anyway (`asrdemo.explain`); the same n-best as `decode_features`."""
+        """The search alone, on encoder output (B, T', D) with its lengths (B,); the same n-best
+        as `decode_features`."""
+        mode = self._check_mode(mode)
+        return self._finish(self._search(enc, enc_lens, self.model.ctc.log_softmax(enc), mode, self.decode_conf.nbest))
+
+    def _check_mode(self, mode: Optional[str]) -> str:
         mode = mode or self.decode_conf.mode
         if mode not in MODES:
             raise AsrdemoError(f"unknown decoding mode {mode!r}; one of {', '.join(MODES)}")
-        return self._finish(self._search(enc, enc_lens, mode))
+        return mode
 
-    def _finish(self, results: List[List[Hypothesis]]) -> List[List[Hypothesis]]:
-        """Keep `nbest` per utterance and spell each hypothesis out."""
-        results = [hyps[: self.decode_conf.nbest] for hyps in results]
+    def _finish(self, results: List[List[Hypothesis]], nbest: Optional[int] = None) -> List[List[Hypothesis]]:
+        """Keep `nbest` (default the config's) per utterance and spell each hypothesis out."""
+        results = [hyps[: nbest or self.decode_conf.nbest] for hyps in results]
         for hyps in results:
             for h in hyps:
                 h.tokens = [self.token_list.tokens[t] for t in h.token_ids]
                 h.text = self.token_list.decode(h.token_ids)
         return results
 
-    def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, mode: str) -> List[List[Hypothesis]]:
+    def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, ctc_logp: torch.Tensor, mode: str,
+                nbest: int) -> List[List[Hypothesis]]:
+        """enc (B, T', D), enc_lens (B,), ctc_logp (B, T', V) -> per utterance its n-best, best first."""
         conf, model = self.decode_conf, self.model
         lm_weight = conf.lm_weight if self.lm is not None else 0.0
-        ctc_logp = model.ctc.log_softmax(enc) if mode != "attention" else None
         if mode == "ctc_greedy":
             return ctc_greedy_search(ctc_logp, enc_lens, model.blank_id)
         if mode in ("ctc_prefix_beam", "attention_rescoring"):
-            nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
-                                                 model.blank_id)
+            ctc_nbest = ctc_prefix_beam_search_batch(ctc_logp.cpu(), enc_lens.cpu(), conf.beam_size, conf.beam_size,
+                                                     model.blank_id)
             lm_fn = (lambda seqs: lm_sequence_logp(self.lm, seqs)) if lm_weight else None
             if mode == "ctc_prefix_beam":
-                return rescore_with_lm(nbest, lm_fn, lm_weight, conf.penalty) if lm_weight else nbest
-            mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
-            return attention_rescoring(nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
+                return rescore_with_lm(ctc_nbest, lm_fn, lm_weight, conf.penalty) if lm_weight else ctc_nbest
+            mask = make_non_pad_mask(enc_lens, enc.size(1)).unsqueeze(1)
+            return attention_rescoring(ctc_nbest, enc_lens, teacher_forced_scorer(model.decoder, enc, mask),
                                        sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight, penalty=conf.penalty,
                                        lm_fn=lm_fn, lm_weight=lm_weight)
-        mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
+        mask = make_non_pad_mask(enc_lens, enc.size(1)).unsqueeze(1)
         ctc_weight = 0.0 if mode == "attention" else conf.ctc_weight
         scorer = DecoderStepScorer(model.decoder, enc, mask) if ctc_weight < 1.0 else None
         return joint_beam_search(
-            ctc_logp, enc_lens, scorer, sos=model.sos, eos=model.eos, vocab_size=model.vocab_size,
-            blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight, penalty=conf.penalty,
-            maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio, pre_beam_ratio=conf.pre_beam_ratio,
-            nbest=conf.nbest, end_detection=conf.end_detection,
+            ctc_logp if ctc_weight > 0 else None, enc_lens, scorer, sos=model.sos, eos=model.eos,
+            vocab_size=model.vocab_size, blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight,
+            penalty=conf.penalty, maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio,
+            pre_beam_ratio=conf.pre_beam_ratio, nbest=nbest, end_detection=conf.end_detection,
             lm_scorer=LMStepScorer(self.lm) if lm_weight else None, lm_weight=lm_weight,
         )

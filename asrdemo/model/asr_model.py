@@ -23,6 +23,7 @@ from asrdemo.model.cmvn import GlobalCMVN
 from asrdemo.model.ctc import CTC
 from asrdemo.model.decoder import TransformerDecoder
 from asrdemo.model.encoder import ConformerEncoder, TransformerEncoder
+from asrdemo.model.mask import make_non_pad_mask
 from asrdemo.model.label_smoothing_loss import LabelSmoothingLoss, th_accuracy
 from asrdemo.model.specaug import SpecAugment
 
@@ -167,10 +168,16 @@ class ASRModel(nn.Module):
                 ys_lens: torch.Tensor) -> Dict[str, torch.Tensor]:
         """-> {"loss", "loss_ctc", "loss_att", "acc"} scalar tensors (see the module docstring)."""
         enc, enc_lens = self.encode(feats, feat_lens)
+        return self.losses(enc, enc_lens, ys_pad, ys_lens)
+
+    def losses(self, enc: torch.Tensor, enc_lens: torch.Tensor, ys_pad: torch.Tensor,
+               ys_lens: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """The losses of `forward` from encoder output enc (B, T', D), enc_lens (B,) — for a caller
+        that keeps the encoder output too (validation's CTC greedy CER), so it runs once."""
         loss_ctc = self.ctc(enc, enc_lens, ys_pad, ys_lens)
 
         ys_in, ys_out = self.add_sos_eos(ys_pad, ys_lens)
-        memory_mask = (torch.arange(enc.size(1), device=enc.device).unsqueeze(0) < enc_lens.unsqueeze(1)).unsqueeze(1)
+        memory_mask = make_non_pad_mask(enc_lens, enc.size(1)).unsqueeze(1)
         logits = self.decoder(enc, memory_mask, ys_in, ys_lens + 1)
         loss_att = self.criterion_att(logits, ys_out)
         acc = th_accuracy(logits.detach(), ys_out, self.ignore_id)

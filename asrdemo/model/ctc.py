@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asrdemo.model.mask import make_non_pad_mask
+
 
 class CTC(nn.Module):
     def __init__(self, vocab_size: int, encoder_output_size: int, dropout_rate: float = 0.0, blank_id: int = 0):
@@ -23,8 +25,7 @@ class CTC(nn.Module):
         """hs_pad (B, T, D), hlens (B,), ys_pad (B, L) padded with anything, ys_lens (B,)
         -> scalar loss (sum over utterances / B)."""
         logp = torch.log_softmax(self.ctc_lo(self.dropout(hs_pad)).float(), dim=-1)
-        valid = torch.arange(ys_pad.size(1), device=ys_pad.device).unsqueeze(0) < ys_lens.unsqueeze(1)
-        targets = ys_pad[valid]  # the labels of all utterances, concatenated
+        targets = ys_pad[make_non_pad_mask(ys_lens, ys_pad.size(1))]  # the labels of all utterances, concatenated
         loss = F.ctc_loss(
             logp.transpose(0, 1), targets, hlens, ys_lens,
             blank=self.blank_id, reduction="sum", zero_infinity=True,
@@ -34,7 +35,3 @@ class CTC(nn.Module):
     def log_softmax(self, hs_pad: torch.Tensor) -> torch.Tensor:
         """(B, T, D) -> (B, T, V) log-posteriors per frame."""
         return torch.log_softmax(self.ctc_lo(hs_pad), dim=-1)
-
-    def argmax(self, hs_pad: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T) best token per frame (greedy CTC, before collapsing)."""
-        return self.ctc_lo(hs_pad).argmax(dim=-1)

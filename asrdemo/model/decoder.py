@@ -7,9 +7,6 @@ Ways to run it:
   source attention reads keys/values that ``precompute_memory_kv(memory)`` projected once per
   utterance, shared by all of that utterance's hypotheses (no copy per hypothesis). Cost per
   step: the decoder's weights once, plus attention over L earlier positions and T frames.
-* ``forward_one_step`` — ESPnet's cache layout (each layer's outputs), kept for compatibility:
-  it projects the self-attention keys/values of all L positions again at every step.
-
 * ``forward_tree`` — teacher forcing over a prefix tree (attention rescoring): hypotheses that
   share a prefix share its positions, so an n-best list costs its distinct prefixes only.
 
@@ -25,7 +22,7 @@ from torch import nn
 from asrdemo.model.attention import MultiHeadedAttention
 from asrdemo.model.decoder_layer import KV, DecoderLayer
 from asrdemo.model.embedding import PositionalEncoding
-from asrdemo.model.mask import subsequent_mask, target_mask
+from asrdemo.model.mask import target_mask
 from asrdemo.model.positionwise_feed_forward import PositionwiseFeedForward
 
 MemoryKV = List[KV]  # per layer: the source attention's (keys, values), each (B, H, T, d_k)
@@ -102,38 +99,8 @@ class TransformerDecoder(nn.Module):
         """memory (B, T, D) -> per layer (k, v), each (B, H, T, d_k), for ``memory_kv=``.
 
         Computed once per utterance; ``forward`` and ``forward_step`` share it between all
-        hypotheses of an utterance (``forward_one_step`` wants it per row: index it like memory)."""
+        hypotheses of an utterance."""
         return [layer.src_attn.project_kv(memory, memory) for layer in self.decoders]
-
-    def forward_one_step(
-        self,
-        memory: torch.Tensor,
-        memory_mask: torch.Tensor,
-        ys: torch.Tensor,
-        cache: Optional[List[torch.Tensor]] = None,
-        memory_kv: Optional[MemoryKV] = None,
-    ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        """Score the next token of N prefixes.
-
-        memory (N, T, D), memory_mask (N, 1, T) bool; ys (N, L) starting with <sos>, no padding;
-        cache None (first call, or no cache) or the cache returned by the previous call, one
-        (N, L-1, D) per layer; memory_kv None or ``precompute_memory_kv(memory)``.
-        Returns log-probs (N, V) of token L+1, and the new cache, one (N, L, D) per layer.
-        """
-        length = ys.size(1)
-        # with a cache only the last position is a query, and it may see every earlier one
-        tgt_mask = None if cache is not None else subsequent_mask(length, ys.device).unsqueeze(0)
-        x, _ = self.pos_enc(self.embed(ys))
-        new_cache = []
-        for i, layer in enumerate(self.decoders):
-            x = layer(
-                x, tgt_mask, memory, memory_mask,
-                cache=None if cache is None else cache[i],
-                memory_kv=None if memory_kv is None else memory_kv[i],
-            )
-            new_cache.append(x)
-        logp = torch.log_softmax(self._project(x[:, -1]), dim=-1)
-        return logp, new_cache
 
     def forward_step(
         self,

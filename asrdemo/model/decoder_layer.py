@@ -1,15 +1,11 @@
 """One Transformer decoder block: masked self-attention, source attention over the encoder
 output ("memory"), feed-forward; each with a residual connection and LayerNorm.
 
-Two incremental (one new position per call) paths for beam search:
-
-* ``forward_step`` (the fast one): the cache holds the self-attention's projected keys/values of
-  the earlier positions, so a step projects only the newest position; the source attention takes
-  keys/values projected once per utterance and shared by that utterance's W hypotheses (the W
-  queries attend to one (H, T, d_k) memory, nothing is copied per hypothesis).
-* ``forward(..., cache=)`` (ESPnet's layout, kept for compatibility): the cache holds this layer's
-  outputs for the first L-1 positions, only the newest position is a query, but the keys/values
-  of all L inputs are projected again at every step.
+``forward_step`` is the incremental path (one new position per call) for beam search: the cache
+holds the self-attention's projected keys/values of the earlier positions, so a step projects only
+the newest position; the source attention takes keys/values projected once per utterance and
+shared by that utterance's W hypotheses (the W queries attend to one (H, T, d_k) memory, nothing is
+copied per hypothesis).
 """
 
 from typing import Optional, Tuple
@@ -39,13 +35,12 @@ class DecoderLayer(nn.Module):
         tgt_mask: Optional[torch.Tensor],
         memory: torch.Tensor,
         memory_mask: torch.Tensor,
-        cache: Optional[torch.Tensor] = None,
         memory_kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
         """
         tgt (N, L, D) inputs of all positions; tgt_mask (N|1, L, L) bool or None (no masking);
         memory (N, T, D), memory_mask (N, 1, T) bool True = valid;
-        cache None or (N, L-1, D); memory_kv None or ``src_attn.project_kv(memory, memory)``, either
+        memory_kv None or ``src_attn.project_kv(memory, memory)``, either
         per row (N, H, T, d_k) or per utterance (B, H, T, d_k) with N = B * W rows, W consecutive
         rows per utterance (then memory is not read and memory_mask is (B, 1, T) or None).
         Returns (N, L, D).
@@ -53,15 +48,7 @@ class DecoderLayer(nn.Module):
         residual = tgt
         if self.normalize_before:
             tgt = self.norm1(tgt)
-        if cache is None:
-            query, query_mask = tgt, tgt_mask
-        else:
-            assert cache.shape == (tgt.size(0), tgt.size(1) - 1, tgt.size(2)), (
-                f"cache {tuple(cache.shape)} does not fit {tuple(tgt.shape)} inputs"
-            )
-            query, residual = tgt[:, -1:], residual[:, -1:]
-            query_mask = None if tgt_mask is None else tgt_mask[:, -1:, :]
-        x = residual + self.dropout(self.self_attn(query, tgt, tgt, query_mask))
+        x = residual + self.dropout(self.self_attn(tgt, tgt, tgt, tgt_mask))
         if not self.normalize_before:
             x = self.norm1(x)
 
@@ -79,11 +66,7 @@ class DecoderLayer(nn.Module):
         if not self.normalize_before:
             x = self.norm2(x)
 
-        x = self._feed_forward_block(x)
-
-        if cache is not None:
-            x = torch.cat([cache, x], dim=1)
-        return x
+        return self._feed_forward_block(x)
 
     def forward_step(
         self,

@@ -261,33 +261,37 @@ def recognize():
         raise BadAudio(422, "too_short", f"the audio is {audio.duration_s:.3f} s long, too short to recognise: "
                                          f"this model needs at least "
                                          f"{demo.recognizer.min_samples / demo.recognizer.sample_rate:.2f} s")
-    from asrdemo.explain import trace_utterance  # imports torch; loaded with the model, not with the app
-
-    t0 = time.perf_counter()
-    # The recognizer's own fbank and search, with every intermediate kept: `trace.fbank` is the very
-    # matrix that was decoded (the spectrogram shows it), computed once.
-    trace = trace_utterance(demo.recognizer, audio.wave, audio.sample_rate, nbest=1)
-    recognize_s = time.perf_counter() - t0
     details = _flag("details", default=False)
-    view = trace.demo_json(max_tokens=DETAIL_TOKENS, decimals=DETAIL_DECIMALS) if details else None
-    text = trace.best.text if trace.best else ""
+    spectrogram = _flag("spectrogram", default=True)
+    t0 = time.perf_counter()
+    # The one road from audio to text; `details` also keeps the trace (posteriorgram, attention), which
+    # costs one more decoder pass. None for audio decoded in pieces (longer than the model was trained on).
+    result = demo.recognizer.recognize(audio.wave, audio.sample_rate, nbest=1, trace=details)
+    recognize_s = time.perf_counter() - t0
+    trace = result.trace
+    text = result.text
     body = {
         "text": text,
-        "tokens": _token_times(trace),
+        "tokens": _token_times(result),
         "duration_s": round(audio.duration_s, 3),
-        "encoder_frame_s": round(trace.encoder_frame_s, 6),
+        "encoder_frame_s": round(demo.recognizer.encoder_frame_s, 6),
         "sample_rate_in": audio.sample_rate_in,
         "channels": audio.channels,
         "format": audio.format,
         "recognize_s": round(recognize_s, 4),
         "rtf": round(recognize_s / max(audio.duration_s, 1e-6), 4),
     }
+    if len(result.segments) > 1:
+        body["segments"] = [[round(a, 3), round(b, 3)] for a, b in result.segments]
     if reference:
         body["reference"] = reference
         body["cer"] = _cer(reference, text)
-    if len(trace.fbank) and _flag("spectrogram", default=True):
-        body["spectrogram"] = png_data_uri(spectrogram_png(trace.fbank))
-    if view is not None:
+    if spectrogram:
+        feats = trace.fbank if trace is not None else demo.recognizer.features(audio.wave, audio.sample_rate)
+        if len(feats):
+            body["spectrogram"] = png_data_uri(spectrogram_png(feats))
+    if details and trace is not None:
+        view = trace.demo_json(max_tokens=DETAIL_TOKENS, decimals=DETAIL_DECIMALS)
         body["alignment"] = {"num_frames": len(trace.ctc_logp), "posteriorgram": view["posteriorgram"],
                              "attention": view["attention"]}
     body["total_s"] = round(time.perf_counter() - started, 4)
@@ -304,15 +308,15 @@ def _flag(name: str, default: bool) -> bool:
     return default
 
 
-def _token_times(trace) -> list:
+def _token_times(result) -> list:
     """Each recognised token with the [start_s, end_s) where CTC emits it (its forced alignment).
 
     Should the transcript not fit the CTC frames (only possible for an attention-only search), its
     tokens come without times (`start_s`/`end_s` null) rather than not at all."""
-    if trace.token_times or trace.best is None:
-        return [t.as_dict() for t in trace.token_times]
+    if result.token_times or not result.token_ids:
+        return [t.as_dict() for t in result.token_times]
     return [{"token": token, "token_id": token_id, "start_frame": None, "end_frame": None, "start_s": None,
-             "end_s": None} for token, token_id in zip(trace.best.tokens, trace.best.token_ids)]
+             "end_s": None} for token, token_id in zip(result.tokens, result.token_ids)]
 
 
 def _read_audio_and_reference():

@@ -5,7 +5,6 @@ images/{loss,acc,error}.png, cer.txt and README.md; only the first four are need
 the rest are shown when present.
 """
 
-import json
 import re
 from pathlib import Path
 
@@ -35,8 +34,8 @@ def read_config(exp_dir) -> dict:
 def read_test_cer(exp_dir):
     """{"cer": float percent, "summary": str, "source": file name} from the first file that has one, or None.
 
-    Looked for in `cer.txt` (first line like `CER 12.34 % (N=..., S=.. D=.. I=..)`), `result.json`
-    (`{"cer": 12.34}`), then README.md; read loosely, since it is only shown.
+    Looked for in `cer.txt` (first line like `CER 12.34 % (N=..., S=.. D=.. I=..)`), then README.md;
+    read loosely, since it is only shown.
     """
     exp_dir = Path(exp_dir)
     for name in ("cer.txt", "README.md"):
@@ -47,14 +46,6 @@ def read_test_cer(exp_dir):
             match = _CER_RE.search(line)
             if match:
                 return {"cer": float(match.group(1)), "summary": line.strip(" #|-*"), "source": name}
-    path = exp_dir / "result.json"
-    if path.is_file():
-        try:
-            value = json.loads(path.read_text(encoding="utf-8")).get("cer")
-        except (ValueError, AttributeError):
-            value = None
-        if isinstance(value, (int, float)):
-            return {"cer": float(value), "summary": f"CER {value:.2f} %", "source": "result.json"}
     return None
 
 

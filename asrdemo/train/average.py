@@ -21,8 +21,6 @@ from asrdemo.utils.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "valid.acc.ave.pth"
-
 
 def average_state_dicts(state_dicts):
     """Element-wise mean of floating-point tensors; other tensors (e.g. integer counters) are

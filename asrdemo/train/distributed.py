@@ -79,15 +79,6 @@ def all_gather_object(obj, info):
     return out
 
 
-def broadcast_object(obj, info):
-    """Rank 0's `obj` on every rank."""
-    if not info.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def barrier(info):
     if info.distributed:
         dist.barrier()

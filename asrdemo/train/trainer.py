@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import editdistance
 import kaldiio
@@ -31,7 +32,9 @@ from tqdm import tqdm
 
 from asrdemo.data.cmvn import load_stats
 from asrdemo.data.dataset import make_loader, read_dump_dir
+from asrdemo.data.datadir import read_kv
 from asrdemo.data.tokens import TokenList
+from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
@@ -185,20 +188,6 @@ def averages(sums, prefix="", names=STAT_NAMES):
         v = float(sums[i]) / n if n else float("nan")
         out[prefix + name] = None if math.isnan(v) else v
     return out
-
-
-def ctc_greedy(ctc_logp, lens, blank=0):
-    """Best path: argmax per frame, repeats merged, blanks dropped. -> list of id lists."""
-    best = ctc_logp.argmax(dim=-1).cpu()
-    hyps = []
-    for seq, n in zip(best.tolist(), lens.tolist()):
-        out, prev = [], None
-        for t in seq[:n]:
-            if t != prev and t != blank:
-                out.append(t)
-            prev = t
-        hyps.append(out)
-    return hyps
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,8 +409,8 @@ class Trainer:
             src_attn = self.core.decoder.decoders[-1].src_attn
             store_attention_weights(src_attn, want_image)
             with self._autocast():
-                out = self.core(feats, feat_lens, ys_pad, ys_lens)
-                enc, enc_lens = self.core.encode(feats, feat_lens)
+                enc, enc_lens = self.core.encode(feats, feat_lens)  # once: for the losses and for CTC greedy
+                out = self.core.losses(enc, enc_lens, ys_pad, ys_lens)
                 ctc_logp = self.core.ctc.log_softmax(enc)
             if want_image:  # the first validation utterance: output tokens (+ <eos>) x encoder frames
                 attn = src_attn.attn[0].float().mean(0)[: int(ys_lens[0]) + 1, : int(enc_lens[0])]
@@ -430,8 +419,8 @@ class Trainer:
                 store_attention_weights(src_attn, False)
                 want_image = False
             errors = chars = 0
-            for hyp, ref, n in zip(ctc_greedy(ctc_logp.float(), enc_lens), batch["ys_pad"].tolist(),
-                                   batch["ys_lens"].tolist()):
+            greedy = [nbest[0].token_ids for nbest in ctc_greedy_search(ctc_logp.float(), enc_lens)]
+            for hyp, ref, n in zip(greedy, batch["ys_pad"].tolist(), batch["ys_lens"].tolist()):
                 ref_chars = list(self.token_list.decode(ref[:n]).replace(" ", ""))
                 hyp_chars = list(self.token_list.decode(hyp).replace(" ", ""))
                 errors += editdistance.eval(hyp_chars, ref_chars)
@@ -530,6 +519,15 @@ def _copy_atomic(src, dst):
         shutil.copyfile(src, tmp)
 
 
+def longest_utterance_frames(data_dir) -> Optional[int]:
+    """The most frames of any utterance in `data_dir/utt2num_frames` (None when there is none)."""
+    path = Path(data_dir) / "utt2num_frames"
+    if not path.is_file():
+        return None
+    frames = [int(v) for v in read_kv(path).values()]
+    return max(frames) if frames else None
+
+
 def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_cmvn):
     """Write config.yaml and copy tokens.txt, cmvn.ark (and bpe.model) into the exp dir."""
     exp_dir = Path(exp_dir)
@@ -544,7 +542,9 @@ def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_
         "vocab_size": vocab_size,
         **config,
         "data": {"train_dir": str(args.train_dir), "valid_dir": str(args.valid_dir),
-                 "token_list": str(args.token_list)},
+                 "token_list": str(args.token_list),
+                 # the longest training utterance: the recognizer decodes longer input in pieces
+                 "train_max_frames": longest_utterance_frames(args.train_dir)},
     }
     _copy_atomic(args.token_list, exp_dir / "tokens.txt")
     if has_cmvn:
