@@ -80,23 +80,6 @@ def _find_model_file(exp_dir: Path) -> Path:
     return max(epochs)[1]
 
 
-def _load_state_dict(path: Path) -> dict:
-    if not path.is_file():
-        raise AsrdemoError(f"model file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a training checkpoint also holds RNG states and the like
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise AsrdemoError(f"cannot read model file {path}: {e}") from None
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]  # a training checkpoint: {"model": state_dict, "optimizer": ...}
-    if not isinstance(obj, dict):
-        raise AsrdemoError(f"{path}: not a state_dict or a checkpoint with a 'model' entry")
-    return obj
-
-
 def _to_float_wave(wave) -> np.ndarray:
     """int PCM (e.g. int16 from a browser) -> float in [-1, 1); float stays as it is."""
     wave = np.asarray(wave)
@@ -140,7 +123,7 @@ class Recognizer:
 
         `decode_conf`: a dict, a YAML path, or None for `exp_dir/decode.yaml` when present, else
         the defaults. `num_threads` sets torch's intra-op threads (None: leave as is)."""
-        from asrdemo.model.asr_model import ASRModel
+        from asrdemo.model.asr_model import ASRModel, load_model_weights
 
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
@@ -173,7 +156,7 @@ class Recognizer:
                                      cmvn_stats=cmvn_stats)
         model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
         try:
-            model.load_state_dict(_load_state_dict(model_path))
+            model.load_state_dict(load_model_weights(model_path))
         except RuntimeError as e:
             raise AsrdemoError(f"{model_path} does not fit the model in {config_path}: {e}") from None
         if decode_conf is None and (exp_dir / "decode.yaml").is_file():

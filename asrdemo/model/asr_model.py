@@ -13,6 +13,7 @@ Token ids: <blank> = 0, <sos> = <eos> = vocab_size - 1, label padding = -1.
 """
 
 import copy
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -184,3 +185,26 @@ class ASRModel(nn.Module):
 
         loss = self.ctc_weight * loss_ctc + (1.0 - self.ctc_weight) * loss_att
         return {"loss": loss, "loss_ctc": loss_ctc.detach(), "loss_att": loss_att.detach(), "acc": acc}
+
+
+def load_model_weights(path) -> Dict[str, torch.Tensor]:
+    """The model state_dict in a model file (valid.acc.ave.pth) or a training checkpoint (its
+    "model" entry), on CPU: for the recognizer and `asrdemo train --init_param`.
+
+    Raises AsrdemoError when the file is missing, unreadable or holds no state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AsrdemoError(f"model file {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a training checkpoint also holds RNG states and the like
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise AsrdemoError(f"cannot read model file {path}: {e}") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # a training checkpoint: {"model": state_dict, "optimizer": ...}
+    if not isinstance(obj, dict):
+        raise AsrdemoError(f"{path}: not a state_dict or a checkpoint with a 'model' entry")
+    return obj

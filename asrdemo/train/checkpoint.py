@@ -72,19 +72,6 @@ def load_checkpoint(path, map_location="cpu"):
         raise AsrdemoError(f"cannot read checkpoint {path}: {e}")
 
 
-def load_model_weights(path) -> dict:
-    """The model state_dict in a model file (valid.acc.ave.pth) or a training checkpoint
-    (its "model" entry), for `asrdemo train --init_param`. Raises AsrdemoError."""
-    if not Path(path).is_file():
-        raise AsrdemoError(f"model file {path} does not exist")
-    obj = load_checkpoint(path)
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise AsrdemoError(f"{path}: not a state_dict or a checkpoint with a 'model' entry")
-    return obj
-
-
 def epoch_checkpoints(ckpt_dir):
     """{epoch: path} of the epoch_N.pt files present."""
     out = {}

@@ -39,7 +39,7 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
 from asrdemo.train.average import average_best
-from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint, load_model_weights,
+from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint,
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
@@ -693,6 +693,8 @@ def init_from_model_file(model, path) -> None:
     """Start from another run's weights (ESPnet's --init_param), e.g. a full-context model
     fine-tuned into a streaming one (docs/streaming.md): the model must have the same parameters
     (names and shapes); a different architecture is refused, naming the keys."""
+    from asrdemo.model.asr_model import load_model_weights
+
     try:
         model.load_state_dict(load_model_weights(path))
     except RuntimeError as e:
