@@ -28,10 +28,16 @@ def machine_state() -> dict:
 
 
 def is_busy(state: dict) -> bool:
-    """True when `state` (from machine_state) says other work competes for the CPUs."""
+    """True when `state` (from machine_state) says other work competes for the CPUs.
+
+    CPU pressure decides where the kernel reports it: the 1-minute load average still counts the
+    benchmark's own previous run (2 threads -> ~1.7 a minute later) and flagged every back-to-back
+    round of a quiet machine as busy. The load average is the fallback without PSI.
+    """
     pressure = state.get("cpu_pressure_avg10")
-    return (pressure is not None and pressure > BUSY_PRESSURE) or \
-        state["load1"] > BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
+    if pressure is not None:
+        return pressure > BUSY_PRESSURE
+    return state["load1"] > BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
 
 
 def warn_if_busy(state: dict, what: str = "this run") -> None:
