@@ -257,9 +257,9 @@ class Recognizer:
             if self._decodable(wave, names[i]):
                 bounds = self.split_long(wave)
                 if len(bounds) > 1:
-                    log.warning("%s: %.1f s is longer than the %.1f s this model was trained on: decoded in %d "
-                                "pieces cut at pauses", names[i], len(wave) / self.sample_rate, self.max_piece_s,
-                                len(bounds))
+                    log.warning("%s: %.1f s is longer than a piece of this model (%.1f s: its longest training "
+                                "utterance, or 20 s where config.yaml does not record it): decoded in %d pieces "
+                                "cut at pauses", names[i], len(wave) / self.sample_rate, self.max_piece_s, len(bounds))
                     # a piece that is only a pause (silent, or too short) stays empty
                     bounds = [(a, b) for a, b in bounds if self._decodable(wave[a:b], None)]
                 pieces += [(i, a, b) for a, b in bounds]
