@@ -190,6 +190,7 @@ TEMPLATES = [
 
 # --------------------------------------------------------------------------- free sentences
 
+DEFAULT_FREE_RATIO = 0.5  # share of free sentences in the offline corpus (corpus version 2)
 PARTICLES = "は が を に で と へ から まで の も や より".split()
 CONNECTIVES = ["、", "ので、", "けれど、", "から、", "が、", "し、", "のに、", "ながら、"]
 
@@ -234,7 +235,7 @@ def eval_sentences() -> set:
     return out
 
 
-def generate(n: int, seed: int = 0, free_ratio: float = 0.5) -> list:
+def generate(n: int, seed: int = 0, free_ratio: float = DEFAULT_FREE_RATIO) -> list:
     """`n` distinct sentences, deterministic from `seed` (a prefix of any longer list).
 
     `free_ratio` of them (on average) are free sentences, the rest templates.
@@ -250,6 +251,7 @@ def generate(n: int, seed: int = 0, free_ratio: float = 0.5) -> list:
     banned = eval_sentences()
     out, seen = [], set()
     while len(out) < n:
+        # free_ratio 0 draws nothing extra: exactly the template-only text of corpus version 1
         if free_ratio > 0 and rng.random() < free_ratio:
             text = free_sentence(picker)
         else:
@@ -264,7 +266,7 @@ def generate(n: int, seed: int = 0, free_ratio: float = 0.5) -> list:
 def add_arguments(parser):
     parser.add_argument("--num_sentences", type=int, default=50000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--free_ratio", type=float, default=0.5, help="share of free (non-template) sentences")
+    parser.add_argument("--free_ratio", type=float, default=DEFAULT_FREE_RATIO, help="share of free (non-template) sentences")
     parser.add_argument("--out", required=True, help="text file, one sentence per line (written atomically)")
 
 

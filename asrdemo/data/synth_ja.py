@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from asrdemo.data import voices
+from asrdemo.data.sentence_gen import DEFAULT_FREE_RATIO
 from asrdemo.data.mini_jsut import _noise, _rng, _room, _speech_bounds, write_wav
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
@@ -122,7 +123,7 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
 # --------------------------------------------------------------------------- the corpus plan
 
 
-def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = 0.5) -> list:
+def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAULT_FREE_RATIO) -> list:
     """[(utt_id, text, voice)] whose estimated duration adds up to `hours`, `kokoro_hours` of it kokoro.
 
     Voices are assigned in a fixed rotation (HTS: mei, m001; kokoro: its three training voices),
@@ -185,7 +186,7 @@ def _run(jobs, nj):
 
 
 def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro_hours: float = None,
-                free_ratio: float = 0.5) -> Path:
+                free_ratio: float = DEFAULT_FREE_RATIO) -> Path:
     """Synthesize the corpus under `<out_dir>/jsut_ver1.1/`; returns that path.
 
     Resumable: wavs already written are kept (the plan is deterministic). Skips entirely when
@@ -272,7 +273,7 @@ def add_arguments(parser):
     parser.add_argument("--hours", type=float, default=10.0, help="hours of speech to synthesize (estimated)")
     parser.add_argument("--kokoro_hours", type=float, default=None,
                         help="of which read by the kokoro voices (slow: ~1 s of audio per CPU-second); default 12%%")
-    parser.add_argument("--free_ratio", type=float, default=0.5,
+    parser.add_argument("--free_ratio", type=float, default=DEFAULT_FREE_RATIO,
                         help="share of free (non-template) sentences (asrdemo/data/sentence_gen.py)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nj", type=int, default=os.cpu_count() or 1)
