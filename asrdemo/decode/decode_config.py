@@ -9,13 +9,17 @@ import yaml
 from asrdemo.errors import AsrdemoError
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_rescoring")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass
 class DecodeConfig:
     """Search settings (conf/decode.yaml). Lengths follow ESPnet: maxlenratio 0 = up to one token
     per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
-    lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md)."""
+    lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
+    dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: bfloat16 holds the
+    attention decoder's (and the LM's) weights in bf16 (a search step reads half the bytes) and runs the encoder
+    under bf16 autocast; scores stay float32 (docs/decoding.md, "bf16 inference")."""
 
     mode: str = "joint"
     beam_size: int = 10
@@ -27,6 +31,7 @@ class DecodeConfig:
     nbest: int = 1
     end_detection: bool = True
     lm_weight: float = 0.0
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -39,6 +44,8 @@ class DecodeConfig:
             raise AsrdemoError("decode config: pre_beam_ratio must be > 0")
         if not isinstance(self.lm_weight, (int, float)) or not 0.0 <= float(self.lm_weight) < float("inf"):
             raise AsrdemoError(f"decode config: lm_weight must be a number >= 0, got {self.lm_weight!r}")
+        if self.dtype not in DTYPES:
+            raise AsrdemoError(f"decode config: dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
 
     @classmethod
     def load(cls, conf=None) -> "DecodeConfig":

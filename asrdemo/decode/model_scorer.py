@@ -39,7 +39,8 @@ class _Memory:
     """An utterance batch's projected memory, handed out for a row layout `utt` (N,)."""
 
     def __init__(self, decoder, memory: torch.Tensor, memory_mask: torch.Tensor):
-        self.kv = decoder.precompute_memory_kv(memory)  # per layer (B, H, T, d_k)
+        # in the decoder's dtype (bf16 when decoding with dtype: bfloat16)
+        self.kv = decoder.precompute_memory_kv(memory.to(decoder.output_layer.weight.dtype))  # per layer (B, H, T, d_k)
         self.mask = memory_mask
         self.everything_valid = bool(memory_mask.all())
         self._layout: Optional[torch.Tensor] = None

@@ -107,6 +107,12 @@ class Recognizer:
         if lm is not None and lm.vocab_size != model.vocab_size:
             raise AsrdemoError(f"the LM has {lm.vocab_size} tokens, the ASR model {model.vocab_size}")
         self.lm = None if lm is None else lm.to(self.device).eval()
+        if self.decode_conf.dtype == "bfloat16":
+            # a search step reads all of the decoder's (and the LM's) weights for a handful of rows:
+            # bf16 halves the bytes (cast in place; their log-softmax and all scores stay float32)
+            for module in (self.model.decoder, self.lm):
+                if module is not None:
+                    module.to(torch.bfloat16)
         # A beam as wide as the vocabulary keeps every token at every step: it finds nothing a
         # narrower one would not, and the joint search's memory and time grow with beam x vocabulary.
         max_beam = max(1, model.vocab_size - 1)
@@ -341,7 +347,9 @@ class Recognizer:
             feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
             lengths = torch.tensor([len(f) for f in feats], device=self.device)
             padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-            enc, enc_lens = self.model.encode(padded, lengths)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.decode_conf.dtype == "bfloat16"):
+                enc, enc_lens = self.model.encode(padded, lengths)
+            enc = enc.float()
             ctc_logp = self.model.ctc.log_softmax(enc)
             nbests = self._finish(self._search(enc, enc_lens, ctc_logp, mode, nbest), nbest)
         for b, (i, hyps) in enumerate(zip(usable, nbests)):

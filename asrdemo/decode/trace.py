@@ -156,10 +156,12 @@ def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: Lis
             ctc = float(ctc_logp[:, model.blank_id].sum())
         store_attention_weights(decoder, keep_attention and rank == 0)
         ys_in = torch.tensor([[model.sos, *ids]], device=enc.device)
-        logp = torch.log_softmax(decoder(enc, mask, ys_in, torch.tensor([len(ids) + 1], device=enc.device)), -1)[0]
+        logits = decoder(enc.to(decoder.output_layer.weight.dtype), mask, ys_in,
+                         torch.tensor([len(ids) + 1], device=enc.device))
+        logp = torch.log_softmax(logits.float(), -1)[0]  # float32 also when decode dtype is bfloat16
         att = float(logp[torch.arange(len(ids) + 1), torch.tensor([*ids, model.eos])].sum())
         if keep_attention and rank == 0:
-            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).cpu().numpy()
+            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).float().cpu().numpy()
         lm_score = None
         if lm is not None and lm_weight > 0:
             lm_score = lm_sequence_logp(lm, [ids])[0]
