@@ -34,8 +34,8 @@ IGNORE_ID = -1  # padding value of the targets (the model's ignore_id)
 @dataclass
 class Example:
     utt_id: str
-    feats_path: str  # kaldiio rxspecifier, e.g. "dump/fbank/train/feats.ark:1234"
-    num_frames: int
+    feats_path: str  # kaldiio rxspecifier, e.g. "dump/fbank/train/feats.ark:1234" (SSL: the audio file)
+    num_frames: int  # feature frames (SSL: samples, asrdemo/data/wave_dataset.py)
     token_ids: list
 
 
@@ -95,21 +95,30 @@ def _resolve_ark(rxspec, dump_dir, found_arks):
     return f"{found_arks[ark]}:{offset}"
 
 
-class ASRDataset(torch.utils.data.Dataset):
-    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor)."""
+def load_features(ex: Example) -> np.ndarray:
+    """An example's fbank matrix (T, D) from its ark, checked against utt2num_frames."""
+    feats = kaldiio.load_mat(ex.feats_path)
+    if feats.shape[0] != ex.num_frames:
+        raise AsrdemoError(f"{ex.utt_id}: feats have {feats.shape[0]} frames, utt2num_frames says {ex.num_frames}")
+    return feats
 
-    def __init__(self, examples):
+
+class ASRDataset(torch.utils.data.Dataset):
+    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor).
+
+    `load(example)` reads the input: `load_features` (default), or a `wave_dataset.WaveLoader`,
+    whose items are waves (N,) instead of feats."""
+
+    def __init__(self, examples, load=None):
         self.examples = list(examples)
+        self.load = load or load_features
 
     def __len__(self):
         return len(self.examples)
 
     def __getitem__(self, i):
         ex = self.examples[i]
-        feats = kaldiio.load_mat(ex.feats_path)
-        if feats.shape[0] != ex.num_frames:
-            raise AsrdemoError(f"{ex.utt_id}: feats have {feats.shape[0]} frames, utt2num_frames says {ex.num_frames}")
-        feats = torch.from_numpy(np.array(feats, dtype=np.float32))  # a writable copy
+        feats = torch.from_numpy(np.array(self.load(ex), dtype=np.float32))  # a writable copy
         return ex.utt_id, feats, torch.tensor(ex.token_ids)
 
     @property
@@ -187,7 +196,8 @@ class BatchSampler(torch.utils.data.Sampler):
 def collate(items):
     """List of (utt_id, feats, token_ids) -> dict of padded tensors.
 
-    feats are padded with 0.0 to (B, T_max, D); targets with IGNORE_ID (-1) to (B, L_max)."""
+    feats are padded with 0.0 to (B, T_max, D) (waves (N,): to (B, N_max)); targets with
+    IGNORE_ID (-1) to (B, L_max)."""
     utt_ids = [it[0] for it in items]
     feats = [it[1] for it in items]
     ys = [it[2] for it in items]
@@ -203,14 +213,15 @@ def collate(items):
 
 
 def make_loader(examples, batch_bins, max_batch_size=None, shuffle=True, seed=0, rank=0, world_size=1,
-                num_workers=0):
+                num_workers=0, load=None):
     """DataLoader over `examples` with length-sorted batches; returns (loader, sampler).
+    `load`: how an item's input is read (`ASRDataset`; default: its fbank from the ark).
 
     The loader gets its own torch.Generator, so creating an iterator never draws from the global
     RNG (it would otherwise shift dropout/SpecAugment randomness after a resume). Workers are
     persistent: started once, not forked again every epoch (while a plot thread may be running).
     The batch sampler runs in the main process, so `sampler.set_epoch` works with them."""
-    dataset = ASRDataset(examples)
+    dataset = ASRDataset(examples, load)
     batches = make_batches(dataset.lengths, batch_bins, max_batch_size, min_batch_size=world_size)
     sampler = BatchSampler(batches, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
     loader = torch.utils.data.DataLoader(
