@@ -198,6 +198,41 @@ def test_freeze_steps_unfreezes_after_n_updates(tiny_work, tiny_hubert):
     assert not any(k.startswith("feature_extractor.") for k in changed), sorted(changed)
 
 
+def test_the_recipe_trains_on_audio_with_frontend_ssl(tiny_w2v, tmp_path):
+    """run.sh --frontend ssl --ssl_model DIR: no fbank dump, stage 4 reads data/*/wav.scp, stage 5
+    decodes; a second run skips every stage; --ssl_model without --frontend ssl is refused."""
+    work = tmp_path / "work"
+    args = ["bash", str(REPO / "run.sh"), "--corpus", "mini_jsut", "--num_utts", "12", "--num_test", "2",
+            "--num_dev", "2", "--work_dir", str(work), "--frontend", "ssl", "--ssl_model", str(tiny_w2v),
+            "--train_config", str(SSL_CONFIG), "--train_args", "--max_epochs 2", "--stop_stage", "5"]
+    first = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "no fbank dump" in first.stdout and not (work / "dump").exists()
+    exp = work / "exp" / "train_tiny_ssl"
+    config = yaml.safe_load((exp / "config.yaml").read_text(encoding="utf-8"))
+    assert config["frontend"] == "ssl" and config["data"]["train_dir"] == "data/train"
+    assert config["frontend_conf"]["model"] == str(tiny_w2v.resolve())
+    assert (exp / "decode_test" / "cer.txt").is_file() and (exp / "ssl_layer_weights.json").is_file()
+    again = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "stage 4: skipped" in again.stdout, again.stdout + again.stderr
+    refused = subprocess.run(["bash", str(REPO / "run.sh"), "--ssl_model", "x"], cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--ssl_model needs --frontend ssl" in refused.stderr
+
+
+def test_the_ssl_recipe_config_builds(tiny_w2v):
+    """conf/train_ssl.yaml (what a GPU user runs) loads, and its model builds on an SSL frontend."""
+    from asrdemo.model.asr_model import ASRModel
+    from asrdemo.train.trainer import load_config
+
+    config = load_config(REPO / "conf" / "train_ssl.yaml", [f"frontend_conf.model={tiny_w2v}"])
+    assert config["frontend"] == "ssl" and config["model"]["encoder_conf"]["input_layer"] == "conv2d2"
+    frontend = HuggingFaceFrontend.from_conf(config["frontend_conf"])
+    model = ASRModel.from_config(config["model"], frontend.output_size(), 50, frontend=frontend).eval()
+    enc, enc_lens = model.encode(torch.randn(1, 32000), torch.tensor([32000]))
+    assert enc.shape[1] == enc_lens[0] == 47  # 2 s: 99 SSL frames of 20 ms -> (99 - 1) // 2 - 2 of 40 ms
+
+
 # -- using the exp dir ---------------------------------------------------------------------------
 
 
