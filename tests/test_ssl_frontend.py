@@ -306,6 +306,19 @@ def test_an_exp_dir_refuses_other_frozen_weights(ssl_exp, tiny_hubert, tmp_path)
         Recognizer.from_exp_dir(moved)
 
 
+def test_bench_ssl_frontend_runs_tiny(tmp_path):
+    """bench/ssl_frontend.py --tiny: every row of its table, and the machine state in its JSON."""
+    out = tmp_path / "bench.json"
+    p = subprocess.run([sys.executable, "bench/ssl_frontend.py", "--tiny", "--finetune", "--threads", "1",
+                        "--json", str(out)], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    result = json.loads(out.read_text())
+    assert [r["frontend"] for r in result["rows"]] == ["fbank", "ssl decode", "ssl train (frozen)",
+                                                       "ssl train (fine-tune)"]
+    assert all(r["rtf"] > 0 for r in result["rows"]) and "load1" in result["machine_start"]
+    assert "| ssl decode | 1 |" in p.stdout
+
+
 DEFAULT_RUNTIME = r"""
 import sys
 from pathlib import Path
