@@ -290,6 +290,31 @@ def test_a_missing_ssl_model_is_a_clear_error(tiny_work, tmp_path):
         assert part in message, message
 
 
+def test_the_revision_is_found_in_the_hub_cache_and_in_a_local_dir(tiny_w2v, tmp_path):
+    """A hub name in a Hugging Face cache resolves to its snapshot and records its commit; a folder
+    written by `hf download --local-dir` records the commit noted in its .cache metadata."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--asrdemo-test--tiny-wav2vec2" / "snapshots" / commit
+    shutil.copytree(tiny_w2v, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(commit)
+    code = ("from asrdemo.model.ssl_frontend import HuggingFaceFrontend; "
+            "c = HuggingFaceFrontend.from_conf({'model': 'asrdemo-test/tiny-wav2vec2'}).conf; "
+            "print(c['model'], c['revision'], c['weights_sha256'])")
+    p = subprocess.run([sys.executable, "-c", code], env={**ENV, "HF_HUB_CACHE": str(tmp_path / "hub"),
+                                                          "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    name, revision, digest = p.stdout.split()
+    assert (name, revision) == ("asrdemo-test/tiny-wav2vec2", commit)
+    assert digest == HuggingFaceFrontend.from_conf({"model": str(tiny_w2v)}).conf["weights_sha256"]
+    local = tmp_path / "local"
+    shutil.copytree(tiny_w2v, local)
+    (local / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (local / ".cache" / "huggingface" / "download" / "config.json.metadata").write_text(f"{commit}\netag\n1.0\n")
+    assert HuggingFaceFrontend.from_conf({"model": str(local)}).conf["revision"] == commit
+
+
 def test_an_exp_dir_refuses_other_frozen_weights(ssl_exp, tiny_hubert, tmp_path):
     from asrdemo.decode.recognizer import Recognizer
 

@@ -11,8 +11,9 @@ The version recorded in an exp dir's config.yaml:
 * ``revision``: the git commit of the hub snapshot: the cache's ``snapshots/<commit>/`` folder,
   or the commit that ``hf download --local-dir`` notes in ``.cache/huggingface/download/`` (None
   for a folder written by ``save_pretrained``);
-* ``weights_sha256``: a SHA-256 over the weight files (name and content, in name order), which
-  every copy has, so a recognizer can tell that the weights it found are the ones trained with.
+* ``weights_sha256``: a SHA-256 over the weight files transformers loads (name and content, in
+  name order), which every copy has, so a recognizer can tell that the weights it found are the
+  ones trained with.
 """
 
 import dataclasses
@@ -23,7 +24,6 @@ from typing import Optional
 
 from asrdemo.errors import AsrdemoError
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -38,7 +38,7 @@ def download_hint(name: str) -> str:
     """What to run, on a machine with a network, so that `name` is found offline."""
     folder = f"downloads/ssl/{name.rstrip('/').split('/')[-1]}"
     return (f"download it once where there is a network: `hf download {name} --local-dir {folder}` "
-            f"(huggingface_hub >= 0.34; older: `huggingface-cli download {name} --local-dir {folder}`), then set "
+            f"(older huggingface_hub: `huggingface-cli download {name} --local-dir {folder}`), then set "
             f"frontend_conf.model: {folder} (run.sh: --ssl_model {folder}); or copy a Hugging Face cache that "
             f"holds it to {hub_cache()}")
 
@@ -98,7 +98,10 @@ def _local_dir_revision(folder: Path) -> Optional[str]:
 
 
 def weight_files(folder: Path) -> list:
-    files = sorted({p for pattern in WEIGHT_PATTERNS for p in Path(folder).glob(pattern)}, key=lambda p: p.name)
+    """The weight files transformers loads from `folder`: its *.safetensors when there are any
+    (transformers prefers them), else its *.bin; sub-folders (e.g. a fairseq copy) are not looked at."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     # training_args.bin and the like are not weights
     return [p for p in files if not p.name.startswith(("training_args", "optimizer", "scheduler"))]
 
