@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_state import machine_state, warn_if_busy  # noqa: E402
+from machine_state import report_end, report_start  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(16,) * 7,
             num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2)
@@ -97,10 +97,7 @@ def main(argv=None):
     from asrdemo.data.fbank import Fbank
 
     torch.set_num_threads(args.threads)
-    state_start = machine_state()
-    warn_if_busy(state_start, "the SSL frontend benchmark")
-    print(f"# at start: load {state_start['load1']}, CPU pressure {state_start['cpu_pressure_avg10']} % "
-          f"on {os.cpu_count()} CPUs")
+    state_start = report_start("the SSL frontend benchmark")
     frozen = build_frontend(args.model, args.tiny, freeze=True)
     tuned = build_frontend(args.model, args.tiny, freeze=False) if args.finetune else None
     num_params = sum(p.numel() for p in frozen.ssl.parameters())
@@ -139,8 +136,7 @@ def main(argv=None):
         if tuned is not None:
             row("ssl train (fine-tune)", seconds, timed(train_step(tuned), args.repeats))
 
-    state_end = machine_state()
-    print(f"# at the end: load {state_end['load1']}, CPU pressure {state_end['cpu_pressure_avg10']} %")
+    state_end = report_end()
     print("\n| frontend | input s | median s | s per s of audio (RTF) | peak RSS MB |\n|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['frontend']} | {r['input_s']:g} | {r['median_s']:.4f} | {r['rtf']:.4f} | {r['peak_rss_mb']:,.0f} |")

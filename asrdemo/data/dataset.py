@@ -52,29 +52,40 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
     texts = read_kv(dump_dir / "text")
+    return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames)
+
+
+def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_list, min_len=1, max_len=None,
+                    listed_in="feats.scp", lengths_file="utt2num_frames", unit="frames"):
+    """`Example`s of the utterances in `inputs` ({utt_id: feats spec or audio path}, the order kept)
+    with their `lengths` ({utt_id: an integer, or its text as in `lengths_file`}) and `texts`.
+
+    Utterances outside [min_len, max_len] or with an empty transcript are left out with a log line;
+    one missing from `texts` or `lengths`, or a length that is not an integer, is an AsrdemoError
+    naming `source_dir`'s file."""
     examples, dropped, num_unk = [], [], 0
-    for utt_id, path in feats.items():
+    for utt_id, path in inputs.items():
         if utt_id not in texts:
-            raise AsrdemoError(f"{dump_dir}/text has no transcript for {utt_id} (listed in feats.scp)")
-        if utt_id not in frames:
-            raise AsrdemoError(f"{dump_dir}/utt2num_frames has no entry for {utt_id}")
+            raise AsrdemoError(f"{source_dir}/text has no transcript for {utt_id} (listed in {listed_in})")
+        if utt_id not in lengths:
+            raise AsrdemoError(f"{source_dir}/{lengths_file} has no entry for {utt_id}")
         try:
-            n = int(frames[utt_id])
+            n = int(lengths[utt_id])
         except ValueError:
-            raise AsrdemoError(f"{dump_dir}/utt2num_frames: {utt_id}: not an integer: {frames[utt_id]!r}")
+            raise AsrdemoError(f"{source_dir}/{lengths_file}: {utt_id}: not an integer: {lengths[utt_id]!r}")
         ids = token_list.encode(texts[utt_id])
-        if not ids or n < min_frames or (max_frames and n > max_frames):
+        if not ids or n < min_len or (max_len and n > max_len):
             dropped.append(utt_id)
             continue
         num_unk += sum(1 for i in ids if i == token_list.unk_id)
         examples.append(Example(utt_id, path, n, ids))
     if dropped:
-        log.warning("%s: left out %d utterance(s) (empty text or frames outside [%s, %s]), e.g. %s",
-                    dump_dir, len(dropped), min_frames, max_frames, dropped[0])
+        log.warning("%s: left out %d utterance(s) (empty text or %s outside [%s, %s]), e.g. %s",
+                    source_dir, len(dropped), unit, min_len, max_len, dropped[0])
     if num_unk:
-        log.warning("%s: %d token(s) map to <unk> (not in the token list)", dump_dir, num_unk)
+        log.warning("%s: %d token(s) map to <unk> (not in the token list)", source_dir, num_unk)
     if not examples:
-        raise AsrdemoError(f"{dump_dir}: no usable utterances")
+        raise AsrdemoError(f"{source_dir}: no usable utterances")
     return examples
 
 

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 
 from asrdemo.data.audio import load_audio
-from asrdemo.data.dataset import Example
+from asrdemo.data.dataset import Example, select_examples
 from asrdemo.data.datadir import read_kv
 from asrdemo.errors import AsrdemoError
 
@@ -53,33 +53,14 @@ def read_wave_dir(data_dir, token_list, sample_rate: int, min_samples: int = 1,
         if not (data_dir / name).is_file():
             raise AsrdemoError(f"missing {data_dir / name} (a data dir of stage 1, `asrdemo prepare`)")
     wavs = read_kv(data_dir / "wav.scp")
-    lengths = utterance_samples(data_dir, sample_rate)
-    texts = read_kv(data_dir / "text")
-    examples, dropped, num_unk = [], [], 0
     for utt_id, wav in wavs.items():
         if wav.rstrip().endswith("|"):
             raise AsrdemoError(f"{data_dir}/wav.scp: {utt_id}: pipe commands are not supported, give a file path")
-        if utt_id not in texts:
-            raise AsrdemoError(f"{data_dir}/text has no transcript for {utt_id} (listed in wav.scp)")
-        if utt_id not in lengths:
-            raise AsrdemoError(f"{data_dir}/utt2dur has no entry for {utt_id}")
         if not Path(wav).is_file():
             raise AsrdemoError(f"{data_dir}/wav.scp: {utt_id}: {wav} does not exist (from {Path.cwd()})")
-        ids = token_list.encode(texts[utt_id])
-        n = lengths[utt_id]
-        if not ids or n < min_samples or (max_samples and n > max_samples):
-            dropped.append(utt_id)
-            continue
-        num_unk += sum(1 for i in ids if i == token_list.unk_id)
-        examples.append(Example(utt_id, wav, n, ids))
-    if dropped:
-        log.warning("%s: left out %d utterance(s) (empty text or samples outside [%s, %s]), e.g. %s",
-                    data_dir, len(dropped), min_samples, max_samples, dropped[0])
-    if num_unk:
-        log.warning("%s: %d token(s) map to <unk> (not in the token list)", data_dir, num_unk)
-    if not examples:
-        raise AsrdemoError(f"{data_dir}: no usable utterances")
-    return examples
+    return select_examples(data_dir, wavs, utterance_samples(data_dir, sample_rate), read_kv(data_dir / "text"),
+                           token_list, min_samples, max_samples, listed_in="wav.scp", lengths_file="utt2dur",
+                           unit="samples")
 
 
 class WaveLoader:
