@@ -57,10 +57,12 @@ def ssl_keys(state: dict) -> dict:
     return {k[len("frontend.ssl."):]: v for k, v in state.items() if k.startswith("frontend.ssl.")}
 
 
-def train(work: Path, exp: Path, model_dir: Path, *sets: str):
+def train(work: Path, exp: Path, model_dir: Path, *sets: str, resume: bool = False):
+    """`asrdemo train` of tests/conf/train_tiny_ssl.yaml on `work`'s data dirs with `--set`s."""
     return asrdemo("train", "--config", SSL_CONFIG, "--train_dir", work / "data" / "train",
                    "--valid_dir", work / "data" / "train", "--token_list", work / "data" / "lang" / "tokens.txt",
-                   "--exp_dir", exp, "--set", f"frontend_conf.model={model_dir}", *[a for s in sets for a in ("--set", s)])
+                   "--exp_dir", exp, "--set", f"frontend_conf.model={model_dir}", *[a for s in sets for a in ("--set", s)],
+                   *(["--resume"] if resume else []))
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +179,29 @@ def test_freezing_freezes(ssl_exp, tiny_work, tiny_w2v):
     snapshot = snapshot_state(tiny_w2v)
     for key, value in rec.model.frontend.ssl.state_dict().items():
         torch.testing.assert_close(value, snapshot[key], rtol=0, atol=0, msg=key)
+
+
+def test_resume_continues_an_ssl_run_and_refuses_another_frontend(ssl_exp, tiny_work, tiny_w2v, tmp_path):
+    """--resume loads checkpoints without the frozen SSL weights (the snapshot fills them in) and
+    trains on; a changed frontend_conf or frontend is refused by name."""
+    from asrdemo.train.trainer import check_resume_config, load_config
+
+    exp = tmp_path / "resumed"
+    shutil.copytree(ssl_exp, exp)
+    (exp / ".done").unlink()
+    train(tiny_work, exp, tiny_w2v, "train.max_epochs=9", resume=True)
+    history = (exp / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == list(range(1, 10))
+    assert "resumed from" in (exp / "train.log").read_text(encoding="utf-8")
+    old = yaml.safe_load((ssl_exp / "config.yaml").read_text(encoding="utf-8"))
+    same = load_config(SSL_CONFIG, [f"frontend_conf.model={tiny_w2v}"])
+    check_resume_config(old, same, old["vocab_size"], "config.yaml")  # the same settings: fine
+    other_layer = load_config(SSL_CONFIG, [f"frontend_conf.model={tiny_w2v}", "frontend_conf.layer=1"])
+    with pytest.raises(AsrdemoError, match=r"frontend_conf\.layer: 'weighted_sum' -> 1"):
+        check_resume_config(old, other_layer, old["vocab_size"], "config.yaml")
+    fbank = load_config(REPO / "tests" / "conf" / "train_tiny.yaml")
+    with pytest.raises(AsrdemoError, match="frontend: 'ssl' -> 'fbank'"):
+        check_resume_config(old, fbank, old["vocab_size"], "config.yaml")
 
 
 def test_freeze_steps_unfreezes_after_n_updates(tiny_work, tiny_hubert):
