@@ -102,7 +102,8 @@ def main(argv=None):
     tuned = build_frontend(args.model, args.tiny, freeze=False) if args.finetune else None
     num_params = sum(p.numel() for p in frozen.ssl.parameters())
     print(f"# SSL frontend: {frozen.conf['model']}, {num_params / 1e6:.1f}M parameters, "
-          f"{frozen.num_hidden_states} hidden states of {frozen.proj.in_features} -> {frozen.output_size()}; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+          f"{frozen.num_hidden_states} hidden states of {frozen.proj.in_features} -> {frozen.output_size()}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"median of {args.repeats} after 1 warm-up")
     fbank = Fbank()
     rng = np.random.default_rng(0)
@@ -139,7 +140,8 @@ def main(argv=None):
     state_end = report_end()
     print("\n| frontend | input s | median s | s per s of audio (RTF) | peak RSS MB |\n|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['frontend']} | {r['input_s']:g} | {r['median_s']:.4f} | {r['rtf']:.4f} | {r['peak_rss_mb']:,.0f} |")
+        print(f"| {r['frontend']} | {r['input_s']:g} | {r['median_s']:.4f} | {r['rtf']:.4f} | "
+              f"{r['peak_rss_mb']:,.0f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__, ssl_params=num_params,

@@ -168,8 +168,9 @@ class Recognizer:
             if not cmvn_path.is_file():
                 raise AsrdemoError(f"{config_path} names cmvn {cmvn_path.name}, which is missing")
             cmvn_stats = load_stats(cmvn_path)
-        model = ASRModel.from_config(config["model"], input_dim=frontend.output_size() if frontend else fbank.num_mel_bins,
-                                     vocab_size=len(token_list), cmvn_stats=cmvn_stats, frontend=frontend)
+        input_dim = frontend.output_size() if frontend is not None else fbank.num_mel_bins
+        model = ASRModel.from_config(config["model"], input_dim=input_dim, vocab_size=len(token_list),
+                                     cmvn_stats=cmvn_stats, frontend=frontend)
         model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
         try:
             model.load_state_dict(load_model_weights(model_path))
@@ -359,8 +360,8 @@ class Recognizer:
         nbest = int(nbest or self.decode_conf.nbest)
         frame_s = self.encoder_frame_s
         if durations is None:
-            durations = [len(f) / self.sample_rate if self.model.frontend is not None else len(f) * self.fbank.frame_shift_s
-                         for f in feats_list]
+            waves = self.model.frontend is not None  # the inputs are waves, not fbank frames
+            durations = [len(f) / self.sample_rate if waves else len(f) * self.fbank.frame_shift_s for f in feats_list]
         results = [(Recognition(self._finish([[empty_hypothesis()]])[0], [], d), None) for d in durations]
         usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_length]
         if not usable:

@@ -120,7 +120,8 @@ class HuggingFaceFrontend(nn.Module):
     def __init__(self, ssl_model: nn.Module, conf: dict, sample_rate: int = 16000):
         super().__init__()
         config = ssl_model.config
-        speech_model = (all(hasattr(config, a) for a in ("conv_kernel", "conv_stride", "hidden_size", "num_hidden_layers"))
+        shape = ("conv_kernel", "conv_stride", "hidden_size", "num_hidden_layers")
+        speech_model = (all(hasattr(config, a) for a in shape)
                         and hasattr(ssl_model, "_get_feat_extract_output_lengths")
                         and hasattr(ssl_model, "feature_extractor"))
         if not speech_model:

@@ -65,7 +65,8 @@ def locate(name: str) -> SSLModelFiles:
     looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1
     cached = None if looks_like_path else _cached_config(name)
     if cached is None:
-        where = "is not a folder" if looks_like_path else f"is neither a folder nor in the Hugging Face cache ({hub_cache()})"
+        where = ("is not a folder" if looks_like_path
+                 else f"is neither a folder nor in the Hugging Face cache ({hub_cache()})")
         raise AsrdemoError(f"SSL model {name!r} is not available offline: it {where}. Nothing is downloaded "
                            f"during training or decoding; " + download_hint(name))
     snapshot = Path(cached).parent

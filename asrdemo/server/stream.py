@@ -10,7 +10,8 @@ The protocol (docs/demo.md), JSON text messages from the server, one line each:
     server: {"type": "final", "text", "tokens", "duration_s", "finish_s", "truncated", ...}; closes
 
 Anything wrong ends the stream with {"type": "error", "code", "error"} and a close: no model
-(`no_model`), a model that cannot stream (`not_streamable`: an SSL frontend), no free slot (`busy`, at most ASRDEMO_MAX_STREAMS per worker), a bad sample rate or
+(`no_model`), a model that cannot stream (`not_streamable`: an SSL frontend), no free slot
+(`busy`, at most ASRDEMO_MAX_STREAMS per worker), a bad sample rate or
 message (`bad_request`), silence for ASRDEMO_STREAM_IDLE_S (`idle_timeout`). Audio past
 ASRDEMO_MAX_SECONDS is not decoded: the stream ends there with its final ("truncated": true).
 

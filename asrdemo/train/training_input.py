@@ -1,9 +1,12 @@
-"""What `asrdemo train` reads, for each frontend of the training config (``frontend:``):
+"""What `asrdemo train` reads, for each frontend of the training config (``frontend:``).
 
-| frontend | --train_dir / --valid_dir | items | lengths | model input | config.yaml |
-|---|---|---|---|---|---|
-| fbank (default) | dump dirs of stage 2 (`feats.scp`, `cmvn.ark`, `frontend.yaml`) | fbank (T, 80) | frames | features | `frontend:` the fbank options |
-| ssl | data dirs of stage 1 (`wav.scp`, `utt2dur`, `text`) | waves (N,) at 16 kHz | samples | waves; the model's `HuggingFaceFrontend` makes the features | `frontend: ssl`, `frontend_conf:` settings + the SSL model's name, revision, weights digest |
+* ``fbank`` (default): --train_dir / --valid_dir are dump dirs of stage 2 (`feats.scp`,
+  `cmvn.ark`, `frontend.yaml`); items are fbank matrices (T, 80), lengths in frames; config.yaml's
+  `frontend:` holds the fbank options.
+* ``ssl``: they are data dirs of stage 1 (`wav.scp`, `utt2dur`, `text`); items are waves (N,) at
+  16 kHz, lengths in samples, and the model's `HuggingFaceFrontend` makes the features;
+  config.yaml holds `frontend: ssl` and `frontend_conf:` (the settings, the SSL model's name,
+  revision and weights digest).
 
 An SSL frontend's features depend on weights that train (the layer weights and the projection,
 and the SSL model itself when fine-tuned), so they are computed on the fly from the audio rather
