@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_state import report_end, report_start  # noqa: E402
+from machine_state import machine_state, warn_if_busy  # noqa: E402
 
 SHAPES = {
     "tiny": dict(vocab=50, model={
@@ -154,7 +154,10 @@ def main():
     from asrdemo.decode.recognizer import Recognizer
 
     torch.set_num_threads(args.threads)
-    state_start = report_start("the decode benchmark")
+    state_start = machine_state()
+    warn_if_busy(state_start, "the decode benchmark")
+    print(f"# at start: load {state_start['load1']}, CPU pressure {state_start['cpu_pressure_avg10']} % "
+          f"on {os.cpu_count()} CPUs")
     print(f"# asrdemo decode benchmark: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"device {args.device}, beam {args.beam}, ctc_weight {args.ctc_weight}, "
           f"{args.steps} tokens forced in {'/'.join(BEAM_MODES)}; median of {args.repeats} after {args.warmup} warm-up")
@@ -209,7 +212,8 @@ def main():
                 print(f"  {shape_name} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}  "
                       f"(runs {' '.join(f'{x:.3f}' for x in row['total_runs_s'])})", flush=True)
 
-    state_end = report_end()
+    state_end = machine_state()
+    print(f"# at the end: load {state_end['load1']}, CPU pressure {state_end['cpu_pressure_avg10']} %")
     hdr = ("shape", "mode", "input s", "frames", "fbank s", "encoder s", "encode s", "search s", "total s", "RTF",
            "ms/step", "min total s", "CPU s", "decoder s", "CTC prefix s", "other s", "tokens", "peak RSS MB")
     print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * 2 + "---:|" * (len(hdr) - 2))
