@@ -9,7 +9,7 @@ the quiet rounds (all rounds when none was quiet, with a warning).
 
     ../shared/peers/espnet/setup.sh     # once: ESPnet's venv (outside the project)
     .venv/bin/python bench/vs_espnet_train.py --rounds 6                      # conformer4_256, vocab 3000
-    .venv/bin/python bench/vs_espnet_train.py --rounds 3 --peer_shape shapes/conformer8.yaml \\
+    .venv/bin/python bench/vs_espnet_train.py --rounds 3 --peer_shape bench/shapes/espnet_conformer8_v3000.yaml \\
         --config bench/shapes/conformer8.yaml --amp bf16
 """
 
@@ -39,7 +39,9 @@ def run_side(side: str, args, json_path: Path) -> dict:
     common = ["--batch", str(args.batch), "--seconds", str(args.seconds), "--tokens", str(args.tokens),
               "--threads", str(args.threads), "--steps", str(args.steps), "--json", str(json_path)]
     if side == "espnet":
-        cmd, cwd = [str(peer_python()), "bench_train.py", "--shape", args.peer_shape] + common, PEER_DIR
+        # a shape file of this repository (bench/shapes/) is passed by its absolute path; else the peer's
+        shape = REPO / args.peer_shape if (REPO / args.peer_shape).is_file() else args.peer_shape
+        cmd, cwd = [str(peer_python()), "bench_train.py", "--shape", str(shape)] + common, PEER_DIR
     else:
         cmd, cwd = [sys.executable, "bench/train_throughput.py", "--configs", args.config, "--vocab",
                     str(args.vocab), "--amp", args.amp] + common, REPO
@@ -57,7 +59,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--config", default="bench/shapes/conformer4_256.yaml", help="asrdemo's shape (YAML)")
-    p.add_argument("--peer_shape", default="shapes/conformer4_256_v3000.yaml", help="ESPnet's shape, in the peer dir")
+    p.add_argument("--peer_shape", default="shapes/conformer4_256_v3000.yaml", help="ESPnet's shape: in the peer dir, or this repo's bench/shapes/")
     p.add_argument("--vocab", type=int, default=3000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seconds", type=float, default=8.0)
