@@ -95,14 +95,23 @@ def _resolve_ark(rxspec, dump_dir, found_arks):
     return f"{found_arks[ark]}:{offset}"
 
 
-class ASRDataset(torch.utils.data.Dataset):
-    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor)."""
+class ExampleDataset(torch.utils.data.Dataset):
+    """A list of `Example`s; `lengths` is what `make_batches` sorts and packs by (frames, or the
+    tokens of a sentence for the LM's `text_dataset.TextDataset`)."""
 
     def __init__(self, examples):
         self.examples = list(examples)
 
     def __len__(self):
         return len(self.examples)
+
+    @property
+    def lengths(self):
+        return [ex.num_frames for ex in self.examples]
+
+
+class ASRDataset(ExampleDataset):
+    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor)."""
 
     def __getitem__(self, i):
         ex = self.examples[i]
@@ -111,10 +120,6 @@ class ASRDataset(torch.utils.data.Dataset):
             raise AsrdemoError(f"{ex.utt_id}: feats have {feats.shape[0]} frames, utt2num_frames says {ex.num_frames}")
         feats = torch.from_numpy(np.array(feats, dtype=np.float32))  # a writable copy
         return ex.utt_id, feats, torch.tensor(ex.token_ids)
-
-    @property
-    def lengths(self):
-        return [ex.num_frames for ex in self.examples]
 
 
 def make_batches(lengths, batch_bins, max_batch_size=None, min_batch_size=1):
