@@ -31,12 +31,11 @@ from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import LM_MODEL_FILE
 from asrdemo.train import distributed
-from asrdemo.train.average import average_best
-from asrdemo.train.checkpoint import epoch_checkpoints
 from asrdemo.train.scheduler import build_scheduler
 from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer,
-                                   check_resume_config, checkpoint_to_resume, load_config, start_devices, train_log)
-from asrdemo.utils.io import atomic_path, atomic_write_text, is_done, mark_done
+                                   check_resume_config, checkpoint_to_resume, load_config, relaunch_argv,
+                                   start_devices, train_log)
+from asrdemo.utils.io import atomic_path, atomic_write_text, is_done
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,9 @@ class LMTrainer(Trainer):
 
     stat_names = ("nll", "ntokens", "correct")
     best_metric = "valid_loss"
+    best_label = "valid loss"
+    done_values = ("valid_loss", "valid_ppl")
+    summary_values = (("train", ("loss", "ppl", "acc")), ("valid", ("loss", "ppl", "acc")))
     frame_unit = "tokens"
     figures = LM_FIGURES
 
@@ -94,26 +96,10 @@ class LMTrainer(Trainer):
         distributed.all_reduce_sum(sums, self.dist)
         return self._averages(sums, prefix="valid_")
 
-    def epoch_summary(self, row, best, best_epoch):
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"train loss {fmt(row['train_loss'])} ppl {fmt(row['train_ppl'])} acc {fmt(row['train_acc'])} | "
-                f"valid loss {fmt(row['valid_loss'])} ppl {fmt(row['valid_ppl'])} acc {fmt(row['valid_acc'])} | "
-                f"best valid loss {fmt(best)} (epoch {best_epoch})")
-
 
 def _relaunch_argv(args):
-    argv = ["lm", "train"]
-    for name in ("config", "token_list", "exp_dir", "ngpu", "seed", "max_epochs"):
-        if getattr(args, name) is not None:
-            argv += [f"--{name}", str(getattr(args, name))]
-    for name in ("train_text", "lm_train_text", "valid_text"):
-        for path in getattr(args, name) or []:
-            argv += [f"--{name}", str(path)]
-    for text in args.set or []:
-        argv += ["--set", text]
-    if args.resume:
-        argv.append("--resume")
-    return argv
+    return relaunch_argv(["lm", "train"], args, ("config", "token_list", "exp_dir", "ngpu", "seed", "max_epochs"),
+                         repeated=("train_text", "lm_train_text", "valid_text"))
 
 
 def train_lm(args):
@@ -194,13 +180,7 @@ def _train_lm(args, config, exp_dir, dist):
     trainer.run()
 
     if dist.is_main:
-        if not trainer.history:
-            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
-        path, epochs = average_best(exp_dir, tc["keep_nbest_models"], metric="valid_loss")
-        best = min(trainer.history, key=lambda r: (r["valid_loss"], -r["epoch"]))
-        mark_done(exp_dir, epochs=trainer.history[-1]["epoch"], steps=trainer.step, best_epoch=best["epoch"],
-                  best_valid_loss=best["valid_loss"], best_valid_ppl=best["valid_ppl"], averaged_epochs=epochs,
-                  model=path.name, epoch_checkpoints=sorted(epoch_checkpoints(ckpt_dir)))
+        _, epochs = trainer.finish()
         log.info("finished: %s (averaged epochs %s); shallow fusion loads %s/%s", exp_dir, epochs, exp_dir,
                  LM_MODEL_FILE)
     distributed.barrier(dist)

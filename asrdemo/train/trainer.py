@@ -38,7 +38,7 @@ from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
-from asrdemo.train.average import average_best
+from asrdemo.train.average import average_best, best_epochs
 from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint,
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
@@ -204,6 +204,9 @@ class Trainer:
 
     stat_names = STAT_NAMES
     best_metric = "valid_acc"  # higher is better for *acc, lower for anything else (as average.best_epochs)
+    best_label = "acc"  # how the epoch's log line names it
+    done_values = ("valid_acc",)  # of the best epoch, recorded in .done as best_<name>
+    summary_values = (("train", ("loss", "acc")), ("valid", ("loss", "acc", "cer")))  # the epoch's log line
     frame_unit = "frames"
     figures = None  # plot.FIGURES
 
@@ -466,11 +469,11 @@ class Trainer:
             self.writer.flush()
 
     def epoch_summary(self, row, best, best_epoch):
-        """The end of an epoch's train.log line."""
+        """The end of an epoch's train.log line: `summary_values` of `row`, then the best so far."""
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"train loss {fmt(row['train_loss'])} acc {fmt(row['train_acc'])} | "
-                f"valid loss {fmt(row['valid_loss'])} acc {fmt(row['valid_acc'])} cer {fmt(row['valid_cer'])} | "
-                f"best acc {fmt(best)} (epoch {best_epoch})")
+        parts = [f"{split} " + " ".join(f"{k} {fmt(row[f'{split}_{k}'])}" for k in keys)
+                 for split, keys in self.summary_values]
+        return " | ".join(parts + [f"best {self.best_label} {fmt(best)} (epoch {best_epoch})"])
 
     def write_history(self):
         """history.jsonl now; the plots in a background thread (they take ~1 s), one at a time."""
@@ -489,6 +492,20 @@ class Trainer:
         if self._plotter is not None:
             self._plotter.join()
             self._plotter = None
+
+    def finish(self):
+        """After the last epoch, on rank 0: average the best epochs' checkpoints (by `best_metric`)
+        into the model file and write `.done` -> (model path, averaged epochs). Raises
+        AsrdemoError when no epoch was trained."""
+        if not self.history:
+            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
+        path, epochs = average_best(self.exp_dir, self.train_conf["keep_nbest_models"], metric=self.best_metric)
+        best_epoch = (best_epochs(self.history, 1, self.best_metric) or [self.history[-1]["epoch"]])[0]
+        best = next(r for r in self.history if r["epoch"] == best_epoch)
+        mark_done(self.exp_dir, epochs=self.history[-1]["epoch"], steps=self.step, best_epoch=best_epoch,
+                  **{f"best_{k}": best[k] for k in self.done_values}, averaged_epochs=epochs, model=path.name,
+                  epoch_checkpoints=sorted(epoch_checkpoints(self.ckpt_dir)))
+        return path, epochs
 
     def run(self):
         from torch.utils.tensorboard import SummaryWriter
@@ -600,19 +617,27 @@ def _first_feature_dim(examples):
     return int(kaldiio.load_mat(examples[0].feats_path).shape[1])
 
 
-def _relaunch_argv(args):
-    """The command line of this run (for re-launching under torchrun)."""
-    argv = ["train"]
-    for name in ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir", "ngpu", "seed",
-                 "max_epochs", "num_workers", "init_param"):
-        value = getattr(args, name)
-        if value is not None:
+def relaunch_argv(command, args, options, repeated=()):
+    """The command line of this run, for re-launching under torchrun (`asrdemo train` and `asrdemo
+    lm train`): the `command` words, `--name value` for each of `options` that is set and for each
+    value of the list options `repeated`, then every `--set` and `--resume`."""
+    argv = list(command)
+    for name in options:
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
+    for name in repeated:
+        for value in getattr(args, name) or []:
             argv += [f"--{name}", str(value)]
     for text in args.set or []:
         argv += ["--set", text]
     if args.resume:
         argv.append("--resume")
     return argv
+
+
+def _relaunch_argv(args):
+    return relaunch_argv(["train"], args, ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir",
+                                           "ngpu", "seed", "max_epochs", "num_workers", "init_param"))
 
 
 def start_devices(ngpu: int, relaunch_argv) -> None:
@@ -778,13 +803,7 @@ def _train(args, config, exp_dir, dist):
     trainer.run()
 
     if dist.is_main:
-        if not trainer.history:
-            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
-        path, epochs = average_best(exp_dir, tc["keep_nbest_models"])
-        best = max(trainer.history, key=lambda r: (r["valid_acc"] or 0.0, r["epoch"]))
-        mark_done(exp_dir, epochs=trainer.history[-1]["epoch"], steps=trainer.step, best_epoch=best["epoch"],
-                  best_valid_acc=best["valid_acc"], averaged_epochs=epochs, model=path.name,
-                  epoch_checkpoints=sorted(epoch_checkpoints(ckpt_dir)))
+        _, epochs = trainer.finish()
         log.info("finished: %s (averaged epochs %s); decoding loads %s/valid.acc.ave.pth", exp_dir, epochs, exp_dir)
     distributed.barrier(dist)
 
