@@ -174,7 +174,7 @@ if stage_needed 2 dump/fbank data "$fbank_config" data/augment_opts; then
   fi
   for set in "$train_set" dev test; do
     require "data/$set/wav.scp" 1
-    asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_conf "$fbank_config" --nj "$nj" \
+    asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_config "$fbank_config" --nj "$nj" \
       $([ "$set" = "$train_set" ] && echo --cmvn)
   done
   touch dump/fbank/.done

@@ -4,9 +4,8 @@
 import dataclasses
 from pathlib import Path
 
-import yaml
-
 from asrdemo.errors import AsrdemoError
+from asrdemo.utils.config import read_yaml
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_rescoring")
 
@@ -48,14 +47,8 @@ class DecodeConfig:
         if isinstance(conf, cls):
             return dataclasses.replace(conf)
         if isinstance(conf, (str, Path)):
-            path = Path(conf)
-            if not path.is_file():
-                raise AsrdemoError(f"decode config {path} does not exist")
-            try:
-                conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise AsrdemoError(f"decode config {path}: not valid YAML ({e})") from None
-            where = str(path)
+            where = str(conf)
+            conf = read_yaml(conf, "decode config")
         else:
             where = "decode config"
         if not isinstance(conf, dict):

@@ -32,7 +32,6 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 
 from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.cmvn import load_stats
@@ -52,6 +51,7 @@ from asrdemo.decode.segment import split_at_pauses
 from asrdemo.decode.trace import build_trace
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.mask import make_non_pad_mask
+from asrdemo.utils.config import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,8 @@ class Recognizer:
         if not config_path.is_file():
             raise AsrdemoError(f"{exp_dir} is not an exp dir: no config.yaml (an exp dir is made by `asrdemo train` "
                                "or `asrdemo package`)")
-        try:
-            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise AsrdemoError(f"{config_path}: not valid YAML ({e})") from None
-        if not isinstance(config, dict) or "model" not in config:
+        config = read_yaml(config_path, "exp dir config")
+        if "model" not in config:
             raise AsrdemoError(f"{config_path}: no 'model:' section; is this an exp dir's config.yaml?")
 
         def exp_file(key, default=None):

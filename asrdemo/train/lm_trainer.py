@@ -35,6 +35,7 @@ from asrdemo.train.scheduler import build_scheduler
 from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer,
                                    check_resume_config, checkpoint_to_resume, load_config, relaunch_argv,
                                    start_devices, train_log)
+from asrdemo.utils.config import read_yaml
 from asrdemo.utils.io import atomic_path, atomic_write_text, is_done
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,8 @@ def _train_lm(args, config, exp_dir, dist):
     data = {"train_text": [str(p) for p in args.train_text or []],
             "lm_train_text": [str(p) for p in args.lm_train_text or []],
             "valid_text": [str(p) for p in args.valid_text], "token_list": str(args.token_list)}
-    if resume_from is not None and (exp_dir / "config.yaml").is_file():
-        old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")  # the ASR trainer's rules
+    if resume_from is not None and (exp_dir / "config.yaml").is_file():  # the ASR trainer's rules
+        check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
     torch.manual_seed(seed)

@@ -43,6 +43,7 @@ from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
+from asrdemo.utils.config import read_yaml, upgrade_config
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -114,17 +115,10 @@ def _check_section(key, value, where, defaults=None):
 
 def load_config(path, overrides=(), defaults=None):
     """The YAML at `path` merged over `defaults` (DEFAULTS: the ASR model's), then `key.sub=value`
-    overrides applied (checked like the YAML's own keys)."""
+    overrides applied (checked like the YAML's own keys), old key names made current
+    (asrdemo/utils/config.py)."""
     defaults = DEFAULTS if defaults is None else defaults
-    path = Path(path)
-    if not path.is_file():
-        raise AsrdemoError(f"missing config {path}")
-    try:
-        user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise AsrdemoError(f"{path}: not valid YAML: {e}")
-    if not isinstance(user, dict):
-        raise AsrdemoError(f"{path}: expected a mapping of sections, got {type(user).__name__}")
+    user = read_yaml(path, "training config")
     config = copy.deepcopy(defaults)
     for key, value in user.items():
         if key in EXP_KEYS:
@@ -153,7 +147,7 @@ def load_config(path, overrides=(), defaults=None):
             node[keys[-1]] = value
     if not isinstance(config["model"], dict):
         raise AsrdemoError(f"{path}: the model: section is missing (see docs/design.md, model_conf)")
-    return config
+    return upgrade_config(config)
 
 
 def build_optimizer(name, params, conf):
@@ -590,7 +584,9 @@ def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> N
     keys (the model, the token list, the optimizer's type, the training batches); log the rest,
     which takes effect from the next update (optim_conf, the scheduler, train.*).
 
-    `old` is the exp dir's config.yaml (`old_path`), `config` this run's. Raises AsrdemoError."""
+    `old` is the exp dir's config.yaml (`old_path`; old key names are compared by their current
+    ones), `config` this run's. Raises AsrdemoError."""
+    old = upgrade_config(old)
     refused = []
     if old.get("model") != config["model"]:
         refused += _differences({"model": old.get("model") or {}}, {"model": config["model"]})
@@ -751,8 +747,7 @@ def _train(args, config, exp_dir, dist):
         log.warning("%s is missing: the model will not normalise its input", cmvn_path)
 
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
-        old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")
+        check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
     torch.manual_seed(seed)
