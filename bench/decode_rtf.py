@@ -150,7 +150,7 @@ def main():
     import numpy as np
     import torch
 
-    from asrdemo.decode.ctc_prefix_score import CTCPrefixScorer
+    from asrdemo.decode.beam_search import CTCPrefixScorer
     from asrdemo.decode.recognizer import Recognizer
 
     torch.set_num_threads(args.threads)
