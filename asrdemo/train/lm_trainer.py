@@ -31,8 +31,7 @@ from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import LM_MODEL_FILE
 from asrdemo.train import distributed
-from asrdemo.train.scheduler import build_scheduler
-from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer,
+from asrdemo.train.trainer import (DEFAULTS, Trainer, add_common_arguments, batch_stats, build_trainer,
                                    check_resume_config, checkpoint_to_resume, load_config, relaunch_argv,
                                    start_devices, train_log)
 from asrdemo.utils.config import read_yaml
@@ -125,7 +124,6 @@ def _train_lm(args, config, exp_dir, dist):
     from asrdemo.model.lm import build_lm
 
     tc, bc = config["train"], config["batching"]
-    ckpt_dir = exp_dir / "checkpoints"
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
@@ -160,17 +158,8 @@ def _train_lm(args, config, exp_dir, dist):
              len(train_examples), sum(e.num_frames for e in train_examples), num_batches, bc["batch_bins"],
              len(valid_examples))
 
-    core = model.module if dist.distributed else model
-    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
-    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
-                                total_steps=math.ceil(num_batches / tc["accum_grad"]) * tc["max_epochs"])
-    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
-    trainer = LMTrainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
-                        token_list, exp_dir, dist, amp_dtype)
-    if resume_from is not None:
-        trainer.load(resume_from)
-    elif args.resume:
-        log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    trainer = build_trainer(LMTrainer, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                            dist, resume_from, args.resume)
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         with atomic_path(exp_dir / "tokens.txt") as tmp:
             shutil.copyfile(args.token_list, tmp)
@@ -187,15 +176,8 @@ def _train_lm(args, config, exp_dir, dist):
 
 
 def add_arguments(p):
-    p.add_argument("--config", required=True, help="LM YAML, e.g. conf/lm.yaml")
-    p.add_argument("--token_list", required=True, help="the ASR token list, data/lang/tokens.txt")
+    add_common_arguments(p, "conf/lm.yaml", "the ASR token list, data/lang/tokens.txt", "exp/lm")
     p.add_argument("--train_text", action="append", default=[], help="Kaldi `text` (utt_id text); repeatable")
     p.add_argument("--lm_train_text", action="append", default=[],
                    help="more training text, one sentence per line; repeatable")
     p.add_argument("--valid_text", action="append", required=True, help="Kaldi `text` for validation; repeatable")
-    p.add_argument("--exp_dir", required=True, help="output dir, e.g. exp/lm")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in exp_dir")
-    p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU). >1 re-launches under torchrun")
-    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
-    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE", help="override a config value (YAML syntax)")

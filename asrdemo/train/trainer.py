@@ -710,6 +710,27 @@ def amp_settings(use_amp, device):
     return None, None
 
 
+def build_trainer(trainer_class, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                  dist, resume_from, resume: bool):
+    """`trainer_class` (`Trainer`, or the LM's) with the config's optimizer, its scheduler over
+    max_epochs of updates and mixed precision; continued from the checkpoint `resume_from` when
+    there is one (a `--resume` without one starts from scratch, saying so)."""
+    tc = config["train"]
+    core = model.module if dist.distributed else model
+    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
+    updates_per_epoch = math.ceil(len(train_sampler.batches) / tc["accum_grad"])
+    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
+                                total_steps=updates_per_epoch * tc["max_epochs"])
+    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
+    trainer = trainer_class(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
+                            token_list, exp_dir, dist, amp_dtype)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    elif resume:
+        log.info("--resume: no checkpoint in %s, starting from scratch", trainer.ckpt_dir)
+    return trainer
+
+
 def init_from_model_file(model, path) -> None:
     """Start from another run's weights (ESPnet's --init_param), e.g. a full-context model
     fine-tuned into a streaming one (docs/streaming.md): the model must have the same parameters
@@ -727,7 +748,6 @@ def _train(args, config, exp_dir, dist):
     from asrdemo.model.asr_model import ASRModel
 
     tc, bc = config["train"], config["batching"]
-    ckpt_dir = exp_dir / "checkpoints"
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
@@ -780,19 +800,8 @@ def _train(args, config, exp_dir, dist):
     log.info("train: %d utterances in %d batches (batch_bins %d), valid: %d utterances; %d process(es) on %s",
              len(train_examples), num_batches, bc["batch_bins"], len(valid_examples), dist.world_size, dist.device)
 
-    core = model.module if dist.distributed else model
-    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
-    updates_per_epoch = math.ceil(num_batches / tc["accum_grad"])
-    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
-                                total_steps=updates_per_epoch * tc["max_epochs"])
-    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
-
-    trainer = Trainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
-                      token_list, exp_dir, dist, amp_dtype)
-    if resume_from is not None:
-        trainer.load(resume_from)
-    elif args.resume:
-        log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    trainer = build_trainer(Trainer, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                            dist, resume_from, args.resume)
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, cmvn_stats is not None)
     trainer.run()
@@ -807,23 +816,28 @@ def _train(args, config, exp_dir, dist):
 # CLI
 
 
-def add_arguments(p):
-    p.add_argument("--config", required=True, help="training YAML, e.g. conf/train_mini.yaml")
-    p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
-    p.add_argument("--valid_dir", required=True, help="validation dump dir")
-    p.add_argument("--token_list", required=True, help="data/lang/tokens.txt")
-    p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
-    p.add_argument("--exp_dir", required=True, help="output dir, e.g. exp/train_mini")
+def add_common_arguments(p, config_example: str, token_list_help: str, exp_dir_example: str):
+    """The options `asrdemo train` and `asrdemo lm train` share."""
+    p.add_argument("--config", required=True, help=f"training YAML, e.g. {config_example}")
+    p.add_argument("--token_list", required=True, help=token_list_help)
+    p.add_argument("--exp_dir", required=True, help=f"output dir, e.g. {exp_dir_example}")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in exp_dir")
     p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU). >1 re-launches under torchrun")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
+    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
+                   help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
+
+
+def add_arguments(p):
+    add_common_arguments(p, "conf/train_mini.yaml", "data/lang/tokens.txt", "exp/train_mini")
+    p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
+    p.add_argument("--valid_dir", required=True, help="validation dump dir")
+    p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
     p.add_argument("--num_workers", type=int, default=None, help="overrides train.num_workers")
     p.add_argument("--init_param", default=None,
                    help="start from this model file's weights (e.g. exp/train/valid.acc.ave.pth): fine-tuning, "
                         "such as a full-context model into a streaming one; ignored when resuming")
-    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
-                   help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
 
 
 def main(args):
