@@ -85,3 +85,21 @@ def test_fbank_conf_is_still_accepted_for_fbank_config():
     for flag in ("--fbank_config", "--fbank_conf"):
         args = build_parser("fbank").parse_args(["fbank", "--data_dir", "d", "--out_dir", "o", flag, "c.yaml"])
         assert args.fbank_config == "c.yaml"
+
+
+def test_a_setting_is_checked_as_its_field_declares():
+    """utils.config.setting: the decode config and the demo's settings declare each setting's bounds
+    once, next to its default, and share the check."""
+    from asrdemo.decode.decode_config import DecodeConfig
+    from asrdemo.server.settings import DemoSettings
+
+    for bad, message in (({"beam_size": 0}, "beam_size must be a number >= 1, got 0"),
+                         ({"ctc_weight": 1.5}, r"ctc_weight must be a number >= 0 and <= 1, got 1\.5"),
+                         ({"pre_beam_ratio": 0}, "pre_beam_ratio must be a number > 0"),
+                         ({"lm_weight": float("nan")}, "lm_weight must be a number >= 0"),
+                         ({"mode": "viterbi"}, "mode must be one of ctc_greedy")):
+        with pytest.raises(AsrdemoError, match=f"decode config: {message}"):
+            DecodeConfig(**bad)
+    with pytest.raises(AsrdemoError, match=r"ASRDEMO_STREAM_CHUNK='0' must be a number >= 1"):
+        DemoSettings.from_env({"ASRDEMO_STREAM_CHUNK": "0"})
+    assert list(DemoSettings().limits())[:3] == ["max_upload_mb", "max_upload_bytes", "max_seconds"]

@@ -1,4 +1,5 @@
-"""Reading YAML configuration files, and the one place where old key names become current ones.
+"""Reading YAML configuration files, the one place where old key names become current ones, and
+typed settings with their bounds (`setting`, `setting_problem`), declared once per field.
 
 Names follow ESPnet: a pluggable part is `<name>: <choice>` with its options in `<name>_conf`
 (`encoder`/`encoder_conf`, `decoder`/`decoder_conf`, `specaug`/`specaug_conf`, `optim`/`optim_conf`,
@@ -16,6 +17,8 @@ names are known here and nowhere else. Renamed so far:
 """
 
 import copy
+import dataclasses
+import math
 from pathlib import Path
 
 from asrdemo.errors import AsrdemoError
@@ -58,3 +61,37 @@ def upgrade_config(config: dict) -> dict:
     if isinstance(config, dict) and "model" in config:
         config = {**config, "model": upgrade_model_conf(config["model"])}
     return config
+
+
+def setting(default, *, minimum=None, maximum=None, above=None, choices=None, env=None, limit=False):
+    """A dataclass field for a setting: its default and what a value must be (a number >= `minimum`,
+    <= `maximum`, > `above`, or one of `choices`); `env` names the environment variable it is read
+    from and `limit` marks what the demo shows as a limit (server/settings.py)."""
+    return dataclasses.field(default=default, metadata={
+        "minimum": minimum, "maximum": maximum, "above": above, "choices": choices, "env": env, "limit": limit})
+
+
+def setting_problem(field: dataclasses.Field, value):
+    """What is wrong with `value` for the `setting` `field` ("must be ...; got ..."), or None."""
+    meta = field.metadata
+    if meta.get("choices") is not None:
+        return None if value in meta["choices"] else f"must be one of {', '.join(meta['choices'])}; got {value!r}"
+    bounds = [(meta.get("minimum"), ">=", lambda v, b: v >= b), (meta.get("above"), ">", lambda v, b: v > b),
+              (meta.get("maximum"), "<=", lambda v, b: v <= b)]
+    bounds = [(b, op, ok) for b, op, ok in bounds if b is not None]
+    if not bounds:
+        return None
+    wanted = " and ".join(f"{op} {b}" for b, op, _ in bounds)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or not all(ok(value, b) for b, _, ok in bounds):
+        return f"must be a number {wanted}, got {value!r}"
+    return None
+
+
+def check_settings(obj, where: str) -> None:
+    """Raise AsrdemoError naming `where` and the field for the first value of the dataclass `obj`
+    that its `setting` does not allow."""
+    for field in dataclasses.fields(obj):
+        problem = setting_problem(field, getattr(obj, field.name))
+        if problem:
+            raise AsrdemoError(f"{where}: {field.name} {problem}")
