@@ -21,7 +21,9 @@ if [ ! -f "$_stamp" ] || [ "$ASRDEMO_ROOT/setup.py" -nt "$_stamp" ]; then
   if ! "$_venv/bin/python" -c "import torch" 2>/dev/null; then
     "$_venv/bin/python" -m pip install -q "${ASRDEMO_TORCH:-torch==2.13.0}" || { echo "path.sh: torch install failed" >&2; return 1 2>/dev/null || exit 1; }
   fi
-  "$_venv/bin/python" -m pip install -q -e "$ASRDEMO_ROOT[mini,synth,test]" || { echo "path.sh: pip install failed" >&2; return 1 2>/dev/null || exit 1; }
+  # ssl (transformers) is installed for its tests; `import asrdemo`, fbank training, decoding and the
+  # demo never import it -- only an exp dir with `frontend: ssl` does
+  "$_venv/bin/python" -m pip install -q -e "$ASRDEMO_ROOT[mini,synth,ssl,test]" || { echo "path.sh: pip install failed" >&2; return 1 2>/dev/null || exit 1; }
   touch "$_stamp"
 fi
 # shellcheck disable=SC1091

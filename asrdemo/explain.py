@@ -11,6 +11,8 @@ The recognizer that `asrdemo decode` and the demo use computes everything
 
 and this module only draws it: one PNG per stage, `trace.json` (every shape and number in the
 figures, and the per-token times) and `index.md` (the figures in order, each with what it shows).
+With an SSL exp dir (`frontend: ssl`) figure 2 shows the SSL frontend's output instead of the fbank,
+and `08_layer_weights.png` how much of each of the SSL model's layers the weighted sum takes.
 Audio longer than the model was trained on is decoded in pieces (asrdemo/decode/segment.py):
 then only the transcript and its character times are written, as no single trace covers it.
 """
@@ -62,6 +64,26 @@ FIGURES = (  # file name -> the sentences of index.md (formatted with the trace'
      "log p_ctc(y|x), attention log-likelihood log p_att(y|x) and the total score "
      "(1 - {ctc_weight:g}) x attention + {ctc_weight:g} x CTC (+ length penalty) that ranks them."),
 )
+# an SSL exp dir (trace.frontend == "ssl"): these replace figure 2's and 3's words, and figure 8 is added
+SSL_FIGURES = {
+    "02_fbank.png": ("SSL features: {ssl_source}, projected to {num_mel_bins} dims",
+                     "The self-supervised model `{ssl_model}` reads the {sample_rate} Hz waveform itself: its CNN "
+                     "makes one frame every {frame_shift_ms:g} ms (each from {frame_length_ms:g} ms of audio), and "
+                     "{ssl_source} of its hidden states, projected by a learned linear layer to {num_mel_bins} "
+                     "dims, is what the encoder reads: {num_frames} frames. Unlike fbank these numbers have no "
+                     "physical unit; global CMVN is not used."),
+    "03_subsampling.png": ("Subsampling: {num_frames} SSL frames -> {encoder_frames} encoder frames",
+                           "The convolutional front of the encoder keeps one frame in {subsampling_rate}: "
+                           "{num_frames} SSL frames of {frame_shift_ms:g} ms become {encoder_frames} encoder "
+                           "frames, one every {encoder_frame_ms:g} ms. The shaded box marks the {receptive_frames} "
+                           "SSL frames that one encoder frame (the outlined column below) is computed from (each "
+                           "SSL frame has itself seen the whole utterance through the model's self-attention)."),
+    "08_layer_weights.png": ("Which layers of the SSL model the ASR model uses",
+                             "The learned weights of the weighted sum (SUPERB, Yang et al. 2021): softmax over "
+                             "{num_hidden_states} hidden states (0: the transformer's input, l: layer l's output), so "
+                             "they sum to 1. The dashed line is where they started, 1/{num_hidden_states} each; "
+                             "most weight is on layer {top_layer}."),
+}
 
 
 # ------------------------------------------------------------------------------------ trace.json
@@ -77,7 +99,12 @@ def _stats(a: np.ndarray) -> dict:
 
 def trace_numbers(trace: UtteranceTrace, max_tokens: int = 24) -> dict:
     """The flat numbers the figure captions use (index.md)."""
+    weights = trace.layer_weights
     return {
+        "ssl_model": trace.ssl_model, "num_hidden_states": None if weights is None else len(weights),
+        "top_layer": None if weights is None or not len(weights) else int(np.argmax(weights)),
+        "ssl_source": ("the learned weighted sum" if trace.ssl_layer == "weighted_sum"
+                       else f"layer {trace.ssl_layer}" if trace.ssl_layer is not None else None),
         "duration_s": trace.duration_s, "original_sample_rate": trace.original_sample_rate,
         "sample_rate": trace.sample_rate, "num_samples": len(trace.wave),
         "num_frames": len(trace.fbank), "num_mel_bins": trace.fbank.shape[1],
@@ -105,6 +132,8 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
         "fbank": {**_stats(trace.fbank), "frame_shift_ms": n["frame_shift_ms"],
                   "frame_length_ms": n["frame_length_ms"], "num_mel_bins": n["num_mel_bins"]},
         "fbank_cmvn": _stats(trace.fbank_cmvn),
+        "frontend": {"kind": trace.frontend, "ssl_model": trace.ssl_model, "layer": trace.ssl_layer,
+                     "layer_weights": None if trace.layer_weights is None else rounded(trace.layer_weights, 6)},
         "encoder": {**_stats(trace.encoder_out), "input_frames": n["num_frames"],
                     "output_frames": n["encoder_frames"], "subsampling_rate": n["subsampling_rate"],
                     "frame_ms": n["encoder_frame_ms"], "receptive_frames": n["receptive_frames"],
@@ -182,15 +211,22 @@ def plot_waveform(trace: UtteranceTrace, path: Path):
     _save(fig, path)
 
 
+def _feature_label(trace: UtteranceTrace) -> str:
+    return "mel bin" if trace.frontend == "fbank" else "feature dim"
+
+
 def plot_fbank(trace: UtteranceTrace, path: Path):
-    fig = _figure(9, 5)
-    for k, (matrix, title, label) in enumerate([
-            (trace.fbank, f"fbank {trace.fbank.shape[0]} x {trace.fbank.shape[1]}", "log mel energy"),
-            (trace.fbank_cmvn, "after global CMVN (what the encoder reads)", "normalised (std units)")]):
-        ax = fig.add_subplot(2, 1, k + 1)
+    panels = [(trace.fbank, f"fbank {trace.fbank.shape[0]} x {trace.fbank.shape[1]}", "log mel energy"),
+              (trace.fbank_cmvn, "after global CMVN (what the encoder reads)", "normalised (std units)")]
+    if trace.frontend != "fbank":  # no CMVN: one panel, the features as the encoder reads them
+        panels = [(trace.fbank, f"SSL features {trace.fbank.shape[0]} x {trace.fbank.shape[1]} "
+                                f"({trace.ssl_model}; what the encoder reads)", "value")]
+    fig = _figure(9, 2.5 * len(panels))
+    for k, (matrix, title, label) in enumerate(panels):
+        ax = fig.add_subplot(len(panels), 1, k + 1)
         im = ax.imshow(matrix.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
                        extent=[0.0, len(matrix) * trace.frame_shift_s, -0.5, matrix.shape[1] - 0.5])
-        ax.set_ylabel("mel bin")
+        ax.set_ylabel(_feature_label(trace))
         ax.set_xlabel("time (s)")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label=label)
@@ -206,8 +242,9 @@ def plot_subsampling(trace: UtteranceTrace, path: Path):
     shift, frame_s = trace.frame_shift_s, trace.encoder_frame_s
     top.imshow(trace.fbank_cmvn.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
                extent=[0.0, len(trace.fbank) * shift, -0.5, trace.fbank.shape[1] - 0.5])
-    top.set_title(f"{n['num_frames']} fbank frames, one every {n['frame_shift_ms']:g} ms")
-    top.set_ylabel("mel bin")
+    unit = "fbank" if trace.frontend == "fbank" else "SSL"
+    top.set_title(f"{n['num_frames']} {unit} frames, one every {n['frame_shift_ms']:g} ms")
+    top.set_ylabel(_feature_label(trace))
     enc = trace.encoder_out
     if len(enc):
         bottom.imshow(enc.T, origin="lower", aspect="auto", interpolation="nearest", cmap="viridis",
@@ -219,7 +256,7 @@ def plot_subsampling(trace: UtteranceTrace, path: Path):
         bottom.add_patch(Rectangle((t * frame_s, -0.5), frame_s, enc.shape[1], fill=False, edgecolor="cyan",
                                    linewidth=2))
     bottom.set_title(f"-> {n['encoder_frames']} encoder frames (x{n['subsampling_rate']}): one every "
-                     f"{n['encoder_frame_ms']:g} ms, each computed from {n['receptive_frames']} fbank frames "
+                     f"{n['encoder_frame_ms']:g} ms, each computed from {n['receptive_frames']} {unit} frames "
                      f"= {n['receptive_field_ms']:g} ms")
     bottom.set_ylabel("encoder dim")
     for ax in (top, bottom):
@@ -275,7 +312,7 @@ def plot_alignment(trace: UtteranceTrace, path: Path):
                 color="white", bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6))
     ax.set_xlim(0, max(trace.duration_s, 1e-3))
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("mel bin")
+    ax.set_ylabel(_feature_label(trace))
     best = trace.best
     ax.set_title(f"CTC alignment of the transcript: {best.text if best else ''}")
     _save(fig, path)
@@ -327,6 +364,22 @@ def plot_hypotheses(trace: UtteranceTrace, path: Path):
     _save(fig, path)
 
 
+def plot_layer_weights(trace: UtteranceTrace, path: Path):
+    weights = np.asarray(trace.layer_weights, dtype=np.float64)
+    fig = _figure(7, 3)
+    ax = fig.add_subplot()
+    layers = np.arange(len(weights))
+    top = int(np.argmax(weights))
+    ax.bar(layers, weights, color=["tab:orange" if i == top else "tab:blue" for i in layers])
+    ax.axhline(1.0 / len(weights), color="grey", linestyle="--", linewidth=1, label="start: uniform")
+    ax.set_xticks(layers)
+    ax.set_xlabel("hidden state (0: transformer input, l: output of layer l)")
+    ax.set_ylabel("weight (softmax, sums to 1)")
+    ax.set_title(f"SSL layer weights of {trace.ssl_model}")
+    ax.legend(loc="upper right", fontsize="small")
+    _save(fig, path)
+
+
 PLOTS = {
     "01_waveform.png": plot_waveform,
     "02_fbank.png": plot_fbank,
@@ -336,6 +389,18 @@ PLOTS = {
     "06_attention.png": plot_attention,
     "07_hypotheses.png": plot_hypotheses,
 }
+SSL_PLOTS = {"08_layer_weights.png": plot_layer_weights}  # only for an SSL frontend's weighted sum
+
+
+def figures_for(trace: UtteranceTrace) -> list:
+    """[(file name, title, text)] of the figures this trace gets: FIGURES, with an SSL frontend's
+    words for figures 2 and 3, and its layer weights (figure 8) when it learned a weighted sum."""
+    if trace.frontend == "fbank":
+        return list(FIGURES)
+    figures = [(name, *SSL_FIGURES.get(name, (title, text))) for name, title, text in FIGURES]
+    if trace.layer_weights is not None:
+        figures.append(("08_layer_weights.png", *SSL_FIGURES["08_layer_weights.png"]))
+    return figures
 
 
 # ------------------------------------------------------------------------------------ the command
@@ -347,7 +412,7 @@ def index_markdown(trace: UtteranceTrace, audio_path, exp_dir) -> str:
     lines = [f"# One utterance through the model: `{Path(audio_path).name}`", "",
              f"Model: `{exp_dir}`. Transcript: **{best.text if best else ''}**", "",
              "Every number here is in `trace.json`. The figures follow the data from the waveform to the text.", ""]
-    for k, (name, title, text) in enumerate(FIGURES, 1):
+    for k, (name, title, text) in enumerate(figures_for(trace), 1):
         lines += [f"## {k}. {title.format(**n)}", "", text.format(**n), "", f"![{name}]({name})", ""]
     return "\n".join(lines + _times_table(trace.token_times))
 
@@ -391,15 +456,17 @@ def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, d
         atomic_write_text(out_dir / "index.md", "\n".join(markdown + _times_table(result.token_times)))
         return result
     _use_cjk_font()
-    for name, plot in PLOTS.items():
+    names = [name for name, _, _ in figures_for(trace)]
+    for name in names:
+        plot = PLOTS.get(name) or SSL_PLOTS[name]
         if plot is plot_posteriorgram:
             plot(trace, out_dir / name, max_tokens)
         else:
             plot(trace, out_dir / name)
-    data = trace_to_json(trace, audio_path, figures=list(PLOTS), max_tokens=max_tokens)
+    data = trace_to_json(trace, audio_path, figures=names, max_tokens=max_tokens)
     atomic_write_text(out_dir / "trace.json", json.dumps(data, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(out_dir / "index.md", index_markdown(trace, audio_path, exp_dir))
-    log.info("%s -> %s: %r, %d figures, trace.json, index.md", audio_path, out_dir, result.text, len(PLOTS))
+    log.info("%s -> %s: %r, %d figures, trace.json, index.md", audio_path, out_dir, result.text, len(names))
     return result
 
 

@@ -5,7 +5,9 @@
 The folder holds config.yaml, tokens.txt, cmvn.ark (+ bpe.model), the model (`valid.acc.ave.pth`),
 images/*.png, the test CER (`cer.txt`, `result.txt`), the search settings that CER was measured with
 (`decode.yaml`, which the recognizer then uses by default), the language model when config.yaml names
-one (`lm: lm`, the dir `asrdemo lm attach` fills) and a README.md that says how it was made.
+one (`lm: lm`, the dir `asrdemo lm attach` fills) and a README.md that says how it was made. An SSL
+exp (`frontend: ssl`) adds its `ssl_layer_weights.json`; the SSL model itself is not copied (a base
+model is ~360 MB): the demo machine needs it too, found offline by the name config.yaml records.
 It is assembled beside the target and swapped in with renames, so the demo never sees half a model.
 """
 
@@ -88,6 +90,16 @@ def _training_lines(exp_dir: Path, config: dict) -> list:
     return lines
 
 
+def _frontend_line(config) -> str:
+    if config.get("frontend") != "ssl":
+        return str(config.get("frontend", {}))
+    fc = config.get("frontend_conf") or {}
+    return (f"ssl: {fc.get('model')} (revision {fc.get('revision') or 'unknown'}, weights sha256 "
+            f"{str(fc.get('weights_sha256'))[:12]}...), layer {fc.get('layer')}, "
+            f"{'frozen' if fc.get('freeze') else 'fine-tuned'}; the demo machine needs that model offline "
+            "(docs/jsut.md, self-supervised features)")
+
+
 def _readme(exp_dir, config, cer_line, corpus):
     model = config.get("model", {})
     enc = model.get("encoder_conf", {})
@@ -104,7 +116,7 @@ def _readme(exp_dir, config, cer_line, corpus):
         f"- tokens: {config.get('token_type', 'char')}, {config.get('vocab_size', '?')} entries",
         "- language model: " + (f"{config['lm']}/ (used when decode.yaml has lm_weight > 0)" if config.get("lm")
                                 else "none"),
-        f"- frontend: {config.get('frontend', {})}",
+        f"- frontend: {_frontend_line(config)}",
         *_training_lines(exp_dir, config),
         "",
         "Training curves: images/loss.png, images/acc.png, images/error.png. Per-utterance errors: result.txt.",
@@ -157,6 +169,10 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown", half=False, ext
                 raise AsrdemoError(f"missing {decode_dir / name} (made by stage 5, decoding)")
             files.append(decode_dir / name)
         cer_line = (decode_dir / "cer.txt").read_text(encoding="utf-8").splitlines()[0]
+    from asrdemo.train.training_input import LAYER_WEIGHTS_FILE
+
+    if (exp_dir / LAYER_WEIGHTS_FILE).is_file():  # an SSL exp's
+        files.append(exp_dir / LAYER_WEIGHTS_FILE)
     for f in map(Path, extra_files):
         if not f.is_file():
             raise AsrdemoError(f"missing {f}")

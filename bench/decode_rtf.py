@@ -17,11 +17,16 @@ min total s, CPU s (process CPU time of the call: less sensitive to other jobs t
 and inside the search the time in the decoder, in the CTC prefix scorer, and the rest.
 
 Shapes: tiny (a smoke test), conformer8 (the peer's), mini (conf/train_mini.yaml's model,
-vocabulary 900).
+vocabulary 900), synth (conf/train_synth.yaml's: the shipped model's shape, vocabulary 2392).
+
+`--lm` adds rows with a random character LM of conf/lm.yaml's shape attached (lm_weight 0.3;
+"LM s" is the time in its steps); `--dtype float32 bfloat16` adds rows decoded with the decode
+config's `dtype: bfloat16` (bf16 decoder/LM weights, encoder under autocast).
 
     .venv/bin/python bench/decode_rtf.py                       # tiny and conformer8 shapes, 5 s and 10 s
     .venv/bin/python bench/decode_rtf.py --shapes conformer8 --modes joint --seconds 5
     .venv/bin/python bench/decode_rtf.py --shapes mini --json /tmp/decode_rtf.json
+    .venv/bin/python bench/decode_rtf.py --shapes synth conformer8 --modes joint --lm --dtype float32 bfloat16
 
 Not a test: it prints a table (run it alone; the machine's other load skews it).
 """
@@ -57,18 +62,22 @@ SHAPES = {
     }),
 }
 ROOT = Path(__file__).resolve().parents[1]
-# conf/train_mini.yaml's model (read from the file), with the mini corpus' ~900-character vocabulary
-MINI = dict(vocab=900, config=ROOT / "conf" / "train_mini.yaml")
+# shapes read from the project's configs, with their corpus' vocabulary sizes (mini ~900 characters,
+# the offline corpus' token list 2392)
+CONFIG_SHAPES = {"mini": dict(vocab=900, config=ROOT / "conf" / "train_mini.yaml"),
+                 "synth": dict(vocab=2392, config=ROOT / "conf" / "train_synth.yaml")}
+LM_CONFIG = ROOT / "conf" / "lm.yaml"
+LM_WEIGHT = 0.3
 
 
 def load_shape(name: str) -> dict:
-    if name != "mini":
+    if name not in CONFIG_SHAPES:
         return SHAPES[name]
     import yaml
 
-    model = yaml.safe_load(MINI["config"].read_text(encoding="utf-8"))["model"]
+    model = yaml.safe_load(CONFIG_SHAPES[name]["config"].read_text(encoding="utf-8"))["model"]
     model.pop("specaug", None)  # training only
-    return dict(vocab=MINI["vocab"], model=model)
+    return dict(vocab=CONFIG_SHAPES[name]["vocab"], model=model)
 
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention_rescoring", "attention", "joint")
@@ -77,7 +86,7 @@ BEAM_MODES = ("attention", "joint")
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES) + ["mini"])
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES) + list(CONFIG_SHAPES))
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--seconds", type=float, nargs="+", default=[5.0, 10.0])
     p.add_argument("--beam", type=int, default=10)
@@ -87,6 +96,9 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--lm", action="store_true", help=f"also decode with a random conf/lm.yaml LM (lm_weight {LM_WEIGHT})")
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                   help="the decode config's dtype(s) to run (default float32)")
     p.add_argument("--json", metavar="PATH")
     return p.parse_args()
 
@@ -95,8 +107,9 @@ def count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-def make_exp_dir(path: Path, shape: dict):
-    """A self-describing exp dir with random weights (as tests/test_recognizer.py builds one)."""
+def make_exp_dir(path: Path, shape: dict, lm: bool = False):
+    """A self-describing exp dir with random weights (as tests/test_recognizer.py builds one);
+    with `lm`, a random conf/lm.yaml LM attached in lm/ (as `asrdemo lm attach` leaves it)."""
     import kaldiio
     import numpy as np
     import torch
@@ -115,6 +128,16 @@ def make_exp_dir(path: Path, shape: dict):
     torch.save(model.state_dict(), path / "valid.acc.ave.pth")
     config = {"frontend": {"sample_rate": 16000, "num_mel_bins": 80}, "token_type": "char",
               "token_list": "tokens.txt", "bpe_model": None, "cmvn": "cmvn.ark", "model": shape["model"]}
+    if lm:
+        from asrdemo.model.lm import LM_MODEL_FILE, build_lm
+
+        lm_conf = yaml.safe_load(LM_CONFIG.read_text(encoding="utf-8"))["model"]
+        (path / "lm").mkdir()
+        (path / "lm" / "tokens.txt").write_bytes((path / "tokens.txt").read_bytes())
+        torch.save(build_lm(lm_conf, vocab).state_dict(), path / "lm" / LM_MODEL_FILE)
+        (path / "lm" / "config.yaml").write_text(yaml.safe_dump({"vocab_size": vocab, "model": lm_conf}),
+                                                 encoding="utf-8")
+        config["lm"] = "lm"
     (path / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
 
 
@@ -143,14 +166,68 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+
+def run_variant(args, rec, shape_name: str, lm: bool, dtype: str, t_ctc, t_lm) -> list:
+    """Time every mode and input length with one recognizer -> table rows."""
+    import numpy as np
+    import torch
+
+    model = rec.model
+    with torch.no_grad():  # keep <sos/eos> out of the beam until the forced last step
+        model.decoder.output_layer.bias[model.eos] = -1e4
+    label = f"{shape_name}{' +LM' if lm else ''}{' bf16' if dtype == 'bfloat16' else ''}"
+    print(f"# {label}: params {count(model) / 1e6:.2f}M (encoder {count(model.encoder) / 1e6:.2f}M, "
+          f"decoder {count(model.decoder) / 1e6:.2f}M, ctc {count(model.ctc) / 1e6:.2f}M"
+          f"{f', LM {count(rec.lm) / 1e6:.2f}M' if rec.lm is not None else ''}), vocab {model.vocab_size}")
+    t_fbank, t_encode = Timer(rec, "features"), Timer(model, "encode")
+    t_step, t_full = Timer(model.decoder, "forward_step"), Timer(model.decoder, "forward")
+    t_tree = Timer(model.decoder, "forward_tree")
+    timers = (t_fbank, t_encode, t_step, t_full, t_tree, t_ctc, t_lm)
+    rng = np.random.default_rng(0)
+    rows = []
+    for seconds in args.seconds:
+        wave = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
+        for mode in args.modes:
+            runs = []
+            for r in range(args.warmup + args.repeats):
+                for t in timers:
+                    t.reset()
+                t0, c0 = time.perf_counter(), time.process_time()
+                hyp = rec.recognize(wave, 16000, mode=mode)
+                total, cpu = time.perf_counter() - t0, time.process_time() - c0
+                if mode in BEAM_MODES and (len(hyp.token_ids) != args.steps or t_step.calls != args.steps + 1):
+                    print(f"WARNING: {label} {mode} {seconds}s: {len(hyp.token_ids)} tokens, "
+                          f"{t_step.calls} decoder calls")
+                if r >= args.warmup:
+                    runs.append(dict(total=total, cpu=cpu, fbank=t_fbank.total, encoder=t_encode.total,
+                                     decoder=t_step.total + t_full.total + t_tree.total, ctc_prefix=t_ctc.total,
+                                     lm=t_lm.total, calls=t_step.calls, tokens=len(hyp.token_ids)))
+            med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            search = med["total"] - med["fbank"] - med["encoder"]
+            frames = int(model.encoder.embed.output_lengths(len(rec.features(wave, 16000))))
+            rows.append(dict(
+                shape=shape_name, lm=lm, dtype=dtype, params_m=round(count(model) / 1e6, 2), mode=mode,
+                input_s=seconds, frames=frames, fbank_s=med["fbank"], encoder_s=med["encoder"],
+                encode_s=med["fbank"] + med["encoder"], search_s=search,
+                total_s=med["total"], rtf=med["total"] / seconds, cpu_s=med["cpu"],
+                decoder_calls=int(med["calls"]), ms_per_step=1000 * search / med["calls"] if med["calls"] else None,
+                search_decoder_s=med["decoder"], search_ctc_prefix_s=med["ctc_prefix"], search_lm_s=med["lm"],
+                search_other_s=search - med["decoder"] - med["ctc_prefix"] - med["lm"],
+                tokens=int(med["tokens"]), peak_rss_mb=peak_rss_mb(), total_runs_s=[r["total"] for r in runs],
+                total_min_s=min(r["total"] for r in runs)))
+            row = rows[-1]
+            print(f"  {label} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}  "
+                  f"(runs {' '.join(f'{x:.3f}' for x in row['total_runs_s'])})", flush=True)
+    return rows
+
 def main():
     args = parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
-    import numpy as np
     import torch
 
     from asrdemo.decode.beam_search import CTCPrefixScorer
+    from asrdemo.decode.lm_scorer import LMStepScorer
     from asrdemo.decode.recognizer import Recognizer
 
     torch.set_num_threads(args.threads)
@@ -162,67 +239,31 @@ def main():
           f"device {args.device}, beam {args.beam}, ctc_weight {args.ctc_weight}, "
           f"{args.steps} tokens forced in {'/'.join(BEAM_MODES)}; median of {args.repeats} after {args.warmup} warm-up")
     rows = []
+    t_ctc, t_lm = Timer(CTCPrefixScorer, "score"), Timer(LMStepScorer, "score")  # class attributes: once
+    variants = [(lm, dtype) for lm in ([False, True] if args.lm else [False]) for dtype in args.dtype]
     for shape_name in args.shapes:
         shape = load_shape(shape_name)
-        with tempfile.TemporaryDirectory() as tmp:
-            make_exp_dir(Path(tmp), shape)
-            conf = dict(beam_size=args.beam, ctc_weight=args.ctc_weight, maxlenratio=-float(args.steps))
-            rec = Recognizer.from_exp_dir(tmp, device=args.device, decode_conf=conf)
-        model = rec.model
-        with torch.no_grad():  # keep <sos/eos> out of the beam until the forced last step
-            model.decoder.output_layer.bias[model.eos] = -1e4
-        print(f"# {shape_name}: params {count(model) / 1e6:.2f}M (encoder {count(model.encoder) / 1e6:.2f}M, "
-              f"decoder {count(model.decoder) / 1e6:.2f}M, ctc {count(model.ctc) / 1e6:.2f}M), vocab {model.vocab_size}")
-        t_fbank, t_encode = Timer(rec, "features"), Timer(model, "encode")
-        t_step, t_full = Timer(model.decoder, "forward_step"), Timer(model.decoder, "forward")
-        t_tree, t_ctc = Timer(model.decoder, "forward_tree"), Timer(CTCPrefixScorer, "score")
-        timers = (t_fbank, t_encode, t_step, t_full, t_tree, t_ctc)
-        rng = np.random.default_rng(0)
-        for seconds in args.seconds:
-            wave = (0.1 * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
-            for mode in args.modes:
-                runs = []
-                for r in range(args.warmup + args.repeats):
-                    for t in timers:
-                        t.reset()
-                    t0, c0 = time.perf_counter(), time.process_time()
-                    hyp = rec.recognize(wave, 16000, mode=mode)
-                    total, cpu = time.perf_counter() - t0, time.process_time() - c0
-                    if mode in BEAM_MODES and (len(hyp.token_ids) != args.steps or t_step.calls != args.steps + 1):
-                        print(f"WARNING: {shape_name} {mode} {seconds}s: {len(hyp.token_ids)} tokens, "
-                              f"{t_step.calls} decoder calls")
-                    if r >= args.warmup:
-                        runs.append(dict(total=total, cpu=cpu, fbank=t_fbank.total, encoder=t_encode.total,
-                                         decoder=t_step.total + t_full.total + t_tree.total, ctc_prefix=t_ctc.total,
-                                         calls=t_step.calls, tokens=len(hyp.token_ids)))
-                med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-                search = med["total"] - med["fbank"] - med["encoder"]
-                frames = int(model.encoder.embed.output_lengths(len(rec.features(wave, 16000))))
-                rows.append(dict(
-                    shape=shape_name, params_m=round(count(model) / 1e6, 2), mode=mode, input_s=seconds,
-                    frames=frames, fbank_s=med["fbank"], encoder_s=med["encoder"],
-                    encode_s=med["fbank"] + med["encoder"], search_s=search,
-                    total_s=med["total"], rtf=med["total"] / seconds, cpu_s=med["cpu"],
-                    decoder_calls=int(med["calls"]), ms_per_step=1000 * search / med["calls"] if med["calls"] else None,
-                    search_decoder_s=med["decoder"], search_ctc_prefix_s=med["ctc_prefix"],
-                    search_other_s=search - med["decoder"] - med["ctc_prefix"],
-                    tokens=int(med["tokens"]), peak_rss_mb=peak_rss_mb(), total_runs_s=[r["total"] for r in runs],
-                    total_min_s=min(r["total"] for r in runs)))
-                row = rows[-1]
-                print(f"  {shape_name} {mode:20s} {seconds:4g} s: total {row['total_s']:.3f} s  RTF {row['rtf']:.3f}  "
-                      f"(runs {' '.join(f'{x:.3f}' for x in row['total_runs_s'])})", flush=True)
+        for lm, dtype in variants:
+            conf = dict(beam_size=args.beam, ctc_weight=args.ctc_weight, maxlenratio=-float(args.steps),
+                        lm_weight=LM_WEIGHT if lm else 0.0, dtype=dtype)
+            with tempfile.TemporaryDirectory() as tmp:
+                make_exp_dir(Path(tmp), shape, lm=lm)
+                rec = Recognizer.from_exp_dir(tmp, device=args.device, decode_conf=conf)
+            rows += run_variant(args, rec, shape_name, lm, dtype, t_ctc, t_lm)
 
     state_end = machine_state()
     print(f"# at the end: load {state_end['load1']}, CPU pressure {state_end['cpu_pressure_avg10']} %")
-    hdr = ("shape", "mode", "input s", "frames", "fbank s", "encoder s", "encode s", "search s", "total s", "RTF",
-           "ms/step", "min total s", "CPU s", "decoder s", "CTC prefix s", "other s", "tokens", "peak RSS MB")
-    print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * 2 + "---:|" * (len(hdr) - 2))
+    hdr = ("shape", "LM", "dtype", "mode", "input s", "frames", "fbank s", "encoder s", "encode s", "search s",
+           "total s", "RTF", "ms/step", "min total s", "CPU s", "decoder s", "CTC prefix s", "LM s", "other s",
+           "tokens", "peak RSS MB")
+    print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * 4 + "---:|" * (len(hdr) - 4))
     for r in rows:
         step = f"{r['ms_per_step']:.1f}" if r["ms_per_step"] else "–"
-        print(f"| {r['shape']} | {r['mode']} | {r['input_s']:g} | {r['frames']} | {r['fbank_s']:.3f} | "
-              f"{r['encoder_s']:.3f} | {r['encode_s']:.3f} | {r['search_s']:.3f} | {r['total_s']:.3f} | {r['rtf']:.3f} | "
-              f"{step} | {r['total_min_s']:.3f} | {r['cpu_s']:.3f} | {r['search_decoder_s']:.3f} | "
-              f"{r['search_ctc_prefix_s']:.3f} | {r['search_other_s']:.3f} | {r['tokens']} | {r['peak_rss_mb']:,.0f} |")
+        print(f"| {r['shape']} | {'yes' if r['lm'] else 'no'} | {r['dtype']} | {r['mode']} | {r['input_s']:g} | "
+              f"{r['frames']} | {r['fbank_s']:.3f} | {r['encoder_s']:.3f} | {r['encode_s']:.3f} | {r['search_s']:.3f} | "
+              f"{r['total_s']:.3f} | {r['rtf']:.3f} | {step} | {r['total_min_s']:.3f} | {r['cpu_s']:.3f} | "
+              f"{r['search_decoder_s']:.3f} | {r['search_ctc_prefix_s']:.3f} | {r['search_lm_s']:.3f} | "
+              f"{r['search_other_s']:.3f} | {r['tokens']} | {r['peak_rss_mb']:,.0f} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(dict(args=vars(args), rows=rows, torch=torch.__version__,

@@ -45,3 +45,19 @@ def warn_if_busy(state: dict, what: str = "this run") -> None:
     if is_busy(state):
         print(f"WARNING: the machine is busy before {what} (load {state['load1']}, CPU pressure "
               f"{state['cpu_pressure_avg10']} %): its times measure other jobs too", file=sys.stderr)
+
+
+def report_start(what: str) -> dict:
+    """`machine_state()` before a benchmark: printed as its "# at start:" line, with the warning
+    of `warn_if_busy` when the machine is not quiet. Returns the state (for the JSON)."""
+    state = machine_state()
+    warn_if_busy(state, what)
+    print(f"# at start: load {state['load1']}, CPU pressure {state['cpu_pressure_avg10']} % on {os.cpu_count()} CPUs")
+    return state
+
+
+def report_end() -> dict:
+    """`machine_state()` after a benchmark, printed as its "# at the end:" line."""
+    state = machine_state()
+    print(f"# at the end: load {state['load1']}, CPU pressure {state['cpu_pressure_avg10']} %")
+    return state

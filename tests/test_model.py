@@ -54,7 +54,8 @@ def random_batch(lens, label_lens, seed=0):
     return feats, torch.tensor(lens), ys, torch.tensor(label_lens)
 
 
-EXPECTED_LEN = {  # output length formulas (WeNet/ESPnet Conv2dSubsampling4/6/8)
+EXPECTED_LEN = {  # output length formulas (WeNet/ESPnet Conv2dSubsampling2/4/6/8)
+    "conv2d2": (2, lambda t: (t - 1) // 2 - 2),
     "conv2d": (4, lambda t: ((t - 1) // 2 - 1) // 2),
     "conv2d6": (6, lambda t: ((t - 1) // 2 - 2) // 3),
     "conv2d8": (8, lambda t: (((t - 1) // 2 - 1) // 2 - 1) // 2),
@@ -62,7 +63,7 @@ EXPECTED_LEN = {  # output length formulas (WeNet/ESPnet Conv2dSubsampling4/6/8)
 
 
 @pytest.mark.parametrize("encoder", ["conformer", "transformer"])
-@pytest.mark.parametrize("input_layer", ["conv2d", "conv2d6", "conv2d8"])
+@pytest.mark.parametrize("input_layer", ["conv2d2", "conv2d", "conv2d6", "conv2d8"])
 def test_forward_shapes_and_lengths(encoder, input_layer):
     model = build(tiny_conf(encoder, input_layer))
     rate, formula = EXPECTED_LEN[input_layer]
@@ -93,7 +94,7 @@ def test_too_short_input_is_a_clear_error():
 
 
 @pytest.mark.parametrize("encoder,input_layer", [("conformer", "conv2d"), ("conformer", "conv2d6"),
-                                                 ("transformer", "conv2d8")])
+                                                 ("transformer", "conv2d8"), ("conformer", "conv2d2")])
 def test_encoder_padding_invariance(encoder, input_layer):
     model = build(tiny_conf(encoder, input_layer)).eval()
     lens = [70, 45, 33]

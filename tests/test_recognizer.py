@@ -286,3 +286,23 @@ def test_silence_is_judged_as_the_model_sees_it(rec, caplog):
     with caplog.at_level("WARNING"):  # too short for one encoder frame: the same policy, its own reason
         assert rec.recognize(noise(0.03, sr, 8), sr).text == ""
     assert "audio: too short (0.030 s" in caplog.text
+
+
+def test_bfloat16_inference_keeps_float32_scores_near_float32(exp_dir):
+    """dtype: bfloat16 (decode config) holds the decoder in bf16 and runs the encoder under bf16
+    autocast: every mode and the trace still work, scores are float32 and close to float32's."""
+    conf = {"beam_size": 3, "nbest": 3}
+    fp32 = Recognizer.from_exp_dir(exp_dir, decode_conf=conf)
+    bf16 = Recognizer.from_exp_dir(exp_dir, decode_conf={**conf, "dtype": "bfloat16"})
+    assert {p.dtype for p in bf16.model.decoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in bf16.model.encoder.parameters()} == {torch.float32}  # autocast, weights kept
+    wave = noise(1.2, 16000, seed=21)
+    for mode in MODES:
+        want, got = fp32.recognize(wave, 16000, mode=mode), bf16.recognize(wave, 16000, mode=mode)
+        assert isinstance(got.score, float) and np.isfinite(got.score), mode
+        # bf16 keeps 8 significant bits: per-token log-probs move by ~1e-2 relative
+        assert abs(got.score - want.score) <= 0.05 * abs(want.score) + 0.5, (mode, got.score, want.score)
+    traced = bf16.recognize(wave, 16000, mode="joint", trace=True)
+    assert traced.trace is not None and np.isfinite(traced.trace.hypotheses[0].att_score)
+    with pytest.raises(AsrdemoError, match="dtype must be one of"):
+        Recognizer.from_exp_dir(exp_dir, decode_conf={"dtype": "float16"})

@@ -34,8 +34,8 @@ IGNORE_ID = -1  # padding value of the targets (the model's ignore_id)
 @dataclass
 class Example:
     utt_id: str
-    feats_path: str  # kaldiio rxspecifier, e.g. "dump/fbank/train/feats.ark:1234"
-    num_frames: int
+    feats_path: str  # kaldiio rxspecifier, e.g. "dump/fbank/train/feats.ark:1234" (SSL: the audio file)
+    num_frames: int  # feature frames (SSL: samples, asrdemo/data/wave_dataset.py)
     token_ids: list
 
 
@@ -52,29 +52,40 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
     texts = read_kv(dump_dir / "text")
+    return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames)
+
+
+def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_list, min_len=1, max_len=None,
+                    listed_in="feats.scp", lengths_file="utt2num_frames", unit="frames"):
+    """`Example`s of the utterances in `inputs` ({utt_id: feats spec or audio path}, the order kept)
+    with their `lengths` ({utt_id: an integer, or its text as in `lengths_file`}) and `texts`.
+
+    Utterances outside [min_len, max_len] or with an empty transcript are left out with a log line;
+    one missing from `texts` or `lengths`, or a length that is not an integer, is an AsrdemoError
+    naming `source_dir`'s file."""
     examples, dropped, num_unk = [], [], 0
-    for utt_id, path in feats.items():
+    for utt_id, path in inputs.items():
         if utt_id not in texts:
-            raise AsrdemoError(f"{dump_dir}/text has no transcript for {utt_id} (listed in feats.scp)")
-        if utt_id not in frames:
-            raise AsrdemoError(f"{dump_dir}/utt2num_frames has no entry for {utt_id}")
+            raise AsrdemoError(f"{source_dir}/text has no transcript for {utt_id} (listed in {listed_in})")
+        if utt_id not in lengths:
+            raise AsrdemoError(f"{source_dir}/{lengths_file} has no entry for {utt_id}")
         try:
-            n = int(frames[utt_id])
+            n = int(lengths[utt_id])
         except ValueError:
-            raise AsrdemoError(f"{dump_dir}/utt2num_frames: {utt_id}: not an integer: {frames[utt_id]!r}")
+            raise AsrdemoError(f"{source_dir}/{lengths_file}: {utt_id}: not an integer: {lengths[utt_id]!r}")
         ids = token_list.encode(texts[utt_id])
-        if not ids or n < min_frames or (max_frames and n > max_frames):
+        if not ids or n < min_len or (max_len and n > max_len):
             dropped.append(utt_id)
             continue
         num_unk += sum(1 for i in ids if i == token_list.unk_id)
         examples.append(Example(utt_id, path, n, ids))
     if dropped:
-        log.warning("%s: left out %d utterance(s) (empty text or frames outside [%s, %s]), e.g. %s",
-                    dump_dir, len(dropped), min_frames, max_frames, dropped[0])
+        log.warning("%s: left out %d utterance(s) (empty text or %s outside [%s, %s]), e.g. %s",
+                    source_dir, len(dropped), unit, min_len, max_len, dropped[0])
     if num_unk:
-        log.warning("%s: %d token(s) map to <unk> (not in the token list)", dump_dir, num_unk)
+        log.warning("%s: %d token(s) map to <unk> (not in the token list)", source_dir, num_unk)
     if not examples:
-        raise AsrdemoError(f"{dump_dir}: no usable utterances")
+        raise AsrdemoError(f"{source_dir}: no usable utterances")
     return examples
 
 
@@ -95,6 +106,14 @@ def _resolve_ark(rxspec, dump_dir, found_arks):
     return f"{found_arks[ark]}:{offset}"
 
 
+def load_features(ex: Example) -> np.ndarray:
+    """An example's fbank matrix (T, D) from its ark, checked against utt2num_frames."""
+    feats = kaldiio.load_mat(ex.feats_path)
+    if feats.shape[0] != ex.num_frames:
+        raise AsrdemoError(f"{ex.utt_id}: feats have {feats.shape[0]} frames, utt2num_frames says {ex.num_frames}")
+    return feats
+
+
 class ExampleDataset(torch.utils.data.Dataset):
     """A list of `Example`s; `lengths` is what `make_batches` sorts and packs by (frames, or the
     tokens of a sentence for the LM's `text_dataset.TextDataset`)."""
@@ -111,14 +130,18 @@ class ExampleDataset(torch.utils.data.Dataset):
 
 
 class ASRDataset(ExampleDataset):
-    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor)."""
+    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor).
+
+    `load(example)` reads the input: `load_features` (default), or a `wave_dataset.WaveLoader`,
+    whose items are waves (N,) instead of feats."""
+
+    def __init__(self, examples, load=None):
+        super().__init__(examples)
+        self.load = load or load_features
 
     def __getitem__(self, i):
         ex = self.examples[i]
-        feats = kaldiio.load_mat(ex.feats_path)
-        if feats.shape[0] != ex.num_frames:
-            raise AsrdemoError(f"{ex.utt_id}: feats have {feats.shape[0]} frames, utt2num_frames says {ex.num_frames}")
-        feats = torch.from_numpy(np.array(feats, dtype=np.float32))  # a writable copy
+        feats = torch.from_numpy(np.array(self.load(ex), dtype=np.float32))  # a writable copy
         return ex.utt_id, feats, torch.tensor(ex.token_ids)
 
 
@@ -192,7 +215,8 @@ class BatchSampler(torch.utils.data.Sampler):
 def collate(items):
     """List of (utt_id, feats, token_ids) -> dict of padded tensors.
 
-    feats are padded with 0.0 to (B, T_max, D); targets with IGNORE_ID (-1) to (B, L_max)."""
+    feats are padded with 0.0 to (B, T_max, D) (waves (N,): to (B, N_max)); targets with
+    IGNORE_ID (-1) to (B, L_max)."""
     utt_ids = [it[0] for it in items]
     feats = [it[1] for it in items]
     ys = [it[2] for it in items]
@@ -208,14 +232,15 @@ def collate(items):
 
 
 def make_loader(examples, batch_bins, max_batch_size=None, shuffle=True, seed=0, rank=0, world_size=1,
-                num_workers=0):
+                num_workers=0, load=None):
     """DataLoader over `examples` with length-sorted batches; returns (loader, sampler).
+    `load`: how an item's input is read (`ASRDataset`; default: its fbank from the ark).
 
     The loader gets its own torch.Generator, so creating an iterator never draws from the global
     RNG (it would otherwise shift dropout/SpecAugment randomness after a resume). Workers are
     persistent: started once, not forked again every epoch (while a plot thread may be running).
     The batch sampler runs in the main process, so `sampler.set_epoch` works with them."""
-    dataset = ASRDataset(examples)
+    dataset = ASRDataset(examples, load)
     batches = make_batches(dataset.lengths, batch_bins, max_batch_size, min_batch_size=world_size)
     sampler = BatchSampler(batches, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
     loader = torch.utils.data.DataLoader(

@@ -52,6 +52,10 @@ class Fbank:
         return self.conf["frame_shift_ms"] / 1000.0
 
     @property
+    def frame_length_s(self) -> float:
+        return self.conf["frame_length_ms"] / 1000.0
+
+    @property
     def win_length(self) -> int:
         """Samples per analysis frame (25 ms: 400 at 16 kHz)."""
         return int(self.sample_rate * self.conf["frame_length_ms"] / 1000)

@@ -8,13 +8,17 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.utils.config import check_settings, read_yaml, setting
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_rescoring")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass
 class DecodeConfig:
     """Search settings (conf/decode.yaml). Lengths follow ESPnet: maxlenratio 0 = up to one token
     per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
-    lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md)."""
+    lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
+    dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: bfloat16 holds the
+    attention decoder's (and the LM's) weights in bf16 (a search step reads half the bytes) and runs
+    the encoder under bf16 autocast; scores stay float32 (docs/decoding.md, "bf16 inference")."""
 
     mode: str = setting("joint", choices=MODES)
     beam_size: int = setting(10, minimum=1)
@@ -26,6 +30,7 @@ class DecodeConfig:
     nbest: int = setting(1, minimum=1)
     end_detection: bool = True
     lm_weight: float = setting(0.0, minimum=0)
+    dtype: str = setting("float32", choices=DTYPES)
 
     def __post_init__(self):
         check_settings(self, "decode config")

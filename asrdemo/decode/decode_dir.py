@@ -102,6 +102,8 @@ def _settings(args) -> dict:
         conf = dataclasses.replace(conf, mode=args.mode)  # (validated like the file's)
     if getattr(args, "lm_weight", None) is not None:
         conf = dataclasses.replace(conf, lm_weight=args.lm_weight)
+    if getattr(args, "dtype", None):
+        conf = dataclasses.replace(conf, dtype=args.dtype)
     return {
         "exp_dir": os.path.abspath(args.exp_dir),
         "model_file": os.path.abspath(args.model_file) if args.model_file else None,
@@ -283,7 +285,7 @@ def run_jobs_locally(args):
 def _common_argv(args):
     argv = ["--exp_dir", args.exp_dir, "--input", args.input, "--out_dir", args.out_dir, "--nj", str(args.nj),
             "--batch_size", str(args.batch_size), "--num_threads", str(args.num_threads), "--device", args.device]
-    for name in ("mode", "decode_config", "model_file"):
+    for name in ("mode", "decode_config", "model_file", "dtype"):
         if getattr(args, name):
             argv += [f"--{name}", str(getattr(args, name))]
     if args.streaming:
@@ -307,6 +309,9 @@ def add_arguments(p):
     p.add_argument("--model_file", default=None, help="default: EXP_DIR/valid.acc.ave.pth, else the newest checkpoint")
     p.add_argument("--lm_weight", type=float, default=None,
                    help="overrides the decode config's lm_weight (> 0: use the exp dir's LM, see `asrdemo lm attach`)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="overrides the decode config's dtype (bfloat16: bf16 decoder weights and encoder autocast; "
+                        "docs/decoding.md)")
     p.add_argument("--batch_size", type=int, default=1, help="utterances per batch within a job (default 1)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads per job (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")

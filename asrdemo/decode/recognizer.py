@@ -8,7 +8,11 @@ demo server, `asrdemo explain` and the benchmarks all call `recognize`/`recogniz
 
 Inside: `asrdemo.data.audio.resample` -> `asrdemo.data.fbank.Fbank` (the training frontend, from
 the exp dir's config.yaml) -> the model's CMVN + encoder -> one of the searches below -> the CTC
-forced alignment of the best (asrdemo/decode/alignment.py) for the times. Input longer than the
+forced alignment of the best (asrdemo/decode/alignment.py) for the times. With an SSL exp dir
+(config.yaml `frontend: ssl`) the resampled wave itself is the model's input, and the model's
+`HuggingFaceFrontend` (asrdemo/model/ssl_frontend.py, loaded offline from the model config.yaml
+names) makes the features; the `Fbank` then only frames the silence check, the pause finder and the
+demo's spectrogram. Input longer than the
 model was trained on is decoded in pieces cut at pauses (asrdemo/decode/segment.py).
 
 | mode                  | what                                                                  |
@@ -91,11 +95,15 @@ class Recognizer:
                  device="cpu", lm=None, max_piece_s: float = DEFAULT_MAX_PIECE_S):
         """`lm`: a language model (asrdemo.model.lm) used when decode_conf.lm_weight > 0.
         `max_piece_s`: input longer than this is decoded in pieces cut at pauses (the model's
-        longest training utterance; `from_exp_dir` reads it from config.yaml)."""
+        longest training utterance; `from_exp_dir` reads it from config.yaml).
+        `fbank`: the model's features; for a model with its own frontend (`model.frontend`, SSL), the
+        framing of the silence check, the pause finder and `features` (the demo's spectrogram)."""
         self.device = torch.device(device)
         self.max_piece_s = float(max_piece_s)
         self.model = model.to(self.device).eval()
         self.fbank = fbank
+        # the frames the encoder reads: the fbank's (10 ms), or the SSL frontend's (20 ms)
+        self.input_frames = model.frontend if model.frontend is not None else fbank
         self.token_list = token_list
         self.decode_conf = decode_conf or DecodeConfig()
         if len(token_list) != model.vocab_size:
@@ -105,6 +113,12 @@ class Recognizer:
         if lm is not None and lm.vocab_size != model.vocab_size:
             raise AsrdemoError(f"the LM has {lm.vocab_size} tokens, the ASR model {model.vocab_size}")
         self.lm = None if lm is None else lm.to(self.device).eval()
+        if self.decode_conf.dtype == "bfloat16":
+            # a search step reads all of the decoder's (and the LM's) weights for a handful of rows:
+            # bf16 halves the bytes (cast in place; their log-softmax and all scores stay float32)
+            for module in (self.model.decoder, self.lm):
+                if module is not None:
+                    module.to(torch.bfloat16)
         # A beam as wide as the vocabulary keeps every token at every step: it finds nothing a
         # narrower one would not, and the joint search's memory and time grow with beam x vocabulary.
         max_beam = max(1, model.vocab_size - 1)
@@ -138,7 +152,15 @@ class Recognizer:
             name = config.get(key, default)
             return None if name is None else exp_dir / name
 
-        fbank = Fbank(config.get("frontend") or {})
+        frontend = None
+        if config.get("frontend") == "ssl":
+            from asrdemo.model.ssl_frontend import HuggingFaceFrontend
+
+            frontend_conf = config.get("frontend_conf") or {}
+            frontend = HuggingFaceFrontend.from_conf(frontend_conf, expect_weights=frontend_conf.get("weights_sha256"))
+            fbank = Fbank({"sample_rate": frontend.sample_rate})
+        else:
+            fbank = Fbank(config.get("frontend") or {})
         bpe_model = exp_file("bpe_model")
         token_list = TokenList.load(exp_file("token_list", "tokens.txt"), bpe_model)
         cmvn_stats = None
@@ -147,8 +169,9 @@ class Recognizer:
             if not cmvn_path.is_file():
                 raise AsrdemoError(f"{config_path} names cmvn {cmvn_path.name}, which is missing")
             cmvn_stats = load_stats(cmvn_path)
-        model = ASRModel.from_config(config["model"], input_dim=fbank.num_mel_bins, vocab_size=len(token_list),
-                                     cmvn_stats=cmvn_stats)
+        input_dim = frontend.output_size() if frontend is not None else fbank.num_mel_bins
+        model = ASRModel.from_config(config["model"], input_dim=input_dim, vocab_size=len(token_list),
+                                     cmvn_stats=cmvn_stats, frontend=frontend)
         model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
         try:
             model.load_state_dict(load_model_weights(model_path))
@@ -169,9 +192,10 @@ class Recognizer:
             lm = load_lm(lm_dir)
             log.info("language model %s (lm_weight %s)", lm_dir, decode_conf.lm_weight)
         max_frames = (config.get("data") or {}).get("train_max_frames")
+        max_samples = (config.get("data") or {}).get("train_max_samples")  # an SSL exp's, in samples
         # the audio that many frames span (snip_edges: one window, then a shift per further frame)
         max_piece_s = (((max_frames - 1) * fbank.hop_length + fbank.win_length) / fbank.sample_rate if max_frames
-                       else DEFAULT_MAX_PIECE_S)
+                       else max_samples / fbank.sample_rate if max_samples else DEFAULT_MAX_PIECE_S)
         return cls(model, fbank, token_list, decode_conf, device, lm=lm, max_piece_s=max_piece_s)
 
     @property
@@ -181,22 +205,30 @@ class Recognizer:
     @property
     def encoder_frame_s(self) -> float:
         """Seconds of audio per encoder frame (subsampling x frame shift)."""
-        return encoder_frame_seconds(self.model.subsampling_rate, self.fbank.frame_shift_s)
+        return encoder_frame_seconds(self.model.subsampling_rate, self.input_frames.frame_shift_s)
 
     # ------------------------------------------------------------------------------- front end
     @property
     def min_samples(self) -> int:
         """The fewest samples (at the model's rate) that give the encoder one output frame; shorter
         input can only be decoded as the empty hypothesis."""
-        return self.fbank.win_length + (self.model.min_input_frames - 1) * self.fbank.hop_length
+        return self.input_frames.win_length + (self.model.min_input_frames - 1) * self.input_frames.hop_length
 
     def model_wave(self, wave, sample_rate: int) -> np.ndarray:
         """Any-rate mono (N,) or multi-channel (N, C), int or float wave -> float mono at the model's rate."""
         return resample(_to_float_wave(wave), int(sample_rate), self.sample_rate)
 
     def features(self, wave, sample_rate: int) -> np.ndarray:
-        """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate."""
+        """Any-rate mono (N,) or multi-channel (N, C) wave -> (T, num_mel_bins) fbank at the model's rate
+        (an SSL model's: a log-mel picture of the input, not what the model reads)."""
         return self.fbank(self.model_wave(wave, sample_rate))
+
+    def model_input(self, wave: np.ndarray) -> np.ndarray:
+        """A float mono wave at the model's rate -> what `model.encode` takes for it: the fbank (T, D),
+        or with the model's own frontend (SSL) the wave (N,) itself."""
+        if self.model.frontend is not None:
+            return np.asarray(wave, dtype=np.float32)
+        return self.fbank(wave)
 
     # ------------------------------------------------------------------------------- silence
     def level_dbfs(self, wave: np.ndarray) -> float:
@@ -258,7 +290,7 @@ class Recognizer:
                     # a piece that is only a pause (silent, or too short) stays empty
                     bounds = [(a, b) for a, b in bounds if self._decodable(wave[a:b], None)]
                 pieces += [(i, a, b) for a, b in bounds]
-        decoded = self._recognize_features([self.fbank(waves[i][a:b]) for i, a, b in pieces], mode, nbest,
+        decoded = self._recognize_features([self.model_input(waves[i][a:b]) for i, a, b in pieces], mode, nbest,
                                            keep=trace, durations=[(b - a) / self.sample_rate for _, a, b in pieces])
         results = []
         for i, wave in enumerate(waves):
@@ -296,7 +328,8 @@ class Recognizer:
         is at most `max_piece_s` long, else cut at pauses, without the silence at their ends
         (`segment.split_at_pauses`)."""
         return split_at_pauses(wave, self.fbank, int(self.max_piece_s * self.sample_rate),
-                               step=self.fbank.hop_length * self.model.subsampling_rate, silence_dbfs=SILENCE_DBFS)
+                               step=self.input_frames.hop_length * self.model.subsampling_rate,
+                               silence_dbfs=SILENCE_DBFS)
 
     def _join(self, parts: List[Tuple[Recognition, float]], duration_s: float) -> Recognition:
         """The pieces' best hypotheses joined into one (ids, scores summed), their times shifted by
@@ -318,25 +351,29 @@ class Recognizer:
     def _recognize_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]], mode: Optional[str] = None,
                             nbest: Optional[int] = None, keep: bool = False, durations: Optional[Sequence[float]] = None
                             ) -> List[Tuple[Recognition, Optional[tuple]]]:
-        """Fbank matrices (T, D), decoded as one batch -> per matrix (its `Recognition`, and with
-        `keep` what `_trace` needs: (the fbank, encoder output (1, T', D), CTC log-posteriors
-        (T', V), the best's `CtcAlignment` or None), else None).
+        """Fbank matrices (T, D) (with the model's own frontend: waves (N,), `model_input`), decoded as
+        one batch -> per input (its `Recognition`, and with `keep` what `_trace` needs: (the input,
+        encoder output (1, T', D), CTC log-posteriors (T', V), the best's `CtcAlignment` or None),
+        else None).
         `durations`: each input's audio length in seconds (default T x frame shift); token times are
         clipped to it. Input too short for one encoder frame gives the empty hypothesis."""
         mode = self._check_mode(mode)
         nbest = int(nbest or self.decode_conf.nbest)
         frame_s = self.encoder_frame_s
         if durations is None:
-            durations = [len(f) * self.fbank.frame_shift_s for f in feats_list]
+            waves = self.model.frontend is not None  # the inputs are waves, not fbank frames
+            durations = [len(f) / self.sample_rate if waves else len(f) * self.fbank.frame_shift_s for f in feats_list]
         results = [(Recognition(self._finish([[empty_hypothesis()]])[0], [], d), None) for d in durations]
-        usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_frames]
+        usable = [i for i, f in enumerate(feats_list) if len(f) >= self.model.min_input_length]
         if not usable:
             return results
         with torch.inference_mode():
             feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
             lengths = torch.tensor([len(f) for f in feats], device=self.device)
             padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-            enc, enc_lens = self.model.encode(padded, lengths)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.decode_conf.dtype == "bfloat16"):
+                enc, enc_lens = self.model.encode(padded, lengths)
+            enc = enc.float()
             ctc_logp = self.model.ctc.log_softmax(enc)
             nbests = self._finish(self._search(enc, enc_lens, ctc_logp, mode, nbest), nbest)
         for b, (i, hyps) in enumerate(zip(usable, nbests)):
@@ -364,16 +401,28 @@ class Recognizer:
         """The trace (decode/trace.py) of one wave decoded in one piece, from what
         `_recognize_features` kept (None when it decoded nothing: silence, too short)."""
         if kept is None:
-            kept = (self.fbank(wave), torch.zeros(1, 0, self.model.encoder.output_size(), device=self.device),
+            kept = (self.model_input(wave), torch.zeros(1, 0, self.model.encoder.output_size(), device=self.device),
                     torch.zeros(0, len(self.token_list), device=self.device), None)
         feats, enc, ctc_logp, alignment = kept
         with torch.inference_mode():
+            if self.model.frontend is not None:  # the trace shows the features the encoder reads
+                feats = self._frontend_features(wave)
             return build_trace(self.model, wave=wave, original_sample_rate=input_rate, sample_rate=self.sample_rate,
                                feats=feats, enc=enc, ctc_logp=ctc_logp, hyps=result.hypotheses,
                                mode=self._check_mode(mode), decode_conf=self.decode_conf, lm=self.lm,
-                               frame_shift_s=self.fbank.frame_shift_s,
-                               frame_length_s=self.fbank.conf["frame_length_ms"] / 1000.0,
+                               frame_shift_s=self.input_frames.frame_shift_s,
+                               frame_length_s=self.input_frames.frame_length_s,
                                token_list=self.token_list.tokens, alignment=alignment, times=result.token_times)
+
+    def _frontend_features(self, wave: np.ndarray) -> np.ndarray:
+        """The model's own frontend (SSL) on one wave at the model's rate -> (T, D), the features its
+        encoder reads (before CMVN); (0, D) for a wave shorter than one frame."""
+        frontend = self.model.frontend
+        if len(wave) < frontend.win_length:
+            return np.zeros((0, frontend.output_size()), dtype=np.float32)
+        x = torch.as_tensor(np.asarray(wave, dtype=np.float32), device=self.device).unsqueeze(0)
+        feats, lens = frontend(x, torch.tensor([x.size(1)], device=self.device))
+        return feats[0, : int(lens[0])].float().cpu().numpy()
 
     def decode_features(self, feats_list: Sequence[Union[np.ndarray, torch.Tensor]],
                         mode: Optional[str] = None) -> List[List[Hypothesis]]:

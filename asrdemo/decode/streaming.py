@@ -61,6 +61,11 @@ class ChunkResult:
         return dataclasses.asdict(self)
 
 
+# an SSL model's transformer layers see the whole utterance: it has no chunk-by-chunk form
+STREAMING_NEEDS_FBANK = ("streaming needs an fbank model: this exp dir's SSL frontend (frontend: ssl) attends over "
+                         "the whole utterance, so it cannot be fed chunk by chunk; decode whole utterances instead")
+
+
 class StreamingRecognizer:
     """A `Recognizer`'s model, frontend, tokens and search settings, decoding chunk by chunk.
 
@@ -68,12 +73,14 @@ class StreamingRecognizer:
     chunk attends to (< 0: all, which is what a model trained without ``use_dynamic_left_chunk``
     saw); rescoring: run the second pass at the end (else the final is the CTC prefix beam's best).
     From the recognizer's decode config: beam_size, ctc_weight, penalty, and lm_weight with its LM
-    in the second pass. Raises AsrdemoError for a chunk_size < 1."""
+    in the second pass. Raises AsrdemoError for a chunk_size < 1, or a model with an SSL frontend."""
 
     def __init__(self, recognizer, chunk_size: int = DEFAULT_CHUNK_SIZE, num_left_chunks: int = -1,
                  rescoring: bool = True):
         if int(chunk_size) < 1:
             raise AsrdemoError(f"chunk_size must be >= 1 encoder frame, got {chunk_size}")
+        if recognizer.model.frontend is not None:
+            raise AsrdemoError(STREAMING_NEEDS_FBANK)
         self.recognizer = recognizer
         self.chunk_size, self.num_left_chunks, self.rescoring = int(chunk_size), int(num_left_chunks), rescoring
         encoder = recognizer.model.encoder

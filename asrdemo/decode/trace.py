@@ -3,6 +3,7 @@ see (`Recognizer.recognize(..., trace=True).trace`), computed in the decode pack
 `asrdemo explain` and the demo only draw it.
 
     wave (model rate) -> fbank (T, 80) -> CMVN -> encoder (T', D), T' ~ T / subsampling
+        (an SSL exp: wave -> SSL model -> weighted sum of its layers -> projection (T, 80), 20 ms frames)
         -> CTC log-posteriors (T', V) -> search (n-best) -> CTC forced alignment of the best
         -> the attention decoder's source attention for the best (L + 1, T')
 
@@ -50,7 +51,7 @@ class UtteranceTrace:
     original_sample_rate: int
     sample_rate: int
     wave: np.ndarray  # (N,) at sample_rate
-    fbank: np.ndarray  # (T, D) as the recognizer computes it
+    fbank: np.ndarray  # (T, D) the features the encoder reads, before CMVN: the fbank, or the SSL frontend's output
     fbank_cmvn: np.ndarray  # (T, D) after the model's GlobalCMVN
     encoder_out: np.ndarray  # (T', D_model)
     ctc_logp: np.ndarray  # (T', V)
@@ -65,6 +66,10 @@ class UtteranceTrace:
     token_times: List[TokenTime]
     attention: np.ndarray  # (layers, L + 1, T') source attention of the best, heads averaged
     token_list: List[str]
+    frontend: str = "fbank"  # fbank | ssl
+    ssl_model: Optional[str] = None  # ssl: the SSL model's name (config.yaml frontend_conf.model)
+    ssl_layer: Optional[object] = None  # ssl: "weighted_sum" or the layer number used
+    layer_weights: Optional[np.ndarray] = None  # ssl weighted sum: softmax weights (num_hidden_states,), sum 1
 
     @property
     def best(self) -> Optional[HypothesisScores]:
@@ -156,10 +161,12 @@ def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: Lis
             ctc = float(ctc_logp[:, model.blank_id].sum())
         store_attention_weights(decoder, keep_attention and rank == 0)
         ys_in = torch.tensor([[model.sos, *ids]], device=enc.device)
-        logp = torch.log_softmax(decoder(enc, mask, ys_in, torch.tensor([len(ids) + 1], device=enc.device)), -1)[0]
+        logits = decoder(enc.to(decoder.output_layer.weight.dtype), mask, ys_in,
+                         torch.tensor([len(ids) + 1], device=enc.device))
+        logp = torch.log_softmax(logits.float(), -1)[0]  # float32 also when decode dtype is bfloat16
         att = float(logp[torch.arange(len(ids) + 1), torch.tensor([*ids, model.eos])].sum())
         if keep_attention and rank == 0:
-            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).cpu().numpy()
+            attention = torch.stack([layer.src_attn.attn[0].mean(0) for layer in decoder.decoders]).float().cpu().numpy()
         lm_score = None
         if lm is not None and lm_weight > 0:
             lm_score = lm_sequence_logp(lm, [ids])[0]
@@ -175,10 +182,11 @@ def build_trace(model, *, wave: np.ndarray, original_sample_rate: int, sample_ra
                 lm, frame_shift_s: float, frame_length_s: float, token_list: List[str],
                 alignment: Optional[CtcAlignment], times: List[TokenTime]) -> UtteranceTrace:
     """The trace of one utterance from what the recognizer computed: `wave` (N,) at `sample_rate`,
-    `feats` (T, D) its fbank, `enc` (1, T', D) the encoder output (T' = 0 when none), `ctc_logp`
-    (T', V), `hyps` the n-best, `alignment`/`times` the best's forced alignment. Adds the CMVN'd
-    fbank, each hypothesis's exact score parts and the best's source attention (computed on a view
-    of the decoder, so the shared model is never modified: thread-safe)."""
+    `feats` (T, D) its fbank (an SSL model: its frontend's output), `enc` (1, T', D) the encoder
+    output (T' = 0 when none), `ctc_logp` (T', V), `hyps` the n-best, `alignment`/`times` the best's
+    forced alignment. Adds the CMVN'd features, an SSL frontend's layer weights, each hypothesis's
+    exact score parts and the best's source attention (computed on a view of the decoder, so the
+    shared model is never modified: thread-safe)."""
     x = torch.as_tensor(feats, dtype=torch.float32, device=enc.device).unsqueeze(0)
     lm_weight = decode_conf.lm_weight if mode != "ctc_greedy" and lm is not None else 0.0
     scored, attention = score_hypotheses(model, enc, ctc_logp, hyps, decode_conf.ctc_weight, decode_conf.penalty,
@@ -187,6 +195,8 @@ def build_trace(model, *, wave: np.ndarray, original_sample_rate: int, sample_ra
         attention = np.zeros((0, 0, 0), dtype=np.float32)
     shown_ctc_weight = (float(decode_conf.ctc_weight) if mode in ("joint", "attention_rescoring")
                         else 1.0 if mode.startswith("ctc") else 0.0)
+    frontend = getattr(model, "frontend", None)
+    weights = frontend.layer_weights() if frontend is not None else None
     return UtteranceTrace(
         original_sample_rate=int(original_sample_rate), sample_rate=sample_rate, wave=wave, fbank=feats,
         fbank_cmvn=model.cmvn(x)[0].cpu().numpy(), encoder_out=enc[0].cpu().numpy(),
@@ -194,4 +204,8 @@ def build_trace(model, *, wave: np.ndarray, original_sample_rate: int, sample_ra
         receptive_frames=model.min_input_frames, frame_shift_s=frame_shift_s, frame_length_s=frame_length_s,
         mode=mode, ctc_weight=shown_ctc_weight, hypotheses=scored, alignment=alignment, token_times=times,
         attention=attention, token_list=list(token_list),
+        frontend="fbank" if frontend is None else "ssl",
+        ssl_model=None if frontend is None else frontend.conf.get("model"),
+        ssl_layer=None if frontend is None else frontend.layer,
+        layer_weights=None if weights is None else weights.float().cpu().numpy(),
     )

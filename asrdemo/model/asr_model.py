@@ -2,6 +2,11 @@
 ``ASRModel``).
 
     feats -> GlobalCMVN -> SpecAugment (training only) -> encoder -> enc (B, T', D)
+
+With a ``frontend`` module (``frontend: ssl``, asrdemo/model/ssl_frontend.py) the input is the
+waveform instead, (B, N) samples with lengths in samples, and the frontend makes the features:
+``wave -> frontend -> feats (B, T, D) -> GlobalCMVN (identity) -> ...``. Without one (fbank) the
+features come from outside (the dump dir, the recognizer's `Fbank`), exactly as before.
     enc -> CTC linear                           -> loss_ctc
     enc + <sos> y -> attention decoder          -> loss_att (label-smoothed), acc
     loss = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_att
@@ -97,8 +102,9 @@ def resolve_model_conf(model_conf: Optional[dict]) -> dict:
 class ASRModel(nn.Module):
     def __init__(self, vocab_size: int, cmvn: GlobalCMVN, encoder: nn.Module, decoder: TransformerDecoder,
                  ctc: CTC, specaug: Optional[SpecAugment] = None, ctc_weight: float = 0.3,
-                 lsm_weight: float = 0.1, length_normalized_loss: bool = False):
+                 lsm_weight: float = 0.1, length_normalized_loss: bool = False, frontend: Optional[nn.Module] = None):
         super().__init__()
+        self.frontend = frontend  # None (fbank): no module, so an fbank model's state_dict keys stay as they were
         self.vocab_size = vocab_size
         self.blank_id = 0
         self.sos = vocab_size - 1
@@ -113,10 +119,13 @@ class ASRModel(nn.Module):
         self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, lsm_weight, length_normalized_loss)
 
     @classmethod
-    def from_config(cls, model_conf: Optional[dict], input_dim: int, vocab_size: int, cmvn_stats=None) -> "ASRModel":
+    def from_config(cls, model_conf: Optional[dict], input_dim: int, vocab_size: int, cmvn_stats=None,
+                    frontend: Optional[nn.Module] = None) -> "ASRModel":
         """Build from the ``model:`` block of a training YAML (see docs/model.md).
 
-        cmvn_stats: Kaldi global stats (2, D+1) or None (no normalisation)."""
+        cmvn_stats: Kaldi global stats (2, D+1) or None (no normalisation). frontend: a module
+        mapping waves (B, N), lengths -> features (B, T, input_dim), lengths (e.g.
+        `HuggingFaceFrontend`), or None when the input is already features."""
         conf = resolve_model_conf(model_conf)
         if vocab_size < 3:
             raise AsrdemoError(f"vocab_size {vocab_size} is too small (needs <blank>, a token, <sos/eos>)")
@@ -129,7 +138,7 @@ class ASRModel(nn.Module):
             raise AsrdemoError(f"model config: {e}") from e
         ctc = CTC(vocab_size, encoder.output_size())
         return cls(vocab_size, cmvn, encoder, decoder, ctc, specaug, float(conf["ctc_weight"]),
-                   float(conf["lsm_weight"]), bool(conf["length_normalized_loss"]))
+                   float(conf["lsm_weight"]), bool(conf["length_normalized_loss"]), frontend)
 
     @property
     def subsampling_rate(self) -> int:
@@ -140,11 +149,27 @@ class ASRModel(nn.Module):
         """The shortest input (in feature frames) the encoder can turn into one output frame."""
         return self.encoder.embed.min_input_frames
 
+    @property
+    def min_input_length(self) -> int:
+        """The shortest input `encode` takes, in its own unit: feature frames, or samples with a frontend."""
+        if self.frontend is None:
+            return self.min_input_frames
+        return self.frontend.min_samples(self.min_input_frames)
+
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor, decoding_chunk_size: int = 0,
                num_decoding_left_chunks: int = -1) -> Tuple[torch.Tensor, torch.Tensor]:
-        """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,).
+        """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,); with a frontend,
+        waves (B, N) and their lengths in samples instead of feats.
         ``decoding_chunk_size`` / ``num_decoding_left_chunks``: the encoder's chunk mask
-        (asrdemo/model/encoder.py; default: the model's own setting, full context at inference)."""
+        (asrdemo/model/encoder.py; default: the model's own setting, full context at inference).
+        Raises AsrdemoError for input shorter than `min_input_length`."""
+        if self.frontend is not None:
+            if feats.size(1) < self.min_input_length:
+                raise AsrdemoError(
+                    f"input has {feats.size(1)} samples; the model needs at least {self.min_input_length} "
+                    f"({self.min_input_length / self.frontend.sample_rate * 1000:.0f} ms: {self.min_input_frames} "
+                    f"frames of the SSL frontend, subsampling x{self.subsampling_rate})")
+            feats, feat_lens = self.frontend(feats, feat_lens)
         if feats.size(1) < self.min_input_frames:
             raise AsrdemoError(
                 f"input has {feats.size(1)} frames; the model needs at least {self.min_input_frames} "

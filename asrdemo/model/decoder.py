@@ -117,7 +117,8 @@ class TransformerDecoder(nn.Module):
         the first call, else the state returned by the previous call (rows reordered as the beam
         needs with ``select_self_kv``); memory_kv ``precompute_memory_kv`` of the B utterances;
         memory_mask (B, 1, T) bool True = valid, or None when every frame is valid.
-        Returns log-probs (N, V) of the token after the prefix, and the state for the next call.
+        Returns log-probs (N, V), float32 whatever the weights' dtype, of the token after the prefix,
+        and the state for the next call.
         """
         n = tokens.size(0)
         if n % memory_kv[0][0].size(0) != 0:
@@ -128,7 +129,7 @@ class TransformerDecoder(nn.Module):
         for i, layer in enumerate(self.decoders):
             x, kv = layer.forward_step(x, None if self_kv is None else self_kv[i], memory_kv[i], memory_mask)
             new_kv.append(kv)
-        logp = torch.log_softmax(self._project(x.view(n, -1)), dim=-1)
+        logp = torch.log_softmax(self._project(x.view(n, -1)).float(), dim=-1)  # float32 scores for a bf16 decoder
         return logp, new_kv
 
     @staticmethod
@@ -168,7 +169,8 @@ class SourceMemory:
 
     def __init__(self, decoder: TransformerDecoder, memory: torch.Tensor, memory_mask: torch.Tensor):
         """memory (B, T, D) encoder output, memory_mask (B, 1, T) bool True = valid frame."""
-        self.kv = decoder.precompute_memory_kv(memory)  # per layer (B, H, T, d_k)
+        # in the decoder's dtype (bf16 when decoding with dtype: bfloat16)
+        self.kv = decoder.precompute_memory_kv(memory.to(decoder.output_layer.weight.dtype))  # per layer (B, H, T, d_k)
         self.mask = memory_mask
         self.everything_valid = bool(memory_mask.all())
         self._layout: Optional[torch.Tensor] = None

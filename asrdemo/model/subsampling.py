@@ -1,8 +1,10 @@
-"""Conv2d subsampling: (B, T, 80) fbank -> (B, T', D) with T' ~ T/4, T/6 or T/8.
+"""Conv2d subsampling: (B, T, 80) fbank -> (B, T', D) with T' ~ T/4, T/6 or T/8 (or T/2).
 
 Two or three 2-D convolutions (no padding, ReLU) over time x frequency, then a linear layer
 from (channels x remaining frequency bins) to D, then the positional encoding
-(ESPnet/WeNet ``Conv2dSubsampling4/6/8``). The convolutions have D channels as in ESPnet unless
+(ESPnet/WeNet ``Conv2dSubsampling4/6/8``). ``conv2d2`` (ESPnet's ``Conv2dSubsampling2``: a
+stride-2 then a stride-1 convolution) is for features at 20 ms, such as a self-supervised model's
+(asrdemo/model/ssl_frontend.py): x2 gives the 40 ms encoder frames that conv2d (x4) gives 10 ms fbank. The convolutions have D channels as in ESPnet unless
 ``channels`` says otherwise: their cost grows with channels², and at the mini model's size they
 are most of a training step, so a small model does well with fewer (e.g. 32).
 
@@ -18,11 +20,12 @@ from torch import nn
 
 # rate -> [(kernel, stride) of each conv layer]
 CONV_LAYERS = {
+    2: [(3, 2), (3, 1)],
     4: [(3, 2), (3, 2)],
     6: [(3, 2), (5, 3)],
     8: [(3, 2), (3, 2), (3, 2)],
 }
-INPUT_LAYERS = {"conv2d": 4, "conv2d6": 6, "conv2d8": 8}
+INPUT_LAYERS = {"conv2d2": 2, "conv2d": 4, "conv2d6": 6, "conv2d8": 8}
 
 
 def conv_output_length(length, kernel: int, stride: int):

@@ -125,7 +125,9 @@ class Demo:
             "vocab_size": len(tokens),
             "tokens": tokens,
             "sample_rate": int(self.recognizer.sample_rate),
-            "frontend": self.recognizer.fbank.conf,
+            # an SSL exp: its frontend_conf (model, revision, layer, ...); else the fbank options
+            "frontend": (config.get("frontend_conf") if self.recognizer.model.frontend is not None
+                         else self.recognizer.fbank.conf),
             "test_cer": exp_info.read_test_cer(exp_dir),
             "curves": exp_info.curve_images(exp_dir),
             "config": config,
@@ -287,7 +289,9 @@ def recognize():
         body["reference"] = reference
         body["cer"] = _cer(reference, text)
     if spectrogram:
-        feats = trace.fbank if trace is not None else demo.recognizer.features(audio.wave, audio.sample_rate)
+        # the fbank the model read; an SSL model reads the wave, and the picture is the input's log-mel
+        feats = (trace.fbank if trace is not None and trace.frontend == "fbank"
+                 else demo.recognizer.features(audio.wave, audio.sample_rate))
         if len(feats):
             body["spectrogram"] = png_data_uri(spectrogram_png(feats))
     if details and trace is not None:

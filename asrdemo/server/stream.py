@@ -10,7 +10,8 @@ The protocol (docs/demo.md), JSON text messages from the server, one line each:
     server: {"type": "final", "text", "tokens", "duration_s", "finish_s", "truncated", ...}; closes
 
 Anything wrong ends the stream with {"type": "error", "code", "error"} and a close: no model
-(`no_model`), no free slot (`busy`, at most ASRDEMO_MAX_STREAMS per worker), a bad sample rate or
+(`no_model`), a model that cannot stream (`not_streamable`: an SSL frontend), no free slot
+(`busy`, at most ASRDEMO_MAX_STREAMS per worker), a bad sample rate or
 message (`bad_request`), silence for ASRDEMO_STREAM_IDLE_S (`idle_timeout`). Audio past
 ASRDEMO_MAX_SECONDS is not decoded: the stream ends there with its final ("truncated": true).
 
@@ -60,6 +61,10 @@ def _stream(ws):
     try:
         if not demo.loaded:
             raise StreamError("no_model", demo.problem)
+        if demo.recognizer.model.frontend is not None:
+            from asrdemo.decode.streaming import STREAMING_NEEDS_FBANK
+
+            raise StreamError("not_streamable", STREAMING_NEEDS_FBANK)
         if demo.settings.max_streams == 0:
             raise StreamError("busy", "live transcription is turned off on this server (ASRDEMO_MAX_STREAMS=0)")
         sample_rate = _sample_rate(request.args.get("sample_rate", ""))

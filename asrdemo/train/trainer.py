@@ -22,17 +22,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional
 
 import editdistance
-import kaldiio
 import torch
 import yaml
 from tqdm import tqdm
 
-from asrdemo.data.cmvn import load_stats
-from asrdemo.data.dataset import make_loader, read_dump_dir
-from asrdemo.data.datadir import read_kv
+from asrdemo.data.dataset import make_loader
 from asrdemo.data.tokens import TokenList
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
@@ -43,6 +39,8 @@ from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
+from asrdemo.train.training_input import (check_frontend_kind, longest_utterance, read_training_input,
+                                          write_layer_weights)
 from asrdemo.utils.config import read_yaml, upgrade_config
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
 
@@ -52,12 +50,14 @@ log = logging.getLogger(__name__)
 # Configuration: the YAML's sections and their defaults. Unknown keys are errors (typos!).
 
 DEFAULTS = {
+    "frontend": "fbank",  # fbank: features from the dump dir | ssl: a self-supervised model on the audio
+    "frontend_conf": None,  # ssl: asrdemo/model/ssl_frontend.py FRONTEND_CONF_DEFAULTS
     "model": None,  # required: the model_conf of ASRModel.from_config (docs/design.md)
     "optim": "adam",
     "optim_conf": {"lr": 0.002},
     "scheduler": "warmuplr",
     "scheduler_conf": {"warmup_steps": 25000},
-    "batching": {
+    "batching": {  # lengths in frames; with frontend: ssl in samples (16 kHz)
         "batch_bins": 20000,  # padded input frames per batch: batch_size x longest utterance
         "max_batch_size": None,  # and at most this many utterances (null: no limit)
         "valid_batch_bins": None,  # for validation (null: batch_bins)
@@ -121,6 +121,9 @@ def load_config(path, overrides=(), defaults=None):
     user = read_yaml(path, "training config")
     config = copy.deepcopy(defaults)
     for key, value in user.items():
+        if key == "frontend" and "frontend" in defaults and isinstance(value, str):
+            config[key] = check_frontend_kind(value, str(path))  # a choice; an fbank exp's record is a mapping
+            continue
         if key in EXP_KEYS:
             continue  # an exp dir's config.yaml used as --config: its data keys are rewritten anyway
         _check_section(key, value, str(path), defaults)
@@ -145,6 +148,8 @@ def load_config(path, overrides=(), defaults=None):
             node[keys[0]].update(value or {})
         else:
             node[keys[-1]] = value
+    if "frontend" in defaults:
+        check_frontend_kind(config["frontend"], str(path))
     if not isinstance(config["model"], dict):
         raise AsrdemoError(f"{path}: the model: section is missing (see docs/design.md, model_conf)")
     return upgrade_config(config)
@@ -291,6 +296,8 @@ class Trainer:
 
     def _model_step(self, batch):
         """One batch through the (possibly DDP-wrapped) model -> (output dict, utterances, frames)."""
+        if self.core.frontend is not None:  # an SSL frontend unfreezes after freeze_steps updates
+            self.core.frontend.num_updates = self.step
         feats = batch["feats"].to(self.device, non_blocking=True)
         feat_lens = batch["feat_lens"].to(self.device)
         ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
@@ -446,6 +453,9 @@ class Trainer:
             self.stop = True
         log.info("epoch %d done in %.1f s: %s", self.epoch, self.epoch_time,
                  self.epoch_summary(row, best_acc, best_epoch))
+        weights = getattr(getattr(self.core, "frontend", None), "layer_weights", lambda: None)()
+        if weights is not None:
+            log.info("epoch %d: SSL layer weights %s", self.epoch, " ".join(f"{w:.3f}" for w in weights.tolist()))
         finished = self.epoch
         self.epoch, self.batches_done = self.epoch + 1, 0  # the checkpoint continues with the next epoch
         self.epoch_sums.zero_()
@@ -530,21 +540,19 @@ def _copy_atomic(src, dst):
         shutil.copyfile(src, tmp)
 
 
-def longest_utterance_frames(data_dir) -> Optional[int]:
-    """The most frames of any utterance in `data_dir/utt2num_frames` (None when there is none)."""
-    path = Path(data_dir) / "utt2num_frames"
-    if not path.is_file():
-        return None
-    frames = [int(v) for v in read_kv(path).values()]
-    return max(frames) if frames else None
-
-
 def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_cmvn):
-    """Write config.yaml and copy tokens.txt, cmvn.ark (and bpe.model) into the exp dir."""
+    """Write config.yaml and copy tokens.txt, cmvn.ark (and bpe.model) into the exp dir.
+
+    `frontend`: the fbank options (frontend.yaml), written as `frontend:` as always; with
+    ``frontend: ssl`` in `config`, the SSL frontend's record, written as `frontend_conf:`."""
     exp_dir = Path(exp_dir)
     exp_dir.mkdir(parents=True, exist_ok=True)
+    kind = config.get("frontend", "fbank")
+    frontend_keys = {"frontend": frontend} if kind == "fbank" else {"frontend": "ssl", "frontend_conf": frontend}
+    config = {k: v for k, v in config.items() if k not in ("frontend", "frontend_conf")}
+    sample_rate = frontend.get("sample_rate") if isinstance(frontend, dict) else None
     full = {
-        "frontend": frontend,
+        **frontend_keys,
         "token_type": "bpe" if args.bpe_model else "char",
         "token_list": "tokens.txt",
         "bpe_model": "bpe.model" if args.bpe_model else None,
@@ -555,7 +563,7 @@ def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_
         "data": {"train_dir": str(args.train_dir), "valid_dir": str(args.valid_dir),
                  "token_list": str(args.token_list),
                  # the longest training utterance: the recognizer decodes longer input in pieces
-                 "train_max_frames": longest_utterance_frames(args.train_dir)},
+                 **longest_utterance(args.train_dir, kind, sample_rate)},
     }
     _copy_atomic(args.token_list, exp_dir / "tokens.txt")
     if has_cmvn:
@@ -588,6 +596,18 @@ def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> N
     ones), `config` this run's. Raises AsrdemoError."""
     old = upgrade_config(old)
     refused = []
+    old_kind = old.get("frontend") if old.get("frontend") == "ssl" else "fbank"  # fbank exps record a mapping
+    if old_kind != config.get("frontend", "fbank"):
+        refused.append(f"frontend: {old_kind!r} -> {config.get('frontend', 'fbank')!r}")
+    elif old_kind == "ssl":
+        from asrdemo.model.ssl_frontend import resolve_frontend_conf
+
+        old_fc, new_fc = resolve_frontend_conf(old.get("frontend_conf")), resolve_frontend_conf(config["frontend_conf"])
+        if old_fc["normalize"] is not None and new_fc["normalize"] is None:
+            new_fc["normalize"] = old_fc["normalize"]  # null: the model's default, which the old run recorded
+        if Path(new_fc["model"]).expanduser().is_dir():  # the old run recorded a folder as its absolute path
+            new_fc["model"] = str(Path(new_fc["model"]).expanduser().resolve())
+        refused += _differences({"frontend_conf": old_fc}, {"frontend_conf": new_fc})
     if old.get("model") != config["model"]:
         refused += _differences({"model": old.get("model") or {}}, {"model": config["model"]})
     if old.get("vocab_size") != vocab_size:
@@ -607,10 +627,6 @@ def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> N
     if changed:
         log.info("--resume: settings changed since %s, in effect from the next update: %s", old_path,
                  "; ".join(changed))
-
-
-def _first_feature_dim(examples):
-    return int(kaldiio.load_mat(examples[0].feats_path).shape[1])
 
 
 def relaunch_argv(command, args, options, repeated=()):
@@ -717,7 +733,9 @@ def build_trainer(trainer_class, config, model, train_loader, train_sampler, val
     there is one (a `--resume` without one starts from scratch, saying so)."""
     tc = config["train"]
     core = model.module if dist.distributed else model
-    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
+    # a frozen SSL model's parameters (requires_grad False) are not the optimizer's
+    optimizer = build_optimizer(config["optim"], [p for p in core.parameters() if p.requires_grad],
+                                config["optim_conf"])
     updates_per_epoch = math.ceil(len(train_sampler.batches) / tc["accum_grad"])
     scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
                                 total_steps=updates_per_epoch * tc["max_epochs"])
@@ -752,62 +770,58 @@ def _train(args, config, exp_dir, dist):
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
     token_list = TokenList.load(args.token_list, args.bpe_model)
-    train_examples = read_dump_dir(args.train_dir, token_list, bc["min_frames"], bc["max_frames"])
-    valid_examples = read_dump_dir(args.valid_dir, token_list)
-    input_dim, vocab_size = _first_feature_dim(train_examples), len(token_list)
-    frontend_path = Path(args.train_dir) / "frontend.yaml"
-    frontend = yaml.safe_load(frontend_path.read_text(encoding="utf-8")) if frontend_path.is_file() else None
-    if frontend is None:
-        log.warning("%s is missing: config.yaml will have no frontend", frontend_path)
-    elif frontend.get("num_mel_bins", input_dim) != input_dim:
-        raise AsrdemoError(f"{frontend_path} says {frontend['num_mel_bins']} mel bins, the features have {input_dim}")
-    cmvn_path = Path(args.train_dir) / "cmvn.ark"
-    cmvn_stats = load_stats(cmvn_path) if cmvn_path.is_file() else None
-    if cmvn_stats is None:
-        log.warning("%s is missing: the model will not normalise its input", cmvn_path)
-
+    vocab_size = len(token_list)
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
         check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
+    torch.manual_seed(seed)  # an SSL frontend's projection is initialised here
+    data = read_training_input(config, args.train_dir, args.valid_dir, token_list)
+    train_examples, valid_examples, input_dim = data.train_examples, data.valid_examples, data.input_dim
     torch.manual_seed(seed)
-    model = ASRModel.from_config(config["model"], input_dim, vocab_size, cmvn_stats)
+    model = ASRModel.from_config(config["model"], input_dim, vocab_size, data.cmvn_stats, frontend=data.frontend)
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, input_dim %d, vocab %d", num_params / 1e6, input_dim, vocab_size)
     if args.init_param and resume_from is None:
         init_from_model_file(model, args.init_param)
     model.to(dist.device)
     for name, examples in (("train", train_examples), ("valid", valid_examples)):
-        short = [e for e in examples if e.num_frames < model.min_input_frames]
+        short = [e for e in examples if e.num_frames < model.min_input_length]
         if short:
-            log.warning("%s: left out %d utterance(s) shorter than the %d frames the model needs, e.g. %s",
-                        name, len(short), model.min_input_frames, short[0].utt_id)
-            examples[:] = [e for e in examples if e.num_frames >= model.min_input_frames]
+            log.warning("%s: left out %d utterance(s) shorter than the %d %s the model needs, e.g. %s",
+                        name, len(short), model.min_input_length, data.length_unit, short[0].utt_id)
+            examples[:] = [e for e in examples if e.num_frames >= model.min_input_length]
     if dist.distributed:
         if tc["sync_batchnorm"] and dist.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # an SSL model that unfreezes after freeze_steps has parameters without gradients until then
+        unused = data.frontend is not None and not data.frontend.freeze
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
     torch.manual_seed(seed * 1000 + dist.rank)  # dropout/SpecAugment: a different stream per rank
 
     train_loader, train_sampler = make_loader(
         train_examples, bc["batch_bins"], bc["max_batch_size"], shuffle=True, seed=seed, rank=dist.rank,
-        world_size=dist.world_size, num_workers=tc["num_workers"])
+        world_size=dist.world_size, num_workers=tc["num_workers"], load=data.load)
     valid_loader, _ = make_loader(
         valid_examples, bc["valid_batch_bins"] or bc["batch_bins"], bc["max_batch_size"], shuffle=False,
-        rank=dist.rank, world_size=dist.world_size, num_workers=tc["num_workers"])
+        rank=dist.rank, world_size=dist.world_size, num_workers=tc["num_workers"], load=data.load)
     num_batches = len(train_sampler.batches)
-    log.info("train: %d utterances in %d batches (batch_bins %d), valid: %d utterances; %d process(es) on %s",
-             len(train_examples), num_batches, bc["batch_bins"], len(valid_examples), dist.world_size, dist.device)
+    log.info("train: %d utterances in %d batches (batch_bins %d %s), valid: %d utterances; %d process(es) on %s",
+             len(train_examples), num_batches, bc["batch_bins"], data.length_unit, len(valid_examples),
+             dist.world_size, dist.device)
 
     trainer = build_trainer(Trainer, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
                             dist, resume_from, args.resume)
+    trainer.frame_unit = data.length_unit
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
-        prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, cmvn_stats is not None)
+        prepare_exp_dir(exp_dir, config, args, data.frontend_record, input_dim, vocab_size, data.cmvn_stats is not None)
     trainer.run()
 
     if dist.is_main:
-        _, epochs = trainer.finish()
+        path, epochs = trainer.finish()
+        if data.kind == "ssl":
+            write_layer_weights(exp_dir, path, data.frontend_record)
         log.info("finished: %s (averaged epochs %s); decoding loads %s/valid.acc.ave.pth", exp_dir, epochs, exp_dir)
     distributed.barrier(dist)
 
