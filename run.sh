@@ -22,8 +22,9 @@
 #   7 evaluate  exp/<tag>/decode_eval/            synth_ja only: CER per voice and SNR on data/eval_* (unseen
 #                                                 sentences, voices and noises), eval_table.md, copied to the package
 #
-# A stage whose outputs are complete and newer than its inputs is skipped (each output dir has a
-# `.done` marker); the stage named by an explicit --stage is always re-run.
+# A stage is skipped when its output dir's `.done` marker records the digest of the stage's inputs
+# as they are now (their contents, not their times); the stage named by an explicit --stage is
+# always re-run.
 set -euo pipefail
 
 # ---- options (each can be given as --name value) ----
@@ -126,36 +127,38 @@ corpus_root=downloads/jsut_ver1.1
 exp=exp/$tag
 # the training set: data/train, or its augmented copy data/train_sp (made at the start of stage 2)
 train_set=train$augmented
-# stage 2 is redone when the augmentation options change (this file is rewritten only then)
-augment_opts="$train_set speeds=${speed_perturb:-1.0} noise_copies=$noise_copies snr_range=$snr_range noise_dir=$noise_dir seed=$seed"
+# an input of stage 2: other augmentation options make other features
 mkdir -p data
-[ "$(cat data/augment_opts 2>/dev/null)" = "$augment_opts" ] || echo "$augment_opts" > data/augment_opts
+echo "$train_set speeds=${speed_perturb:-1.0} noise_copies=$noise_copies snr_range=$snr_range noise_dir=$noise_dir seed=$seed" \
+  > data/augment_opts
 
 log() { echo "$(date '+%H:%M:%S') run.sh: $*"; }
 where() { case "$1" in /*) echo "$1" ;; *) echo "$work/$1" ;; esac; }  # a path as the user can find it
 declare -A stage_seconds=()
 
 # stage_needed N OUT_DIR INPUT...: succeeds when stage N must run. A stage in range is skipped when
-# OUT_DIR/.done is newer than every input (a file, or a dir's .done); the explicit --stage always runs.
+# OUT_DIR/.done records the digest of its inputs as they are now (asrdemo.utils.io.input_digest: a
+# file's bytes, an input dir's .done), the one done-marker rule the subcommands follow too; the
+# explicit --stage always runs. stage_done records the digest, taken when the stage has finished.
 stage_needed() {
-  local n=$1 out=$2 input stale=""; shift 2
+  local n=$1 out=$2; shift 2
   [ "$n" -ge "$stage" ] && [ "$n" -le "$stop_stage" ] || return 1
+  stage_out=$out; stage_inputs=("$@")
   if [ "$n" != "$forced_stage" ] && [ -f "$out/.done" ]; then
-    for input in "$@"; do
-      [ -d "$input" ] && input=$input/.done
-      [ "$input" -nt "$out/.done" ] && stale=$input
-    done
-    if [ -z "$stale" ]; then
+    if python -m asrdemo.utils.io done_with_inputs "$out" "$@"; then
       log "stage $n: skipped, $(where "$out") is up to date (remove $(where "$out")/.done to redo)"
       return 1
     fi
-    log "stage $n: $stale is newer than $(where "$out"); redoing"
+    log "stage $n: its inputs changed since $(where "$out") was made; redoing"
   fi
   rm -f "$out/.done"
   log "stage $n: start -> $(where "$out")"
   SECONDS=0
 }
-stage_done() { stage_seconds[$1]=$SECONDS; log "stage $1: done in ${SECONDS} s"; }
+stage_done() {
+  python -m asrdemo.utils.io mark_done_with_inputs "$stage_out" "${stage_inputs[@]}"
+  stage_seconds[$1]=$SECONDS; log "stage $1: done in ${SECONDS} s"
+}
 # require FILE STAGE: fail at once, naming the stage that makes FILE
 require() {
   [ -e "$1" ] || { echo "run.sh: missing $work/$1 — it is made by stage $2 (run: ./run.sh --corpus $corpus --stage $2)" >&2; exit 1; }
@@ -177,7 +180,6 @@ fi
 if stage_needed 1 data "$corpus_root"; then
   require "$corpus_root/.done" 0
   asrdemo prepare --corpus_root "$corpus_root" --out_dir data --num_test "$num_test" --num_dev "$num_dev"
-  touch data/.done
   stage_done 1
 fi
 
@@ -204,10 +206,9 @@ elif stage_needed 2 dump/fbank data "$fbank_config" data/augment_opts; then
   fi
   for set in "$train_set" dev test; do
     require "data/$set/wav.scp" 1
-    asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_conf "$fbank_config" --nj "$nj" \
+    asrdemo fbank --data_dir "data/$set" --out_dir "dump/fbank/$set" --fbank_config "$fbank_config" --nj "$nj" \
       $([ "$set" = "$train_set" ] && echo --cmvn)
   done
-  touch dump/fbank/.done
   stage_done 2
 fi
 
@@ -234,7 +235,6 @@ if stage_needed 4 "$exp" "$train_input" data/lang "$train_config"; then
   asrdemo train --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
     --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
     --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
-  touch "$exp/.done"
   stage_done 4
 fi
 
@@ -256,33 +256,27 @@ if [ "$use_lm" = true ]; then
       ${lm_train_text:+--lm_train_text "$lm_train_text"} --valid_text data/dev/text --exp_dir "$lm_exp" \
       --ngpu "$ngpu" --seed "$seed" $lm_resume
     asrdemo lm perplexity --lm_dir "$lm_exp" --text data/test/text --out_dir "$lm_exp/perplexity_test"
-    touch "$lm_exp/.done"
     stage_done 4
   fi
-  # (re)attach when the LM or the ASR model is newer (training rewrites config.yaml without its lm:)
+  # (re)attach when the LM or the ASR model changed (training rewrites config.yaml without its lm:)
   if stage_needed 4 "$exp/lm" "$lm_exp" "$exp/config.yaml"; then
     require "$exp/config.yaml" 4
     asrdemo lm attach --lm_dir "$lm_exp" --exp_dir "$exp"
-    touch "$exp/lm/.done"
-    rm -f "$exp/decode_test/.done" "$exp/decode_eval/.done"  # decode again, with this LM
     stage_done 4
   fi
   decode_args="--lm_weight $lm_weight $decode_args"
 fi
-# switching the LM on or off, or another lm_weight, decodes again (as data/augment_opts redoes stage 2)
-lm_opts=none; [ "$use_lm" != true ] || lm_opts="$lm_exp lm_weight=$lm_weight"
-if [ -d "$exp" ] && [ "$(cat "$exp/lm_opts" 2>/dev/null || echo none)" != "$lm_opts" ]; then
-  rm -f "$exp/decode_test/.done" "$exp/decode_eval/.done"
-fi
-[ ! -d "$exp" ] || [ "$(cat "$exp/lm_opts" 2>/dev/null)" = "$lm_opts" ] || echo "$lm_opts" > "$exp/lm_opts"
+# an input of stages 5 and 7: another search mode, other decode arguments, or switching the LM on or
+# off decodes again (as does another attached LM: exp/<tag>/lm is an input too)
+decode_opts="mode=$decode_mode args=$decode_args lm=$([ "$use_lm" = true ] && echo "$lm_exp" || echo none)"
+[ ! -d "$exp" ] || echo "$decode_opts" > "$exp/decode_opts"
 
-if stage_needed 5 "$exp/decode_test" "$exp" "$decode_config"; then
+if stage_needed 5 "$exp/decode_test" "$exp" "$decode_config" "$exp/decode_opts" "$exp/lm"; then
   require "$exp/config.yaml" 4
   require data/test/wav.scp 1
   asrdemo decode --exp_dir "$exp" --input data/test --out_dir "$exp/decode_test" --nj "$nj" \
     --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"} $decode_args
   asrdemo plot --exp_dir "$exp"
-  touch "$exp/decode_test/.done"
   stage_done 5
 fi
 
@@ -291,11 +285,10 @@ if stage_needed 6 "$package_dir" "$exp/decode_test"; then
   # the synth_ja package is the one committed to git: float16 weights keep it small
   asrdemo package --exp_dir "$exp" --decode_dir "$exp/decode_test" --out_dir "$package_dir" \
     --corpus "$corpus" $([ "$corpus" = synth_ja ] && echo --half)
-  touch "$package_dir/.done"
   stage_done 6
 fi
 
-if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test" "$package_dir"; then
+if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test" "$package_dir" "$exp/decode_opts"; then
   require "$exp/config.yaml" 4
   asrdemo make_eval_sets --out_dir data --num_sentences "$eval_sentences" --nj "$nj"
   for set in eval_clean eval_snr20 eval_snr10 eval_snr5; do
@@ -305,7 +298,6 @@ if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_te
   asrdemo eval_table --data_root data --decode_root "$exp/decode_eval" --exp_dir "$exp" \
     ${decode_mode:+--mode "$decode_mode"} --out "$exp/decode_eval/eval_table.md" \
     $([ -f "$package_dir/README.md" ] && echo --package_dir "$package_dir")
-  touch "$exp/decode_eval/.done"
   stage_done 7
 fi
 

@@ -226,7 +226,7 @@ def main():
         os.environ[var] = str(args.threads)
     import torch
 
-    from asrdemo.decode.ctc_prefix_score import CTCPrefixScorer
+    from asrdemo.decode.beam_search import CTCPrefixScorer
     from asrdemo.decode.lm_scorer import LMStepScorer
     from asrdemo.decode.recognizer import Recognizer
 

@@ -14,8 +14,7 @@ import pytest
 import torch
 import yaml
 
-from asrdemo.decode.attention_rescoring import attention_rescoring
-from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search_batch
+from asrdemo.decode.ctc_prefix_beam import attention_rescoring, ctc_prefix_beam_search_batch
 from asrdemo.decode.lm_scorer import LMStepScorer, lm_sequence_logp, load_lm, perplexity, rescore_with_lm
 from asrdemo.model.lm import build_lm
 from test_search import TableScorer, assert_sorted_finite, brute_force_ctc, joint, random_ctc_logp

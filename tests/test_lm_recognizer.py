@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from asrdemo.decode.beam_search import joint_beam_search
+from asrdemo.decode.beam_search import DecoderStepScorer, joint_beam_search
+from asrdemo.decode.ctc_prefix_beam import teacher_forced_scorer
 from asrdemo.decode.decode_config import MODES
 from asrdemo.decode.lm_scorer import LMStepScorer, lm_sequence_logp
-from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
 from asrdemo.decode.recognizer import Recognizer
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import build_lm

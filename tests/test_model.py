@@ -195,7 +195,7 @@ def test_prefix_tree_teacher_forcing_equals_one_row_per_hypothesis():
     its log-probs equal a plain teacher-forced pass per row: rows of two utterances interleaved,
     duplicates, a row that is a prefix of another, a bare <sos>, padding, shared and unshared
     prefixes, and padded memory."""
-    from asrdemo.decode.model_scorer import PrefixTree, teacher_forced_scorer
+    from asrdemo.decode.ctc_prefix_beam import PrefixTree, teacher_forced_scorer
 
     model = build(tiny_conf()).eval()
     g = torch.Generator().manual_seed(9)

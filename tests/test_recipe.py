@@ -3,6 +3,7 @@ and a clear error for a stage whose inputs are missing. Real subprocesses, real 
 
 import os
 import re
+import shutil
 import subprocess
 
 import kaldiio
@@ -79,6 +80,28 @@ def test_explicit_stage_redoes_it_and_what_depends_on_it(recipe):
     assert "stage 5: start" in r.stdout and "stage 6: " in r.stdout and "stage 6: skipped" not in r.stdout
     assert not re.search(r"stage [0-4]:", r.stdout)
     assert (tmp / "work" / "exp" / "tiny" / "valid.acc.ave.pth").stat().st_mtime == before  # not retrained
+
+
+def test_a_changed_input_redoes_its_stage_and_a_touched_one_does_not(recipe, tmp_path):
+    """Skipping compares what the inputs hold, not their times: a fresh copy of the decode config
+    (a newer file, the same bytes) skips stage 5; an edit redoes stages 5 and 6 even when the
+    edited file is older than their outputs (as after `cp -p` or a checkout of an older commit)."""
+    tmp, common, _ = recipe
+    conf = tmp_path / "decode.yaml"
+    shutil.copyfile(REPO / "conf" / "decode.yaml", conf)
+    r = run_sh(*common, "--decode_config", conf)
+    assert r.returncode == 0, r.stderr
+    assert "stage 5: skipped" in r.stdout and "start" not in r.stdout, r.stdout
+    conf.write_text(conf.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    os.utime(conf, (0, 0))
+    r = run_sh(*common, "--decode_config", conf)
+    assert r.returncode == 0, r.stderr
+    assert "stage 5: start" in r.stdout and "stage 6: start" in r.stdout, r.stdout
+    assert not re.search(r"stage [0-4]: start", r.stdout)
+    # an option is an input too: another search mode decodes again (the mtime rule skipped it)
+    r = run_sh(*common, "--decode_config", conf, "--decode_mode", "ctc_greedy")
+    assert r.returncode == 0 and "stage 5: start" in r.stdout, r.stdout
+    assert run_sh(*common).returncode == 0  # back to the fixture's decoding
 
 
 def test_missing_inputs_name_the_stage_that_makes_them(tmp_path):

@@ -14,9 +14,9 @@ import yaml
 
 from asrdemo.data import cmvn
 from asrdemo.data.fbank import Fbank
-from asrdemo.decode.beam_search import joint_beam_search
+from asrdemo.decode.beam_search import DecoderStepScorer, joint_beam_search
+from asrdemo.decode.ctc_prefix_beam import teacher_forced_scorer
 from asrdemo.decode.decode_config import MODES
-from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
 from asrdemo.decode.recognizer import Recognizer
 from asrdemo.errors import AsrdemoError
 

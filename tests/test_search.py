@@ -13,11 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from asrdemo.decode.attention_rescoring import attention_rescoring
-from asrdemo.decode.beam_search import joint_beam_search
+from asrdemo.decode.beam_search import CTCPrefixScorer, joint_beam_search
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
-from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search, ctc_prefix_beam_search_batch
-from asrdemo.decode.ctc_prefix_score import CTCPrefixScorer
+from asrdemo.decode.ctc_prefix_beam import attention_rescoring, ctc_prefix_beam_search, ctc_prefix_beam_search_batch
 
 torch.set_num_threads(1)
 NEG_INF = float("-inf")

@@ -108,3 +108,18 @@ def test_the_pages_figures_are_the_ones_explain_writes(walked):
         total += committed.stat().st_size
     assert total < 1.5e6
     assert sorted(p.name for p in wt.FIGURE_DIR.glob("*.png")) == sorted(shown)  # no stale figures
+
+
+def test_the_inference_path_is_eight_files_for_every_search_mode():
+    """The page's reading path from `Recognizer.recognize` to text: files that exist, seven shared
+    ones and one search file for each mode (docs/walkthrough.md, "The inference path")."""
+    from asrdemo.decode.decode_config import MODES
+
+    section = wt.DOC.read_text(encoding="utf-8").split("## The inference path", 1)[1].split("\n## ", 1)[0]
+    shared = re.findall(r"^\| (\d) \| `([^`]+)` \| \d+ \|", section, re.M)
+    searches = re.findall(r"^\| (`\w+`(?:, `\w+`)*)[^|]* \| `([^`]+)` \| \d+ \|", section, re.M)
+    assert [int(n) for n, _ in shared] == [1, 2, 3, 4, 6, 7, 8]
+    modes = {m for names, _ in searches for m in re.findall(r"`(\w+)`", names)}
+    assert modes == set(MODES)
+    for _, path in shared + searches:
+        assert (REPO / path).is_file(), path

@@ -22,7 +22,6 @@ identical byte for byte for any `--nj`. `utt2aug` records how each output uttera
 Resampling goes through `asrdemo.data.audio.resample` (soxr), the project's one resampler.
 """
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -31,13 +30,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import soundfile
 from tqdm import tqdm
 
 from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.datadir import Utterance, input_digest, read_data_dir, read_kv, write_data_dir
+from asrdemo.data.waveform import active_power, add_noise, colored_noise, fit_int16, seeded_rng, write_pcm16
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import atomic_path, atomic_write_lines, clear_done, done_with, is_done, mark_done
+from asrdemo.utils.io import atomic_write_lines, clear_done, done_with, is_done, mark_done
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class AugmentError(AsrdemoError):
     pass
 
 
-# ---------------------------------------------------------------- signal functions
+# ---------------------------------------------------------------- speed and noise (the signal utilities: waveform.py)
 
 
 def speed_perturb(wave: np.ndarray, sr: int, factor: float) -> np.ndarray:
@@ -66,52 +65,6 @@ def speed_perturb(wave: np.ndarray, sr: int, factor: float) -> np.ndarray:
     return resample(wave, sr, sr / factor)
 
 
-def active_power(wave: np.ndarray, frame: int = 320, range_db: float = 40.0) -> float:
-    """Mean power of the active part of `wave`: frames (320 samples = 20 ms at 16 kHz) whose energy
-    is within `range_db` of the loudest frame. Silences and pauses do not count, so the SNR of a
-    mixture does not depend on how much silence an utterance has (the idea of ITU-T P.56)."""
-    wave = np.asarray(wave, dtype=np.float64)
-    if len(wave) == 0:
-        return 0.0
-    n = max(1, len(wave) // frame)
-    frames = wave[: n * frame].reshape(n, -1) if len(wave) >= frame else wave[None, :]
-    energy = np.mean(frames**2, axis=1)
-    loudest = energy.max()
-    if loudest <= 0:
-        return 0.0
-    return float(energy[energy >= loudest * 10 ** (-range_db / 10)].mean())
-
-
-def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float, frame: int = 320) -> np.ndarray:
-    """`wave` + `noise` scaled so that active speech power / mean noise power = `snr_db`.
-
-    `noise` is looped or cut to the length of `wave`. Digital silence stays silent (there is no
-    speech level to set the noise by). No clipping protection here: see `fit_int16`."""
-    wave = np.asarray(wave, dtype=np.float32)
-    noise = np.resize(np.asarray(noise, dtype=np.float32), len(wave))
-    speech_power = active_power(wave, frame)
-    noise_power = float(np.mean(noise.astype(np.float64) ** 2))
-    if speech_power <= 0:
-        return wave.copy()
-    if noise_power <= 0:
-        raise AugmentError("noise is digital silence; cannot reach any SNR with it")
-    gain = np.sqrt(speech_power / (noise_power * 10 ** (snr_db / 10)))
-    return (wave + gain * noise).astype(np.float32)
-
-
-def _colored_noise(n: int, rng: np.random.Generator, exponent: float, sample_rate: int) -> np.ndarray:
-    """Gaussian noise whose power spectrum falls as 1/f^exponent, with nothing below 20 Hz (a 1/f^2
-    spectrum down to 0 Hz would put most of its power in inaudible drift, which fbank ignores and
-    which would make the SNR meaningless)."""
-    size = 1 << max(1, (n - 1).bit_length())  # a power of two: FFTs of prime lengths are slow
-    spectrum = rng.standard_normal(size // 2 + 1) + 1j * rng.standard_normal(size // 2 + 1)
-    freqs = np.fft.rfftfreq(size, d=1.0 / sample_rate)
-    shape = np.zeros_like(freqs)
-    audible = freqs >= 20.0
-    shape[audible] = freqs[audible] ** (-exponent / 2)
-    return np.fft.irfft(spectrum * shape, size)[:n]
-
-
 def make_noise(kind: str, n: int, rng: np.random.Generator, others=None, sample_rate: int = 16000) -> np.ndarray:
     """`n` samples of noise at unit RMS.
 
@@ -123,9 +76,9 @@ def make_noise(kind: str, n: int, rng: np.random.Generator, others=None, sample_
     if kind == "white":
         noise = rng.standard_normal(n)
     elif kind == "pink":
-        noise = _colored_noise(n, rng, 1.0, sample_rate)
+        noise = colored_noise(n, rng, 1.0, sample_rate)
     elif kind == "brown":
-        noise = _colored_noise(n, rng, 2.0, sample_rate)
+        noise = colored_noise(n, rng, 2.0, sample_rate)
     elif kind == "babble":
         if not others:
             raise AugmentError("babble noise needs other utterances to mix")
@@ -143,15 +96,6 @@ def make_noise(kind: str, n: int, rng: np.random.Generator, others=None, sample_
     if rms <= 0:
         raise AugmentError(f"{kind} noise came out silent (the other utterances are silent?)")
     return (noise / rms).astype(np.float32)
-
-
-def fit_int16(wave: np.ndarray):
-    """-> (int16 samples, gain). Scales the whole wave down when its peak would clip (gain < 1),
-    which keeps the SNR; int16 = round(x * 32768), the inverse of reading PCM as float."""
-    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
-    gain = 1.0 if peak * 32768 <= 32767 else 32767 / (peak * 32768)
-    samples = np.clip(np.round(wave.astype(np.float64) * gain * 32768), -32768, 32767)
-    return samples.astype(np.int16), gain
 
 
 # ---------------------------------------------------------------- the data-dir stage
@@ -183,12 +127,6 @@ def _noise_files(noise_dir):
     if not files:
         raise AugmentError(f"--noise_dir {d}: no {'/'.join(NOISE_EXTENSIONS)} files in it")
     return files
-
-
-def _rng(seed: int, copy: int, utt_id: str) -> np.random.Generator:
-    """Independent of the order and the process an utterance is handled in."""
-    digest = hashlib.sha256(f"{seed}\t{copy}\t{utt_id}".encode("utf-8")).digest()
-    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
 # Worker state (set once per process by _init_worker).
@@ -247,7 +185,7 @@ def _make_one(task):
         wave = resample(wave, orig_sr, sr / speed)
         info = f"{src_id} speed={speed:g}"
         if k:
-            rng = _rng(_job["seed"], k, src_id)
+            rng = seeded_rng(_job["seed"], k, src_id, sep="\t")  # independent of the order and the process
             snr = float(rng.uniform(*_job["snr_range"]))
             noise, what = _noise_for(src_id, k, len(wave), rng)
             wave = add_noise(wave, noise, snr, frame=max(1, sr // 50))
@@ -256,9 +194,7 @@ def _make_one(task):
         info += f" gain={gain:.4f}"
         if len(samples) == 0:
             raise AugmentError("no samples after resampling")
-        path = Path(_job["wav_dir"]) / f"{out_id}.wav"
-        with atomic_path(path) as tmp:
-            soundfile.write(str(tmp), samples, sr, subtype="PCM_16", format="WAV")
+        write_pcm16(Path(_job["wav_dir"]) / f"{out_id}.wav", samples, sr)
         return out_id, len(samples) / sr, info, None
     except AsrdemoError as e:
         return out_id, None, None, (f"{out_id}: {e}" if out_id == src_id else f"{out_id} (from {src_id}): {e}")

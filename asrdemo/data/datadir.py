@@ -5,7 +5,6 @@ file lists the same utterances. Writing validates first and writes each file ato
 """
 
 import dataclasses
-import hashlib
 import logging
 import re
 import unicodedata
@@ -14,6 +13,7 @@ from typing import Iterable, List, Optional
 
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, read_lines
+from asrdemo.utils.io import input_digest as io_input_digest
 
 FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2dur")
 
@@ -180,9 +180,6 @@ def read_data_dir(data_dir) -> List[Utterance]:
 
 
 def input_digest(data_dir, names=("wav.scp", "text")) -> str:
-    """sha256 of the data dir's files `names`, in that order: what a stage records in its `.done`
-    (`utils.io.done_with`) so that a changed data dir makes its outputs stale."""
-    h = hashlib.sha256()
-    for name in names:
-        h.update((Path(data_dir) / name).read_bytes())
-    return h.hexdigest()
+    """`utils.io.input_digest` of the data dir's files `names`, in that order: what a stage records
+    in its `.done` (`utils.io.done_with`) so that a changed data dir makes its outputs stale."""
+    return io_input_digest(Path(data_dir) / name for name in names)

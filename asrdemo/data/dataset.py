@@ -114,27 +114,35 @@ def load_features(ex: Example) -> np.ndarray:
     return feats
 
 
-class ASRDataset(torch.utils.data.Dataset):
+class ExampleDataset(torch.utils.data.Dataset):
+    """A list of `Example`s; `lengths` is what `make_batches` sorts and packs by (frames, or the
+    tokens of a sentence for the LM's `text_dataset.TextDataset`)."""
+
+    def __init__(self, examples):
+        self.examples = list(examples)
+
+    def __len__(self):
+        return len(self.examples)
+
+    @property
+    def lengths(self):
+        return [ex.num_frames for ex in self.examples]
+
+
+class ASRDataset(ExampleDataset):
     """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor).
 
     `load(example)` reads the input: `load_features` (default), or a `wave_dataset.WaveLoader`,
     whose items are waves (N,) instead of feats."""
 
     def __init__(self, examples, load=None):
-        self.examples = list(examples)
+        super().__init__(examples)
         self.load = load or load_features
-
-    def __len__(self):
-        return len(self.examples)
 
     def __getitem__(self, i):
         ex = self.examples[i]
         feats = torch.from_numpy(np.array(self.load(ex), dtype=np.float32))  # a writable copy
         return ex.utt_id, feats, torch.tensor(ex.token_ids)
-
-    @property
-    def lengths(self):
-        return [ex.num_frames for ex in self.examples]
 
 
 def make_batches(lengths, batch_bins, max_batch_size=None, min_batch_size=1):

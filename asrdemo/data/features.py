@@ -3,7 +3,7 @@
 Worker processes read and resample the audio and compute fbank (`asrdemo.data.fbank`); the parent
 writes the ark in utterance order, so the output does not depend on `--nj`.
 
-    asrdemo fbank --data_dir data/train --out_dir dump/fbank/train --fbank_conf conf/fbank.yaml --nj 2 --cmvn
+    asrdemo fbank --data_dir data/train --out_dir dump/fbank/train --fbank_config conf/fbank.yaml --nj 2 --cmvn
 """
 
 import logging
@@ -93,14 +93,17 @@ def compute_features(data_dir, out_dir, fbank_conf=None, nj=1, with_cmvn=False):
 def add_arguments(p):
     p.add_argument("--data_dir", required=True, help="Kaldi data dir (wav.scp, text, ...)")
     p.add_argument("--out_dir", required=True, help="where feats.scp/ark go, e.g. dump/fbank/train")
-    p.add_argument("--fbank_conf", default=None, help="YAML with fbank options (default: built-in 80-dim, 16 kHz)")
+    # --fbank_conf: the option's name until config names followed ESPnet (a YAML file is *_config)
+    p.add_argument("--fbank_config", "--fbank_conf", dest="fbank_config", default=None,
+                   help="YAML with fbank options, e.g. conf/fbank.yaml (default: built-in 80-dim, 16 kHz); "
+                        "--fbank_conf is its deprecated name")
     p.add_argument("--nj", type=int, default=2, help="parallel worker processes")
     p.add_argument("--cmvn", action="store_true", help="also write global CMVN statistics (training set)")
 
 
 def main(args):
     out_dir = Path(args.out_dir)
-    conf = Fbank.from_yaml(args.fbank_conf).conf if args.fbank_conf else Fbank().conf
+    conf = Fbank.from_yaml(args.fbank_config).conf if args.fbank_config else Fbank().conf
     required = OUTPUTS + (("cmvn.ark",) if args.cmvn else ())
     digest = input_digest(args.data_dir) if (Path(args.data_dir) / "wav.scp").is_file() else None
     if is_done(out_dir, required):

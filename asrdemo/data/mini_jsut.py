@@ -34,9 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from asrdemo.data import waveform
+from asrdemo.data.waveform import (corpus_noise, room, seeded_rng, set_level, snr_gain, spectral_tilt, speech_bounds,
+                                   write_pcm16)
 from asrdemo.errors import AsrdemoError
-from asrdemo.utils.io import (atomic_path, atomic_write_lines, atomic_write_text, clear_done, done_with, is_done,
-                              mark_done, read_lines)
+from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, is_done, mark_done, read_lines
 
 logger = logging.getLogger(__name__)
 
@@ -176,83 +178,29 @@ def _voice_tts(text: str, r: Rendering) -> np.ndarray:
     if abs(r.warp - 1.0) > 1e-6:
         wave = soxr.resample(wave, SAMPLE_RATE * r.warp, SAMPLE_RATE, quality="HQ")
     if r.tilt:
-        wave = np.concatenate([wave[:1], wave[1:] - r.tilt * wave[:-1]])
+        wave = spectral_tilt(wave, r.tilt)
     return wave
-
-
-def _speech_bounds(wave: np.ndarray, frame: int = 480) -> tuple[int, int]:
-    """Speech span: the frames within 48 dB of the loudest one, plus one frame either side.
-
-    The HTS voice's silences sit about 60 dB below its loudest frames.
-    """
-    n = len(wave) // frame
-    if n == 0:
-        return 0, len(wave)
-    rms = np.sqrt(np.mean(wave[: n * frame].reshape(n, frame) ** 2, axis=1) + 1e-20)
-    active = np.flatnonzero(rms > rms.max() * 10 ** (-48 / 20))
-    return max(int(active[0]) - 1, 0) * frame, min(int(active[-1]) + 2, n) * frame
-
-
-def _room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A small synthetic room: exponentially decaying noise impulse response, mostly dry."""
-    n_ir = int(rt60_s * sample_rate)
-    t = np.arange(n_ir) / sample_rate
-    ir = rng.standard_normal(n_ir) * np.exp(-6.9078 * t / rt60_s)  # -60 dB at rt60
-    ir *= 0.3 / np.sqrt(np.sum(ir**2))
-    ir[0] = 1.0
-    n_fft = 1 << (len(wave) + n_ir - 1).bit_length()
-    wet = np.fft.irfft(np.fft.rfft(wave, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[: len(wave)]
-    return wet
-
-
-def _noise(kind: str, n: int, speech: np.ndarray, rng: np.random.Generator,
-           sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Unit-power noise: white, pink (1/f power) or babble (shifted, reversed copies of the speech)."""
-    if kind == "white":
-        noise = rng.standard_normal(n)
-    elif kind == "pink":
-        n_fft = 1 << (n - 1).bit_length()  # a power of two: pocketfft is slow on large primes
-        spec = np.fft.rfft(rng.standard_normal(n_fft))
-        spec /= np.sqrt(np.maximum(np.fft.rfftfreq(n_fft, 1.0 / sample_rate), 20.0))
-        noise = np.fft.irfft(spec, n_fft)[:n]
-    elif kind == "babble":
-        base = np.resize(speech, n) if len(speech) else np.zeros(n)
-        noise = np.zeros(n)
-        for k in range(5):
-            copy = base[::-1] if k % 2 else base
-            noise += np.roll(copy, int(rng.integers(n))) * rng.uniform(0.5, 1.0)
-    else:
-        raise ValueError(f"unknown noise kind {kind!r}")
-    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
 
 
 def render(text: str, r: Rendering, rng: np.random.Generator) -> np.ndarray:
     """Synthesize `text` as rendering `r` describes; float32 in [-1, 1] at SAMPLE_RATE."""
     wave = _voice_tts(text, r)
-    start, end = _speech_bounds(wave)
+    start, end = speech_bounds(wave)
     if end <= start or not np.any(wave):
         raise AsrdemoError(f"pyopenjtalk produced no speech for {text!r}")
     speech = wave[start:end]
     wave = np.concatenate([np.zeros(int(r.lead_s * SAMPLE_RATE)), speech,
                            np.zeros(int(r.trail_s * SAMPLE_RATE))])
     if r.room_rt60_s > 0:
-        wave = _room(wave, r.room_rt60_s, rng)
+        wave = room(wave, r.room_rt60_s, rng, SAMPLE_RATE)
     if r.noise != "none":
-        speech_power = np.mean(speech**2)
-        noise = _noise(r.noise, len(wave), speech, rng)
-        wave = wave + noise * np.sqrt(speech_power / 10 ** (r.snr_db / 10))
-    rms = np.sqrt(np.mean(wave**2)) + 1e-12
-    wave = wave * (10 ** (r.level_dbfs / 20) / rms)
+        noise = corpus_noise(r.noise, len(wave), speech, rng, SAMPLE_RATE)
+        wave = wave + noise * snr_gain(np.mean(speech**2), r.snr_db)
+    wave = set_level(wave, r.level_dbfs)
     peak = np.max(np.abs(wave))
     if peak > 0.98:  # never clip: lower the level instead
         wave *= 0.98 / peak
     return wave.astype(np.float32)
-
-
-def _rng(seed: int, key: str) -> np.random.Generator:
-    """A generator that depends only on (seed, key) -- not on Python's salted hash()."""
-    digest = hashlib.sha256(f"{int(seed)}\0{key}".encode("utf-8")).digest()
-    return np.random.default_rng([int(w) for w in np.frombuffer(digest[:16], dtype=np.uint32)])
 
 
 def synthesize(text: str, seed: int = 0, speaker=None, augment: bool = True, key: str | None = None):
@@ -263,21 +211,19 @@ def synthesize(text: str, seed: int = 0, speaker=None, augment: bool = True, key
     (the corpus uses the utterance id). `augment=False` gives the voice alone: normal speed,
     short silences, no noise.
     """
-    rng = _rng(seed, text if key is None else key)
+    rng = seeded_rng(seed, text if key is None else key)
     rendering = draw_rendering(rng, speaker=speaker, augment=augment)
     return render(text, rendering, rng), SAMPLE_RATE
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(wave, dtype=np.float64) * 32767.0), -32768, 32767).astype(np.int16)
+    """The synthetic corpora's float -> int16 (x 32767: waveform.CORPUS_PCM_SCALE)."""
+    return waveform.to_int16(wave, waveform.CORPUS_PCM_SCALE)
 
 
 def write_wav(path, wave: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono wav, written atomically."""
-    import soundfile as sf
-
-    with atomic_path(path) as tmp:
-        sf.write(str(tmp), to_int16(wave), sample_rate, subtype="PCM_16", format="WAV")
+    """A synthetic corpus's 16-bit PCM mono wav (mini_jsut, synth_ja, synth_eval), written atomically."""
+    write_pcm16(path, to_int16(wave), sample_rate)
 
 
 # --------------------------------------------------------------------------- sentences
@@ -339,7 +285,7 @@ def select_sentences(sentences, num_utts=None, subsets=None):
 def _synth_job(job):
     """Worker: render one utterance into its wav (atomically). Top-level, so spawn can pickle it."""
     utt_id, text, seed, wav_path = job
-    rng = _rng(seed, utt_id)
+    rng = seeded_rng(seed, utt_id)
     rendering = draw_rendering(rng)
     try:
         wave = render(text, rendering, rng)
@@ -485,7 +431,7 @@ def _write_pseudo_speakers(root: Path, utt_ids, wav_rel, seed) -> float:
     for u in utt_ids:
         duration = sf.info(str(root / wav_rel[u])).duration
         total += duration
-        rec = {"utt_id": u, "duration": duration, **asdict(draw_rendering(_rng(seed, u)))}
+        rec = {"utt_id": u, "duration": duration, **asdict(draw_rendering(seeded_rng(seed, u)))}
         rows.append("\t".join(f"{rec[c]:.3f}" if isinstance(rec[c], float) else str(rec[c]) for c in columns))
     atomic_write_lines(root / "pseudo_speakers.tsv", rows)
     return total
@@ -498,10 +444,10 @@ def write_sample(path, text: str = SEED_UTT[1], sample_rate: int = 16000, seed: 
 
     wave, sr = synthesize(text, seed=seed, speaker=speaker, augment=False)
     if snr_db is not None and math.isfinite(snr_db):
-        rng = _rng(seed, "sample-noise")
-        start, end = _speech_bounds(wave)
+        rng = seeded_rng(seed, "sample-noise")
+        start, end = speech_bounds(wave)
         power = np.mean(wave[start:end].astype(np.float64) ** 2)
-        wave = wave + (rng.standard_normal(len(wave)) * np.sqrt(power / 10 ** (snr_db / 10))).astype(np.float32)
+        wave = wave + (rng.standard_normal(len(wave)) * snr_gain(power, snr_db)).astype(np.float32)
     if sample_rate != sr:
         wave = soxr.resample(wave, sr, sample_rate, quality="VHQ")
     wave = wave * min(1.0, 0.98 / (np.max(np.abs(wave)) + 1e-12))

@@ -29,9 +29,10 @@ import numpy as np
 
 from asrdemo.data import voices
 from asrdemo.data.datadir import Utterance, read_kv, write_data_dir
-from asrdemo.data.mini_jsut import _rng, read_sentences, write_wav
+from asrdemo.data.mini_jsut import read_sentences, write_wav
 from asrdemo.data.sentence_gen import EVAL_SENTENCE_FILES
 from asrdemo.data.synth_ja import SAMPLE_RATE, Rendering, render
+from asrdemo.data.waveform import eval_noise, seeded_rng, snr_gain
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_text, done_with, mark_done
 
@@ -70,26 +71,10 @@ def eval_rendering(rng: np.random.Generator, voice: str) -> Rendering:
                      telephone=False, level_dbfs=float(rng.uniform(-30.0, -20.0)), clip=1.0)
 
 
-def eval_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power noise of a kind training never used: brown (1/f^2) or a machine hum."""
-    if kind == "brown":
-        noise = np.cumsum(rng.standard_normal(n))
-        noise -= np.convolve(noise, np.ones(801) / 801, mode="same")  # drop the random walk's drift
-    elif kind == "hum":
-        t = np.arange(n) / SAMPLE_RATE
-        f0 = rng.uniform(50.0, 200.0)
-        noise = sum(rng.uniform(0.2, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
-                    for k in range(1, 16))
-        noise = noise + 0.05 * rng.standard_normal(n)
-    else:
-        raise ValueError(f"unknown evaluation noise {kind!r}")
-    return noise / (np.sqrt(np.mean(noise**2)) + 1e-12)
-
-
 def add_noise(wave: np.ndarray, snr_db: float, kind: str, rng: np.random.Generator) -> np.ndarray:
     """`wave` plus `kind` noise at `snr_db` (speech power measured where |x| is above 1 % of peak)."""
     active = wave[np.abs(wave) > 0.01 * np.max(np.abs(wave))]
-    noise = eval_noise(kind, len(wave), rng) * np.sqrt(np.mean(active**2) / 10 ** (snr_db / 10))
+    noise = eval_noise(kind, len(wave), rng, SAMPLE_RATE) * snr_gain(np.mean(active**2), snr_db)
     out = wave + noise
     peak = np.max(np.abs(out))
     return (out * (0.98 / peak) if peak > 0.98 else out).astype(np.float32)
@@ -97,7 +82,7 @@ def add_noise(wave: np.ndarray, snr_db: float, kind: str, rng: np.random.Generat
 
 def _job(job):
     utt_id, text, voice, seed, wav_dir = job
-    rng = _rng(seed, utt_id)
+    rng = seeded_rng(seed, utt_id)
     clean = render(text, eval_rendering(rng, voice), rng, evaluation=True)
     kind = EVAL_NOISES[int(rng.integers(len(EVAL_NOISES)))]
     out = {}

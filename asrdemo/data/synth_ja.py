@@ -32,7 +32,8 @@ import numpy as np
 
 from asrdemo.data import voices
 from asrdemo.data.sentence_gen import DEFAULT_FREE_RATIO
-from asrdemo.data.mini_jsut import _noise, _rng, _room, _speech_bounds, write_wav
+from asrdemo.data.mini_jsut import write_wav
+from asrdemo.data.waveform import corpus_noise, room, seeded_rng, set_level, snr_gain, spectral_tilt, speech_bounds
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
 
@@ -98,20 +99,20 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
     hts = r.voice in voices.HTS_VOICES
     half_tone = r.half_tone - 12.0 * math.log2(r.warp) if hts else 0.0
     wave, sr = voices.tts(r.voice, text, speed=r.speed / r.warp, half_tone=half_tone, evaluation=evaluation)
-    start, end = _speech_bounds(wave, frame=sr // 100)
+    start, end = speech_bounds(wave, frame=sr // 100)
     wave = soxr.resample(wave[start:end], sr * r.warp, SAMPLE_RATE, quality="HQ")
     if r.tilt:
-        wave = np.concatenate([wave[:1], wave[1:] - r.tilt * wave[:-1]])
+        wave = spectral_tilt(wave, r.tilt)
     speech = wave
     wave = np.concatenate([np.zeros(int(r.lead_s * SAMPLE_RATE)), speech, np.zeros(int(r.trail_s * SAMPLE_RATE))])
     if r.room_rt60_s > 0:
-        wave = _room(wave, r.room_rt60_s, rng, SAMPLE_RATE)
+        wave = room(wave, r.room_rt60_s, rng, SAMPLE_RATE)
     if r.noise != "none":
-        noise = _noise(r.noise, len(wave), speech, rng, SAMPLE_RATE)
-        wave = wave + noise * np.sqrt(np.mean(speech**2) / 10 ** (r.snr_db / 10))
+        noise = corpus_noise(r.noise, len(wave), speech, rng, SAMPLE_RATE)
+        wave = wave + noise * snr_gain(np.mean(speech**2), r.snr_db)
     if r.telephone:
         wave = soxr.resample(soxr.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
-    wave = wave * (10 ** (r.level_dbfs / 20) / (np.sqrt(np.mean(wave**2)) + 1e-12))
+    wave = set_level(wave, r.level_dbfs)
     peak = np.max(np.abs(wave)) + 1e-12
     if r.clip > 1.0:
         wave = np.clip(wave * (r.clip / peak), -1.0, 1.0)
@@ -159,7 +160,7 @@ def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAU
 def _synth_job(job):
     """Worker: render one utterance into its wav (atomically); returns (utt_id, text, seconds, rendering)."""
     utt_id, text, voice, seed, wav_path = job
-    rng = _rng(seed, utt_id)
+    rng = seeded_rng(seed, utt_id)
     r = draw_rendering(rng, voice)
     try:
         wave = render(text, r, rng)

@@ -15,7 +15,7 @@ from typing import List, Sequence
 import torch
 
 from asrdemo.data.datadir import read_kv
-from asrdemo.data.dataset import IGNORE_ID, BatchSampler, Example, make_batches
+from asrdemo.data.dataset import IGNORE_ID, BatchSampler, Example, ExampleDataset, make_batches
 from asrdemo.errors import AsrdemoError
 
 log = logging.getLogger(__name__)
@@ -65,22 +65,12 @@ def make_examples(sentences, token_list, max_tokens=None, where="LM text") -> Li
     return examples
 
 
-class TextDataset(torch.utils.data.Dataset):
+class TextDataset(ExampleDataset):
     """Item i -> (id, token ids (L,) long tensor)."""
-
-    def __init__(self, examples):
-        self.examples = list(examples)
-
-    def __len__(self):
-        return len(self.examples)
 
     def __getitem__(self, i):
         ex = self.examples[i]
         return ex.utt_id, torch.tensor(ex.token_ids)
-
-    @property
-    def lengths(self):
-        return [ex.num_frames for ex in self.examples]
 
 
 def collate_text(items):

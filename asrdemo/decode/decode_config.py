@@ -4,9 +4,8 @@
 import dataclasses
 from pathlib import Path
 
-import yaml
-
 from asrdemo.errors import AsrdemoError
+from asrdemo.utils.config import check_settings, read_yaml, setting
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_rescoring")
 DTYPES = ("float32", "bfloat16")
@@ -18,34 +17,23 @@ class DecodeConfig:
     per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
     lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
     dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: bfloat16 holds the
-    attention decoder's (and the LM's) weights in bf16 (a search step reads half the bytes) and runs the encoder
-    under bf16 autocast; scores stay float32 (docs/decoding.md, "bf16 inference")."""
+    attention decoder's (and the LM's) weights in bf16 (a search step reads half the bytes) and runs
+    the encoder under bf16 autocast; scores stay float32 (docs/decoding.md, "bf16 inference")."""
 
-    mode: str = "joint"
-    beam_size: int = 10
-    ctc_weight: float = 0.3
+    mode: str = setting("joint", choices=MODES)
+    beam_size: int = setting(10, minimum=1)
+    ctc_weight: float = setting(0.3, minimum=0, maximum=1)
     penalty: float = 0.0
     maxlenratio: float = 0.0
     minlenratio: float = 0.0
-    pre_beam_ratio: float = 1.5
-    nbest: int = 1
+    pre_beam_ratio: float = setting(1.5, above=0)
+    nbest: int = setting(1, minimum=1)
     end_detection: bool = True
-    lm_weight: float = 0.0
-    dtype: str = "float32"
+    lm_weight: float = setting(0.0, minimum=0)
+    dtype: str = setting("float32", choices=DTYPES)
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise AsrdemoError(f"decode config: mode must be one of {', '.join(MODES)}; got {self.mode!r}")
-        if not 0.0 <= float(self.ctc_weight) <= 1.0:
-            raise AsrdemoError(f"decode config: ctc_weight must be in [0, 1], got {self.ctc_weight}")
-        if int(self.beam_size) < 1 or int(self.nbest) < 1:
-            raise AsrdemoError("decode config: beam_size and nbest must be >= 1")
-        if self.pre_beam_ratio <= 0:
-            raise AsrdemoError("decode config: pre_beam_ratio must be > 0")
-        if not isinstance(self.lm_weight, (int, float)) or not 0.0 <= float(self.lm_weight) < float("inf"):
-            raise AsrdemoError(f"decode config: lm_weight must be a number >= 0, got {self.lm_weight!r}")
-        if self.dtype not in DTYPES:
-            raise AsrdemoError(f"decode config: dtype must be one of {', '.join(DTYPES)}; got {self.dtype!r}")
+        check_settings(self, "decode config")
 
     @classmethod
     def load(cls, conf=None) -> "DecodeConfig":
@@ -55,14 +43,8 @@ class DecodeConfig:
         if isinstance(conf, cls):
             return dataclasses.replace(conf)
         if isinstance(conf, (str, Path)):
-            path = Path(conf)
-            if not path.is_file():
-                raise AsrdemoError(f"decode config {path} does not exist")
-            try:
-                conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise AsrdemoError(f"decode config {path}: not valid YAML ({e})") from None
-            where = str(path)
+            where = str(conf)
+            conf = read_yaml(conf, "decode config")
         else:
             where = "decode config"
         if not isinstance(conf, dict):

@@ -29,6 +29,7 @@ import yaml
 
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import LM_MODEL_FILE
+from asrdemo.utils.config import read_yaml
 from asrdemo.utils.io import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,8 @@ def load_lm(lm_dir, device="cpu", model_file=None):
     config_path = lm_dir / "config.yaml"
     if not config_path.is_file():
         raise AsrdemoError(f"{lm_dir} is not an LM dir: no config.yaml (made by `asrdemo lm train`)")
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise AsrdemoError(f"{config_path}: not valid YAML ({e})") from None
-    if not isinstance(config, dict) or not isinstance(config.get("vocab_size"), int):
+    config = read_yaml(config_path, "LM config")
+    if not isinstance(config.get("vocab_size"), int):
         raise AsrdemoError(f"{config_path}: no vocab_size; is this an LM config written by `asrdemo lm train`?")
     lm = build_lm(config.get("model"), config["vocab_size"])
     path = Path(model_file) if model_file else lm_dir / LM_MODEL_FILE

@@ -36,26 +36,24 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import yaml
 
 from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
 from asrdemo.decode.alignment import AlignmentError, ctc_forced_align, encoder_frame_seconds, token_times
-from asrdemo.decode.attention_rescoring import attention_rescoring
-from asrdemo.decode.beam_search import joint_beam_search
+from asrdemo.decode.beam_search import DecoderStepScorer, joint_beam_search
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
-from asrdemo.decode.ctc_prefix_beam import ctc_prefix_beam_search_batch
+from asrdemo.decode.ctc_prefix_beam import attention_rescoring, ctc_prefix_beam_search_batch, teacher_forced_scorer
 from asrdemo.decode.decode_config import MODES, DecodeConfig
 from asrdemo.decode.hypothesis import Hypothesis, Recognition, empty_hypothesis
 from asrdemo.decode.lm_scorer import (LMStepScorer, attached_lm_dir, check_same_tokens, lm_sequence_logp, load_lm,
                                       rescore_with_lm)
-from asrdemo.decode.model_scorer import DecoderStepScorer, teacher_forced_scorer
 from asrdemo.decode.segment import split_at_pauses
 from asrdemo.decode.trace import build_trace
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.mask import make_non_pad_mask
+from asrdemo.utils.config import read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +144,8 @@ class Recognizer:
         if not config_path.is_file():
             raise AsrdemoError(f"{exp_dir} is not an exp dir: no config.yaml (an exp dir is made by `asrdemo train` "
                                "or `asrdemo package`)")
-        try:
-            config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise AsrdemoError(f"{config_path}: not valid YAML ({e})") from None
-        if not isinstance(config, dict) or "model" not in config:
+        config = read_yaml(config_path, "exp dir config")
+        if "model" not in config:
             raise AsrdemoError(f"{config_path}: no 'model:' section; is this an exp dir's config.yaml?")
 
         def exp_file(key, default=None):

@@ -34,10 +34,8 @@ import numpy as np
 import torch
 
 from asrdemo.data.audio import StreamResampler
-from asrdemo.decode.attention_rescoring import attention_rescoring
-from asrdemo.decode.ctc_prefix_beam import CTCPrefixBeamSearch
+from asrdemo.decode.ctc_prefix_beam import CTCPrefixBeamSearch, attention_rescoring, teacher_forced_scorer
 from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
-from asrdemo.decode.model_scorer import teacher_forced_scorer
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.encoder import EncoderCache
 

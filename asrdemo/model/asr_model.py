@@ -32,6 +32,7 @@ from asrdemo.model.encoder import ConformerEncoder, TransformerEncoder
 from asrdemo.model.mask import make_non_pad_mask
 from asrdemo.model.label_smoothing_loss import LabelSmoothingLoss, th_accuracy
 from asrdemo.model.specaug import SpecAugment
+from asrdemo.utils.config import upgrade_model_conf
 
 IGNORE_ID = -1
 
@@ -61,7 +62,7 @@ SPECAUG_DEFAULTS = dict(
 )
 MODEL_DEFAULTS = dict(
     encoder="conformer", encoder_conf={}, decoder="transformer", decoder_conf={}, ctc_weight=0.3,
-    lsm_weight=0.1, length_normalized_loss=False, specaug=None,
+    lsm_weight=0.1, length_normalized_loss=False, specaug=None, specaug_conf=None,
 )
 
 
@@ -77,8 +78,9 @@ def _with_defaults(conf, defaults: dict, where: str) -> dict:
 
 
 def resolve_model_conf(model_conf: Optional[dict]) -> dict:
-    """The full model config: every key present, defaults filled in, names checked."""
-    conf = _with_defaults(model_conf, MODEL_DEFAULTS, "model")
+    """The full model config: every key present, defaults filled in, names checked (old names
+    first become current ones: asrdemo/utils/config.py)."""
+    conf = _with_defaults(upgrade_model_conf(model_conf), MODEL_DEFAULTS, "model")
     if conf["encoder"] not in ENCODER_DEFAULTS:
         raise AsrdemoError(f"model config: encoder must be one of {sorted(ENCODER_DEFAULTS)}, got {conf['encoder']!r}")
     if conf["decoder"] != "transformer":
@@ -86,8 +88,10 @@ def resolve_model_conf(model_conf: Optional[dict]) -> dict:
     conf["encoder_conf"] = _with_defaults(conf["encoder_conf"], ENCODER_DEFAULTS[conf["encoder"]],
                                           f"encoder_conf ({conf['encoder']})")
     conf["decoder_conf"] = _with_defaults(conf["decoder_conf"], DECODER_DEFAULTS, "decoder_conf")
+    if conf["specaug"] not in (None, "specaug"):
+        raise AsrdemoError(f"model config: specaug must be 'specaug' or null, got {conf['specaug']!r}")
     if conf["specaug"] is not None:
-        conf["specaug"] = _with_defaults(conf["specaug"], SPECAUG_DEFAULTS, "specaug")
+        conf["specaug_conf"] = _with_defaults(conf["specaug_conf"], SPECAUG_DEFAULTS, "specaug_conf")
     if not 0.0 <= float(conf["ctc_weight"]) <= 1.0:
         raise AsrdemoError(f"model config: ctc_weight must be in [0, 1], got {conf['ctc_weight']}")
     if not 0.0 <= float(conf["lsm_weight"]) < 1.0:
@@ -129,7 +133,7 @@ class ASRModel(nn.Module):
         try:
             encoder = ENCODER_CLASSES[conf["encoder"]](input_dim, **conf["encoder_conf"])
             decoder = TransformerDecoder(vocab_size, encoder.output_size(), **conf["decoder_conf"])
-            specaug = SpecAugment(**conf["specaug"]) if conf["specaug"] is not None else None
+            specaug = SpecAugment(**conf["specaug_conf"]) if conf["specaug"] is not None else None
         except ValueError as e:  # a bad value in the config
             raise AsrdemoError(f"model config: {e}") from e
         ctc = CTC(vocab_size, encoder.output_size())

@@ -75,13 +75,18 @@ class MultiHeadedAttention(nn.Module):
         pos_emb: Optional[torch.Tensor] = None,
         kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
     ) -> torch.Tensor:
-        """query (B, T1, D), key/value (B, T2, D) -> (B, T1, D). ``pos_emb`` is ignored here;
-        ``kv`` = the result of ``project_kv(key, value)`` skips projecting key and value."""
-        q = self.split_heads(self.linear_q(query))
+        """query (B, T1, D), key/value (B, T2, D) -> (B, T1, D). ``pos_emb`` goes to ``scores``
+        (read by the relative-position subclass only); ``kv`` = the result of
+        ``project_kv(key, value)`` skips projecting key and value."""
+        # q before k and v, as always: the same allocation order keeps results bit-identical (CPU
+        # matmul kernels may round differently with other memory alignment)
+        q = self.linear_q(query)
         k, v = kv if kv is not None else self.project_kv(key, value)
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.d_k)
-        return self.attend(scores, v, mask)
+        return self.attend(self.scores(q, k, pos_emb), v, mask)
 
+    def scores(self, q: torch.Tensor, k: torch.Tensor, pos_emb: Optional[torch.Tensor]) -> torch.Tensor:
+        """Projected queries q (B, T1, D) and keys k (B, H, T2, d_k) -> scaled dot products (B, H, T1, T2)."""
+        return torch.matmul(self.split_heads(q), k.transpose(-2, -1)) / math.sqrt(self.d_k)
 
     def self_attention(self, x: torch.Tensor, mask: Optional[torch.Tensor], pos_emb: Optional[torch.Tensor] = None,
                        cache: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
@@ -149,28 +154,18 @@ class RelPositionMultiHeadedAttention(MultiHeadedAttention):
         nn.init.xavier_uniform_(self.pos_bias_u)
         nn.init.xavier_uniform_(self.pos_bias_v)
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,
-        mask: Optional[torch.Tensor],
-        pos_emb: Optional[torch.Tensor] = None,
-        kv: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """pos_emb (1, T2+T1-1, D) from ``RelPositionalEncoding``; other arguments as the base class."""
+    def scores(self, q: torch.Tensor, k: torch.Tensor, pos_emb: Optional[torch.Tensor]) -> torch.Tensor:
+        """pos_emb (1, T2+T1-1, D) from ``RelPositionalEncoding``; otherwise as the base class."""
         if pos_emb is None:
             raise ValueError("RelPositionMultiHeadedAttention needs pos_emb (use rel_pos encoding)")
-        b, t, _ = query.shape
-        q = self.linear_q(query).view(b, t, self.h, self.d_k)  # (B, T, H, d_k): add biases per head
-        k, v = kv if kv is not None else self.project_kv(key, value)
+        b, t, _ = q.shape
+        q = q.view(b, t, self.h, self.d_k)  # (B, T, H, d_k): add biases per head
         p = self.split_heads(self.linear_pos(pos_emb))  # (1, H, T2+T1-1, d_k)
         q_u = (q + self.pos_bias_u).transpose(1, 2)  # (B, H, T, d_k)
         q_v = (q + self.pos_bias_v).transpose(1, 2)
         content = torch.matmul(q_u, k.transpose(-2, -1))  # (B, H, T1, T2)   terms (a) + (c)
         position = rel_shift(torch.matmul(q_v, p.transpose(-2, -1)))  # (B, H, T1, T2)  terms (b) + (d)
-        scores = (content + position) / math.sqrt(self.d_k)
-        return self.attend(scores, v, mask)
+        return (content + position) / math.sqrt(self.d_k)
 
 
 def store_attention_weights(module: nn.Module, flag: bool = True) -> None:

@@ -11,7 +11,9 @@ Ways to run it:
   share a prefix share its positions, so an n-best list costs its distinct prefixes only.
 
 ``precompute_memory_kv`` also serves ``forward(..., memory_kv=)`` and ``forward_tree``: each
-utterance's memory is projected once for all of its hypotheses.
+utterance's memory is projected once for all of its hypotheses. ``SourceMemory`` keeps that
+projection of a batch and hands it out for whatever row layout a search step has (the beam
+search's and attention rescoring's decoder scorers both use it).
 """
 
 from typing import List, Optional, Tuple
@@ -136,3 +138,56 @@ class TransformerDecoder(nn.Module):
         if self_kv is None:
             return None
         return [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self_kv]
+
+
+def _all_valid(mask: torch.Tensor) -> Optional[torch.Tensor]:
+    """None when the mask lets every frame through (nothing to mask), else the mask."""
+    return None if bool(mask.all()) else mask
+
+
+def _even_groups(utt: torch.Tensor) -> Optional[torch.Tensor]:
+    """The utterances of W-row groups if `utt` (N,) is W consecutive rows per utterance (every
+    utterance once, the same W), else None. E.g. [4, 4, 7, 7] -> [4, 7]; [0, 0, 1] -> None."""
+    n = utt.numel()
+    uniq, counts = torch.unique_consecutive(utt, return_counts=True)
+    if n == 0 or n % len(uniq) != 0 or not bool((counts == n // len(uniq)).all()):
+        return None
+    if len(torch.unique(uniq)) != len(uniq):  # an utterance in two separate runs
+        return None
+    return uniq
+
+
+class SourceMemory:
+    """An utterance batch's encoder output as the source attention reads it: projected once
+    (``precompute_memory_kv``), then handed out for a row layout ``utt`` (N,) of hypotheses.
+
+    When the rows come as the beam search lays them out (utterance by utterance, the same number W
+    of hypotheses each), an utterance's W hypotheses attend to its one copy of the keys/values
+    (ESPnet's batch beam search instead expands the memory to every hypothesis and projects it
+    again at every step). Other layouts (any ``utt`` is allowed) get the keys/values gathered per
+    row, once per layout."""
+
+    def __init__(self, decoder: TransformerDecoder, memory: torch.Tensor, memory_mask: torch.Tensor):
+        """memory (B, T, D) encoder output, memory_mask (B, 1, T) bool True = valid frame."""
+        # in the decoder's dtype (bf16 when decoding with dtype: bfloat16)
+        self.kv = decoder.precompute_memory_kv(memory.to(decoder.output_layer.weight.dtype))  # per layer (B, H, T, d_k)
+        self.mask = memory_mask
+        self.everything_valid = bool(memory_mask.all())
+        self._layout: Optional[torch.Tensor] = None
+        self._picked = None
+
+    def for_rows(self, utt: torch.Tensor) -> Tuple[MemoryKV, Optional[torch.Tensor]]:
+        """-> (per layer (k, v) each (B', H, T, d_k), mask (B', 1, T) or None) such that the
+        N rows split evenly over the B' entries (B' = N when gathered per row)."""
+        if self._layout is not None and torch.equal(self._layout, utt):
+            return self._picked
+        groups = _even_groups(utt)
+        pick = groups if groups is not None else utt  # per utterance group, else per row
+        if torch.equal(pick, torch.arange(self.mask.size(0), device=pick.device)):
+            kv, mask = self.kv, self.mask  # all utterances in order: nothing to gather
+        else:
+            kv = [(k.index_select(0, pick), v.index_select(0, pick)) for k, v in self.kv]
+            mask = self.mask.index_select(0, pick)
+        self._picked = (kv, None if self.everything_valid else _all_valid(mask))
+        self._layout = utt.clone()
+        return self._picked

@@ -13,6 +13,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.residual import residual_block
+
 KV = Tuple[torch.Tensor, torch.Tensor]  # keys, values, each (N, H, L, d_k)
 
 
@@ -45,28 +47,19 @@ class DecoderLayer(nn.Module):
         rows per utterance (then memory is not read and memory_mask is (B, 1, T) or None).
         Returns (N, L, D).
         """
-        residual = tgt
-        if self.normalize_before:
-            tgt = self.norm1(tgt)
-        x = residual + self.dropout(self.self_attn(tgt, tgt, tgt, tgt_mask))
-        if not self.normalize_before:
-            x = self.norm1(x)
-
-        residual = x
-        if self.normalize_before:
-            x = self.norm2(x)
+        x, _ = self._block(tgt, self.norm1, lambda y: (self.self_attn(y, y, y, tgt_mask), None))
         n, length, d = x.shape
         b = n if memory_kv is None else memory_kv[0].size(0)
-        if b != n:  # memory_kv of B utterances, N = B * W rows: W consecutive rows per utterance
-            x = self.src_attn(x.reshape(b, (n // b) * length, d), None, None, memory_mask, kv=memory_kv)
-            x = x.reshape(n, length, d)
-        else:
-            x = self.src_attn(x, memory, memory, memory_mask, kv=memory_kv)
-        x = residual + self.dropout(x)
-        if not self.normalize_before:
-            x = self.norm2(x)
 
-        return self._feed_forward_block(x)
+        def source_attention(y):
+            if b != n:  # memory_kv of B utterances, N = B * W rows: W consecutive rows per utterance
+                y = self.src_attn(y.reshape(b, (n // b) * length, d), None, None, memory_mask, kv=memory_kv)
+                return y.reshape(n, length, d), None
+            return self.src_attn(y, memory, memory, memory_mask, kv=memory_kv), None
+
+        x, _ = self._block(x, self.norm2, source_attention)
+        x, _ = self._block(x, self.norm3, lambda y: (self.feed_forward(y), None))
+        return x
 
     def forward_step(
         self,
@@ -84,36 +77,21 @@ class DecoderLayer(nn.Module):
         Returns the output (N, 1, D) and the keys/values of all L positions, each (N, H, L, d_k).
         """
         n, _, d = x.shape
-        residual = x
-        if self.normalize_before:
-            x = self.norm1(x)
-        k, v = self.self_attn.project_kv(x, x)  # (N, H, 1, d_k): the newest position only
-        if self_kv is not None:
-            k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
-        # the newest position may see every earlier one: no mask
-        x = residual + self.dropout(self.self_attn.forward_fused(x, (k, v), None))
-        if not self.normalize_before:
-            x = self.norm1(x)
 
-        residual = x
-        if self.normalize_before:
-            x = self.norm2(x)
+        def self_attention(y):
+            k, v = self.self_attn.project_kv(y, y)  # (N, H, 1, d_k): the newest position only
+            if self_kv is not None:
+                k, v = torch.cat([self_kv[0], k], dim=2), torch.cat([self_kv[1], v], dim=2)
+            # the newest position may see every earlier one: no mask
+            return self.self_attn.forward_fused(y, (k, v), None), (k, v)
+
+        x, kv = self._block(x, self.norm1, self_attention)
         # an utterance's W hypotheses are W queries against its one memory: (B, W, D)
         b = memory_kv[0].size(0)
-        x = self.src_attn.forward_fused(x.reshape(b, n // b, d), memory_kv, memory_mask).reshape(n, 1, d)
-        x = residual + self.dropout(x)
-        if not self.normalize_before:
-            x = self.norm2(x)
+        x, _ = self._block(x, self.norm2, lambda y: (
+            self.src_attn.forward_fused(y.reshape(b, n // b, d), memory_kv, memory_mask).reshape(n, 1, d), None))
+        x, _ = self._block(x, self.norm3, lambda y: (self.feed_forward(y), None))
+        return x, kv
 
-        x = self._feed_forward_block(x)
-        return x, (k, v)
-
-    def _feed_forward_block(self, x: torch.Tensor) -> torch.Tensor:
-        """The third sub-layer of both paths: (pre- or post-) LayerNorm, feed-forward, residual."""
-        residual = x
-        if self.normalize_before:
-            x = self.norm3(x)
-        x = residual + self.dropout(self.feed_forward(x))
-        if not self.normalize_before:
-            x = self.norm3(x)
-        return x
+    def _block(self, x, norm, fn):
+        return residual_block(x, norm, fn, self.dropout, self.normalize_before)

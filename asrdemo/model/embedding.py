@@ -30,14 +30,18 @@ def sinusoid_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     return table
 
 
-class PositionalEncoding(nn.Module):
-    """x * sqrt(d) + PE[offset + t], then dropout."""
+class _SinusoidEncoding(nn.Module):
+    """What both encodings keep: the model dimension, the sqrt(d) input scale, the dropout."""
 
     def __init__(self, d_model: int, dropout_rate: float):
         super().__init__()
         self.d_model = d_model
         self.xscale = math.sqrt(d_model)
         self.dropout = nn.Dropout(dropout_rate)
+
+
+class PositionalEncoding(_SinusoidEncoding):
+    """x * sqrt(d) + PE[offset + t], then dropout."""
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """x (B, T, D) -> (x with positions added (B, T, D), None)."""
@@ -52,14 +56,8 @@ class PositionalEncoding(nn.Module):
         return self.dropout(x * self.xscale + pe)
 
 
-class RelPositionalEncoding(nn.Module):
+class RelPositionalEncoding(_SinusoidEncoding):
     """x * sqrt(d) (dropout), and pos_emb (1, 2T-1, D) for distances T-1 ... 0 ... -(T-1)."""
-
-    def __init__(self, d_model: int, dropout_rate: float):
-        super().__init__()
-        self.d_model = d_model
-        self.xscale = math.sqrt(d_model)
-        self.dropout = nn.Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, D) -> (x * sqrt(d), pos_emb (1, 2T-1, D)). ``offset`` (where x starts in the

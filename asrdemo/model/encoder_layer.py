@@ -14,6 +14,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.residual import residual_block
+
 KVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: each (B, H, frames, d_k)
 
 
@@ -34,20 +36,11 @@ class TransformerEncoderLayer(nn.Module):
         """x (B, T, D), mask (B, 1|T, C+T) bool True = may attend, att_cache None or the (k, v) of
         C earlier frames -> (x (B, T, D), (k, v) of C+T frames, None). (``mask_pad`` and
         ``cnn_cache`` are the Conformer's; here unused.)"""
-        residual = x
-        if self.normalize_before:
-            x = self.norm1(x)
-        attended, new_att_cache = self.self_attn.self_attention(x, mask, pos_emb, att_cache)
-        x = residual + self.dropout(attended)
-        if not self.normalize_before:
-            x = self.norm1(x)
-
-        residual = x
-        if self.normalize_before:
-            x = self.norm2(x)
-        x = residual + self.dropout(self.feed_forward(x))
-        if not self.normalize_before:
-            x = self.norm2(x)
+        x, new_att_cache = residual_block(
+            x, self.norm1, lambda y: self.self_attn.self_attention(y, mask, pos_emb, att_cache), self.dropout,
+            self.normalize_before)
+        x, _ = residual_block(x, self.norm2, lambda y: (self.feed_forward(y), None), self.dropout,
+                              self.normalize_before)
         return x, new_att_cache, None
 
 
@@ -80,16 +73,9 @@ class ConformerEncoderLayer(nn.Module):
         self.normalize_before = normalize_before
 
     def _sublayer(self, x, norm, fn, scale=1.0):
-        """Residual + (pre- or post-) LayerNorm around one sub-block; ``fn(x) -> (out, cache)``
-        -> (x, cache)."""
-        residual = x
-        if self.normalize_before:
-            x = norm(x)
-        out, cache = fn(x)
-        x = residual + scale * self.dropout(out)
-        if not self.normalize_before:
-            x = norm(x)
-        return x, cache
+        """``residual_block`` around one sub-block; ``fn(x) -> (out, cache)`` -> (x, cache). (Every
+        sub-block's output is scaled, by 1.0 too: the same operations as always, the same results.)"""
+        return residual_block(x, norm, fn, self.dropout, self.normalize_before, scale)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
                 mask_pad: Optional[torch.Tensor] = None, att_cache: Optional[KVCache] = None,

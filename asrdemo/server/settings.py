@@ -24,6 +24,7 @@ import os
 from pathlib import Path
 
 from asrdemo.errors import AsrdemoError
+from asrdemo.utils.config import setting, setting_problem
 
 # The seed's sentence (JSUT BASIC5000_0001); `sample/test.wav` speaks it.
 SAMPLE_REFERENCE = "水をマレーシアから買わなくてはならないのです。"
@@ -31,17 +32,18 @@ SAMPLE_REFERENCE = "水をマレーシアから買わなくてはならないの
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    exp_dir: Path = Path("exp_train_large")
-    sample_wav: Path = Path("sample/test.wav")
-    max_upload_mb: float = 10.0
-    max_seconds: float = 90.0  # long-form decoding keeps the cost linear; docs/demo.md
-    workers: int = 1
-    threads: int = 4
-    torch_threads: int = 0
-    max_streams: int = 3
-    stream_idle_s: float = 10.0
-    stream_chunk: int = 16
-    port: int = 8000
+    exp_dir: Path = setting(Path("exp_train_large"), env="ASRDEMO_EXP")
+    sample_wav: Path = setting(Path("sample/test.wav"), env="ASRDEMO_SAMPLE")
+    max_upload_mb: float = setting(10.0, minimum=0.001, env="ASRDEMO_MAX_UPLOAD_MB", limit=True)
+    # long-form decoding keeps the cost of long input linear; docs/demo.md
+    max_seconds: float = setting(90.0, minimum=0.1, env="ASRDEMO_MAX_SECONDS", limit=True)
+    workers: int = setting(1, minimum=1, env="ASRDEMO_WORKERS", limit=True)
+    threads: int = setting(4, minimum=1, env="ASRDEMO_THREADS", limit=True)
+    torch_threads: int = setting(0, minimum=0, env="ASRDEMO_TORCH_THREADS", limit=True)
+    max_streams: int = setting(3, minimum=0, env="ASRDEMO_MAX_STREAMS", limit=True)
+    stream_idle_s: float = setting(10.0, minimum=0.1, env="ASRDEMO_STREAM_IDLE_S", limit=True)
+    stream_chunk: int = setting(16, minimum=1, env="ASRDEMO_STREAM_CHUNK", limit=True)
+    port: int = setting(8000, minimum=1, env="PORT")
 
     def __post_init__(self):  # accept str paths
         object.__setattr__(self, "exp_dir", Path(self.exp_dir))
@@ -49,21 +51,10 @@ class DemoSettings:
 
     @classmethod
     def from_env(cls, environ=None, **overrides):
-        """Settings from `environ` (default `os.environ`); `overrides` (not None) win over both."""
+        """Settings from `environ` (default `os.environ`); `overrides` (not None) win over both.
+        Raises AsrdemoError naming the variable for a value that is not a number, or out of range."""
         env = os.environ if environ is None else environ
-        values = {
-            "exp_dir": env.get("ASRDEMO_EXP", cls.exp_dir),
-            "sample_wav": env.get("ASRDEMO_SAMPLE", cls.sample_wav),
-            "max_upload_mb": _number(env, "ASRDEMO_MAX_UPLOAD_MB", float, cls.max_upload_mb, minimum=0.001),
-            "max_seconds": _number(env, "ASRDEMO_MAX_SECONDS", float, cls.max_seconds, minimum=0.1),
-            "workers": _number(env, "ASRDEMO_WORKERS", int, cls.workers, minimum=1),
-            "threads": _number(env, "ASRDEMO_THREADS", int, cls.threads, minimum=1),
-            "torch_threads": _number(env, "ASRDEMO_TORCH_THREADS", int, cls.torch_threads, minimum=0),
-            "max_streams": _number(env, "ASRDEMO_MAX_STREAMS", int, cls.max_streams, minimum=0),
-            "stream_idle_s": _number(env, "ASRDEMO_STREAM_IDLE_S", float, cls.stream_idle_s, minimum=0.1),
-            "stream_chunk": _number(env, "ASRDEMO_STREAM_CHUNK", int, cls.stream_chunk, minimum=1),
-            "port": _number(env, "PORT", int, cls.port, minimum=1),
-        }
+        values = {f.name: _from_env(env, f) for f in dataclasses.fields(cls)}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -73,27 +64,22 @@ class DemoSettings:
 
     def limits(self) -> dict:
         """What a client may send, and how the server runs (shown by /api/model and the page)."""
-        return {
-            "max_upload_mb": self.max_upload_mb,
-            "max_upload_bytes": self.max_upload_bytes,
-            "max_seconds": self.max_seconds,
-            "workers": self.workers,
-            "threads": self.threads,
-            "torch_threads": self.torch_threads,
-            "max_streams": self.max_streams,
-            "stream_idle_s": self.stream_idle_s,
-            "stream_chunk": self.stream_chunk,
-        }
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata["limit"]}
+        return {"max_upload_mb": self.max_upload_mb, "max_upload_bytes": self.max_upload_bytes, **shown}
 
 
-def _number(env, name, kind, default, minimum):
-    raw = env.get(name)
+def _from_env(env, field):
+    """The value of `field` from its environment variable, else its default."""
+    name, raw = field.metadata["env"], env.get(field.metadata["env"])
+    if field.type is Path:
+        return field.default if raw is None else raw
     if raw is None or raw.strip() == "":
-        return default
+        return field.default
     try:
-        value = kind(raw)
+        value = field.type(raw)
     except ValueError:
-        raise AsrdemoError(f"environment variable {name}={raw!r} is not a valid {kind.__name__}") from None
-    if value < minimum:
-        raise AsrdemoError(f"environment variable {name}={raw!r} must be at least {minimum}")
+        raise AsrdemoError(f"environment variable {name}={raw!r} is not a valid {field.type.__name__}") from None
+    problem = setting_problem(field, value)
+    if problem:
+        raise AsrdemoError(f"environment variable {name}={raw!r} {problem}")
     return value

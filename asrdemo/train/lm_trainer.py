@@ -31,12 +31,11 @@ from asrdemo.data.tokens import TokenList
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.lm import LM_MODEL_FILE
 from asrdemo.train import distributed
-from asrdemo.train.average import average_best
-from asrdemo.train.checkpoint import epoch_checkpoints
-from asrdemo.train.scheduler import build_scheduler
-from asrdemo.train.trainer import (DEFAULTS, Trainer, amp_settings, batch_stats, build_optimizer,
-                                   check_resume_config, checkpoint_to_resume, load_config, start_devices, train_log)
-from asrdemo.utils.io import atomic_path, atomic_write_text, is_done, mark_done
+from asrdemo.train.trainer import (DEFAULTS, Trainer, add_common_arguments, batch_stats, build_trainer,
+                                   check_resume_config, checkpoint_to_resume, load_config, relaunch_argv,
+                                   start_devices, train_log)
+from asrdemo.utils.config import read_yaml
+from asrdemo.utils.io import atomic_path, atomic_write_text, is_done
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,9 @@ class LMTrainer(Trainer):
 
     stat_names = ("nll", "ntokens", "correct")
     best_metric = "valid_loss"
+    best_label = "valid loss"
+    done_values = ("valid_loss", "valid_ppl")
+    summary_values = (("train", ("loss", "ppl", "acc")), ("valid", ("loss", "ppl", "acc")))
     frame_unit = "tokens"
     figures = LM_FIGURES
 
@@ -94,26 +96,10 @@ class LMTrainer(Trainer):
         distributed.all_reduce_sum(sums, self.dist)
         return self._averages(sums, prefix="valid_")
 
-    def epoch_summary(self, row, best, best_epoch):
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"train loss {fmt(row['train_loss'])} ppl {fmt(row['train_ppl'])} acc {fmt(row['train_acc'])} | "
-                f"valid loss {fmt(row['valid_loss'])} ppl {fmt(row['valid_ppl'])} acc {fmt(row['valid_acc'])} | "
-                f"best valid loss {fmt(best)} (epoch {best_epoch})")
-
 
 def _relaunch_argv(args):
-    argv = ["lm", "train"]
-    for name in ("config", "token_list", "exp_dir", "ngpu", "seed", "max_epochs"):
-        if getattr(args, name) is not None:
-            argv += [f"--{name}", str(getattr(args, name))]
-    for name in ("train_text", "lm_train_text", "valid_text"):
-        for path in getattr(args, name) or []:
-            argv += [f"--{name}", str(path)]
-    for text in args.set or []:
-        argv += ["--set", text]
-    if args.resume:
-        argv.append("--resume")
-    return argv
+    return relaunch_argv(["lm", "train"], args, ("config", "token_list", "exp_dir", "ngpu", "seed", "max_epochs"),
+                         repeated=("train_text", "lm_train_text", "valid_text"))
 
 
 def train_lm(args):
@@ -138,7 +124,6 @@ def _train_lm(args, config, exp_dir, dist):
     from asrdemo.model.lm import build_lm
 
     tc, bc = config["train"], config["batching"]
-    ckpt_dir = exp_dir / "checkpoints"
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
@@ -150,9 +135,8 @@ def _train_lm(args, config, exp_dir, dist):
     data = {"train_text": [str(p) for p in args.train_text or []],
             "lm_train_text": [str(p) for p in args.lm_train_text or []],
             "valid_text": [str(p) for p in args.valid_text], "token_list": str(args.token_list)}
-    if resume_from is not None and (exp_dir / "config.yaml").is_file():
-        old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")  # the ASR trainer's rules
+    if resume_from is not None and (exp_dir / "config.yaml").is_file():  # the ASR trainer's rules
+        check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
     torch.manual_seed(seed)
@@ -174,17 +158,8 @@ def _train_lm(args, config, exp_dir, dist):
              len(train_examples), sum(e.num_frames for e in train_examples), num_batches, bc["batch_bins"],
              len(valid_examples))
 
-    core = model.module if dist.distributed else model
-    optimizer = build_optimizer(config["optim"], core.parameters(), config["optim_conf"])
-    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
-                                total_steps=math.ceil(num_batches / tc["accum_grad"]) * tc["max_epochs"])
-    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
-    trainer = LMTrainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
-                        token_list, exp_dir, dist, amp_dtype)
-    if resume_from is not None:
-        trainer.load(resume_from)
-    elif args.resume:
-        log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
+    trainer = build_trainer(LMTrainer, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                            dist, resume_from, args.resume)
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         with atomic_path(exp_dir / "tokens.txt") as tmp:
             shutil.copyfile(args.token_list, tmp)
@@ -194,28 +169,15 @@ def _train_lm(args, config, exp_dir, dist):
     trainer.run()
 
     if dist.is_main:
-        if not trainer.history:
-            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
-        path, epochs = average_best(exp_dir, tc["keep_nbest_models"], metric="valid_loss")
-        best = min(trainer.history, key=lambda r: (r["valid_loss"], -r["epoch"]))
-        mark_done(exp_dir, epochs=trainer.history[-1]["epoch"], steps=trainer.step, best_epoch=best["epoch"],
-                  best_valid_loss=best["valid_loss"], best_valid_ppl=best["valid_ppl"], averaged_epochs=epochs,
-                  model=path.name, epoch_checkpoints=sorted(epoch_checkpoints(ckpt_dir)))
+        _, epochs = trainer.finish()
         log.info("finished: %s (averaged epochs %s); shallow fusion loads %s/%s", exp_dir, epochs, exp_dir,
                  LM_MODEL_FILE)
     distributed.barrier(dist)
 
 
 def add_arguments(p):
-    p.add_argument("--config", required=True, help="LM YAML, e.g. conf/lm.yaml")
-    p.add_argument("--token_list", required=True, help="the ASR token list, data/lang/tokens.txt")
+    add_common_arguments(p, "conf/lm.yaml", "the ASR token list, data/lang/tokens.txt", "exp/lm")
     p.add_argument("--train_text", action="append", default=[], help="Kaldi `text` (utt_id text); repeatable")
     p.add_argument("--lm_train_text", action="append", default=[],
                    help="more training text, one sentence per line; repeatable")
     p.add_argument("--valid_text", action="append", required=True, help="Kaldi `text` for validation; repeatable")
-    p.add_argument("--exp_dir", required=True, help="output dir, e.g. exp/lm")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in exp_dir")
-    p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU). >1 re-launches under torchrun")
-    p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
-    p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
-    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE", help="override a config value (YAML syntax)")

@@ -34,13 +34,14 @@ from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
-from asrdemo.train.average import average_best
+from asrdemo.train.average import average_best, best_epochs
 from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint,
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
 from asrdemo.train.scheduler import build_scheduler
 from asrdemo.train.training_input import (check_frontend_kind, longest_utterance, read_training_input,
                                           write_layer_weights)
+from asrdemo.utils.config import read_yaml, upgrade_config
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -114,17 +115,10 @@ def _check_section(key, value, where, defaults=None):
 
 def load_config(path, overrides=(), defaults=None):
     """The YAML at `path` merged over `defaults` (DEFAULTS: the ASR model's), then `key.sub=value`
-    overrides applied (checked like the YAML's own keys)."""
+    overrides applied (checked like the YAML's own keys), old key names made current
+    (asrdemo/utils/config.py)."""
     defaults = DEFAULTS if defaults is None else defaults
-    path = Path(path)
-    if not path.is_file():
-        raise AsrdemoError(f"missing config {path}")
-    try:
-        user = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise AsrdemoError(f"{path}: not valid YAML: {e}")
-    if not isinstance(user, dict):
-        raise AsrdemoError(f"{path}: expected a mapping of sections, got {type(user).__name__}")
+    user = read_yaml(path, "training config")
     config = copy.deepcopy(defaults)
     for key, value in user.items():
         if key == "frontend" and "frontend" in defaults and isinstance(value, str):
@@ -158,7 +152,7 @@ def load_config(path, overrides=(), defaults=None):
         check_frontend_kind(config["frontend"], str(path))
     if not isinstance(config["model"], dict):
         raise AsrdemoError(f"{path}: the model: section is missing (see docs/design.md, model_conf)")
-    return config
+    return upgrade_config(config)
 
 
 def build_optimizer(name, params, conf):
@@ -209,6 +203,9 @@ class Trainer:
 
     stat_names = STAT_NAMES
     best_metric = "valid_acc"  # higher is better for *acc, lower for anything else (as average.best_epochs)
+    best_label = "acc"  # how the epoch's log line names it
+    done_values = ("valid_acc",)  # of the best epoch, recorded in .done as best_<name>
+    summary_values = (("train", ("loss", "acc")), ("valid", ("loss", "acc", "cer")))  # the epoch's log line
     frame_unit = "frames"
     figures = None  # plot.FIGURES
 
@@ -476,11 +473,11 @@ class Trainer:
             self.writer.flush()
 
     def epoch_summary(self, row, best, best_epoch):
-        """The end of an epoch's train.log line."""
+        """The end of an epoch's train.log line: `summary_values` of `row`, then the best so far."""
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        return (f"train loss {fmt(row['train_loss'])} acc {fmt(row['train_acc'])} | "
-                f"valid loss {fmt(row['valid_loss'])} acc {fmt(row['valid_acc'])} cer {fmt(row['valid_cer'])} | "
-                f"best acc {fmt(best)} (epoch {best_epoch})")
+        parts = [f"{split} " + " ".join(f"{k} {fmt(row[f'{split}_{k}'])}" for k in keys)
+                 for split, keys in self.summary_values]
+        return " | ".join(parts + [f"best {self.best_label} {fmt(best)} (epoch {best_epoch})"])
 
     def write_history(self):
         """history.jsonl now; the plots in a background thread (they take ~1 s), one at a time."""
@@ -499,6 +496,20 @@ class Trainer:
         if self._plotter is not None:
             self._plotter.join()
             self._plotter = None
+
+    def finish(self):
+        """After the last epoch, on rank 0: average the best epochs' checkpoints (by `best_metric`)
+        into the model file and write `.done` -> (model path, averaged epochs). Raises
+        AsrdemoError when no epoch was trained."""
+        if not self.history:
+            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
+        path, epochs = average_best(self.exp_dir, self.train_conf["keep_nbest_models"], metric=self.best_metric)
+        best_epoch = (best_epochs(self.history, 1, self.best_metric) or [self.history[-1]["epoch"]])[0]
+        best = next(r for r in self.history if r["epoch"] == best_epoch)
+        mark_done(self.exp_dir, epochs=self.history[-1]["epoch"], steps=self.step, best_epoch=best_epoch,
+                  **{f"best_{k}": best[k] for k in self.done_values}, averaged_epochs=epochs, model=path.name,
+                  epoch_checkpoints=sorted(epoch_checkpoints(self.ckpt_dir)))
+        return path, epochs
 
     def run(self):
         from torch.utils.tensorboard import SummaryWriter
@@ -581,7 +592,9 @@ def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> N
     keys (the model, the token list, the optimizer's type, the training batches); log the rest,
     which takes effect from the next update (optim_conf, the scheduler, train.*).
 
-    `old` is the exp dir's config.yaml (`old_path`), `config` this run's. Raises AsrdemoError."""
+    `old` is the exp dir's config.yaml (`old_path`; old key names are compared by their current
+    ones), `config` this run's. Raises AsrdemoError."""
+    old = upgrade_config(old)
     refused = []
     old_kind = old.get("frontend") if old.get("frontend") == "ssl" else "fbank"  # fbank exps record a mapping
     if old_kind != config.get("frontend", "fbank"):
@@ -616,19 +629,27 @@ def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> N
                  "; ".join(changed))
 
 
-def _relaunch_argv(args):
-    """The command line of this run (for re-launching under torchrun)."""
-    argv = ["train"]
-    for name in ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir", "ngpu", "seed",
-                 "max_epochs", "num_workers", "init_param"):
-        value = getattr(args, name)
-        if value is not None:
+def relaunch_argv(command, args, options, repeated=()):
+    """The command line of this run, for re-launching under torchrun (`asrdemo train` and `asrdemo
+    lm train`): the `command` words, `--name value` for each of `options` that is set and for each
+    value of the list options `repeated`, then every `--set` and `--resume`."""
+    argv = list(command)
+    for name in options:
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
+    for name in repeated:
+        for value in getattr(args, name) or []:
             argv += [f"--{name}", str(value)]
     for text in args.set or []:
         argv += ["--set", text]
     if args.resume:
         argv.append("--resume")
     return argv
+
+
+def _relaunch_argv(args):
+    return relaunch_argv(["train"], args, ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir",
+                                           "ngpu", "seed", "max_epochs", "num_workers", "init_param"))
 
 
 def start_devices(ngpu: int, relaunch_argv) -> None:
@@ -705,6 +726,29 @@ def amp_settings(use_amp, device):
     return None, None
 
 
+def build_trainer(trainer_class, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                  dist, resume_from, resume: bool):
+    """`trainer_class` (`Trainer`, or the LM's) with the config's optimizer, its scheduler over
+    max_epochs of updates and mixed precision; continued from the checkpoint `resume_from` when
+    there is one (a `--resume` without one starts from scratch, saying so)."""
+    tc = config["train"]
+    core = model.module if dist.distributed else model
+    # a frozen SSL model's parameters (requires_grad False) are not the optimizer's
+    optimizer = build_optimizer(config["optim"], [p for p in core.parameters() if p.requires_grad],
+                                config["optim_conf"])
+    updates_per_epoch = math.ceil(len(train_sampler.batches) / tc["accum_grad"])
+    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
+                                total_steps=updates_per_epoch * tc["max_epochs"])
+    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
+    trainer = trainer_class(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
+                            token_list, exp_dir, dist, amp_dtype)
+    if resume_from is not None:
+        trainer.load(resume_from)
+    elif resume:
+        log.info("--resume: no checkpoint in %s, starting from scratch", trainer.ckpt_dir)
+    return trainer
+
+
 def init_from_model_file(model, path) -> None:
     """Start from another run's weights (ESPnet's --init_param), e.g. a full-context model
     fine-tuned into a streaming one (docs/streaming.md): the model must have the same parameters
@@ -722,15 +766,13 @@ def _train(args, config, exp_dir, dist):
     from asrdemo.model.asr_model import ASRModel
 
     tc, bc = config["train"], config["batching"]
-    ckpt_dir = exp_dir / "checkpoints"
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
     token_list = TokenList.load(args.token_list, args.bpe_model)
     vocab_size = len(token_list)
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
-        old = yaml.safe_load((exp_dir / "config.yaml").read_text(encoding="utf-8"))
-        check_resume_config(old, config, vocab_size, exp_dir / "config.yaml")
+        check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
 
     seed = tc["seed"]
     torch.manual_seed(seed)  # an SSL frontend's projection is initialised here
@@ -769,36 +811,17 @@ def _train(args, config, exp_dir, dist):
              len(train_examples), num_batches, bc["batch_bins"], data.length_unit, len(valid_examples),
              dist.world_size, dist.device)
 
-    core = model.module if dist.distributed else model
-    # a frozen SSL model's parameters (requires_grad False) are not the optimizer's
-    optimizer = build_optimizer(config["optim"], [p for p in core.parameters() if p.requires_grad],
-                                config["optim_conf"])
-    updates_per_epoch = math.ceil(num_batches / tc["accum_grad"])
-    scheduler = build_scheduler(config["scheduler"], optimizer, config["scheduler_conf"],
-                                total_steps=updates_per_epoch * tc["max_epochs"])
-    amp_dtype, scaler = amp_settings(tc["use_amp"], dist.device)
-
-    trainer = Trainer(config, model, optimizer, scheduler, scaler, train_loader, train_sampler, valid_loader,
-                      token_list, exp_dir, dist, amp_dtype)
+    trainer = build_trainer(Trainer, config, model, train_loader, train_sampler, valid_loader, token_list, exp_dir,
+                            dist, resume_from, args.resume)
     trainer.frame_unit = data.length_unit
-    if resume_from is not None:
-        trainer.load(resume_from)
-    elif args.resume:
-        log.info("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         prepare_exp_dir(exp_dir, config, args, data.frontend_record, input_dim, vocab_size, data.cmvn_stats is not None)
     trainer.run()
 
     if dist.is_main:
-        if not trainer.history:
-            raise AsrdemoError("no epoch was trained (max_epochs is 0?)")
-        path, epochs = average_best(exp_dir, tc["keep_nbest_models"])
+        path, epochs = trainer.finish()
         if data.kind == "ssl":
             write_layer_weights(exp_dir, path, data.frontend_record)
-        best = max(trainer.history, key=lambda r: (r["valid_acc"] or 0.0, r["epoch"]))
-        mark_done(exp_dir, epochs=trainer.history[-1]["epoch"], steps=trainer.step, best_epoch=best["epoch"],
-                  best_valid_acc=best["valid_acc"], averaged_epochs=epochs, model=path.name,
-                  epoch_checkpoints=sorted(epoch_checkpoints(ckpt_dir)))
         log.info("finished: %s (averaged epochs %s); decoding loads %s/valid.acc.ave.pth", exp_dir, epochs, exp_dir)
     distributed.barrier(dist)
 
@@ -807,23 +830,28 @@ def _train(args, config, exp_dir, dist):
 # CLI
 
 
-def add_arguments(p):
-    p.add_argument("--config", required=True, help="training YAML, e.g. conf/train_mini.yaml")
-    p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
-    p.add_argument("--valid_dir", required=True, help="validation dump dir")
-    p.add_argument("--token_list", required=True, help="data/lang/tokens.txt")
-    p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
-    p.add_argument("--exp_dir", required=True, help="output dir, e.g. exp/train_mini")
+def add_common_arguments(p, config_example: str, token_list_help: str, exp_dir_example: str):
+    """The options `asrdemo train` and `asrdemo lm train` share."""
+    p.add_argument("--config", required=True, help=f"training YAML, e.g. {config_example}")
+    p.add_argument("--token_list", required=True, help=token_list_help)
+    p.add_argument("--exp_dir", required=True, help=f"output dir, e.g. {exp_dir_example}")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in exp_dir")
     p.add_argument("--ngpu", type=int, default=0, help="GPUs (0: CPU). >1 re-launches under torchrun")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--max_epochs", type=int, default=None, help="overrides train.max_epochs")
+    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
+                   help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
+
+
+def add_arguments(p):
+    add_common_arguments(p, "conf/train_mini.yaml", "data/lang/tokens.txt", "exp/train_mini")
+    p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
+    p.add_argument("--valid_dir", required=True, help="validation dump dir")
+    p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
     p.add_argument("--num_workers", type=int, default=None, help="overrides train.num_workers")
     p.add_argument("--init_param", default=None,
                    help="start from this model file's weights (e.g. exp/train/valid.acc.ave.pth): fine-tuning, "
                         "such as a full-context model into a streaming one; ignored when resuming")
-    p.add_argument("--set", action="append", metavar="KEY.SUB=VALUE",
-                   help="override a config value (YAML syntax), e.g. --set optim_conf.lr=0.001; repeatable")
 
 
 def main(args):

@@ -6,8 +6,10 @@ half-written file behind under the real name.
 """
 
 import contextlib
+import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,3 +99,46 @@ def done_with(out_dir, settings: dict, required=()) -> bool:
 def clear_done(out_dir) -> None:
     with contextlib.suppress(FileNotFoundError):
         (Path(out_dir) / DONE).unlink()
+
+
+def input_digest(paths) -> str:
+    """sha256 of the inputs `paths`, in order: a file's bytes, a directory's `.done` (what made it,
+    and when), nothing for a path that is not there. A stage records it in its `.done` and compares
+    it with `done_with`, so that a changed input -- its content, not its time -- makes the outputs
+    stale: the subcommands for their data dirs (`datadir.input_digest`), run.sh for each stage."""
+    h = hashlib.sha256()
+    for path in map(Path, paths):
+        if path.is_dir():
+            path = path / DONE
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+STAGE_INPUTS = "stage_inputs_sha256"  # run.sh's record of a stage's inputs, in its output dir's .done
+
+
+def main(argv=None) -> int:
+    """run.sh's stage markers, with the subcommands' rule (`done_with` an `input_digest`):
+
+        python -m asrdemo.utils.io done_with_inputs OUT INPUT...       exit 0 when OUT/.done records
+                                                                       the digest of the INPUTs as they are now
+        python -m asrdemo.utils.io mark_done_with_inputs OUT INPUT...  record it in OUT/.done (made if
+                                                                       missing; what else it records is kept)
+    """
+    command, out, *inputs = sys.argv[1:] if argv is None else argv
+    digest = input_digest(inputs)
+    if command == "done_with_inputs":
+        return 0 if done_with(out, {STAGE_INPUTS: digest}) else 1
+    if command != "mark_done_with_inputs":
+        raise SystemExit("usage: python -m asrdemo.utils.io done_with_inputs|mark_done_with_inputs OUT INPUT...")
+    try:
+        info = json.loads((Path(out) / DONE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        info = None
+    mark_done(out, **{**(info if isinstance(info, dict) else {}), STAGE_INPUTS: digest})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
