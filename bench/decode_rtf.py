@@ -21,7 +21,8 @@ vocabulary 900), synth (conf/train_synth.yaml's: the shipped model's shape, voca
 
 `--lm` adds rows with a random character LM of conf/lm.yaml's shape attached (lm_weight 0.3;
 "LM s" is the time in its steps); `--dtype float32 bfloat16` adds rows decoded with the decode
-config's `dtype: bfloat16` (bf16 decoder/LM weights, encoder under autocast).
+config's `dtype: bfloat16` (bf16 decoder/LM weights, encoder under autocast) or `int8` (dynamically
+quantized decoder/LM linear layers).
 
     .venv/bin/python bench/decode_rtf.py                       # tiny and conformer8 shapes, 5 s and 10 s
     .venv/bin/python bench/decode_rtf.py --shapes conformer8 --modes joint --seconds 5
@@ -97,14 +98,20 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--lm", action="store_true", help=f"also decode with a random conf/lm.yaml LM (lm_weight {LM_WEIGHT})")
-    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"],
                    help="the decode config's dtype(s) to run (default float32)")
     p.add_argument("--json", metavar="PATH")
     return p.parse_args()
 
 
 def count(module):
-    return sum(p.numel() for p in module.parameters())
+    """Parameters, counting an int8-quantized linear layer's packed weight and bias too."""
+    n = 0
+    for m in module.modules():
+        n += sum(p.numel() for p in m.parameters(recurse=False))
+        if callable(getattr(m, "weight", None)):  # torch.ao dynamic quantized Linear
+            n += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+    return n
 
 
 def make_exp_dir(path: Path, shape: dict, lm: bool = False):
@@ -125,6 +132,8 @@ def make_exp_dir(path: Path, shape: dict, lm: bool = False):
     kaldiio.save_mat(str(path / "cmvn.ark"), stats)
     torch.manual_seed(0)
     model = ASRModel.from_config(shape["model"], 80, vocab, stats)
+    with torch.no_grad():  # keep <sos/eos> out of the beam until the forced last step
+        model.decoder.output_layer.bias[model.eos] = -1e4
     torch.save(model.state_dict(), path / "valid.acc.ave.pth")
     config = {"frontend": {"sample_rate": 16000, "num_mel_bins": 80}, "token_type": "char",
               "token_list": "tokens.txt", "bpe_model": None, "cmvn": "cmvn.ark", "model": shape["model"]}
@@ -173,9 +182,7 @@ def run_variant(args, rec, shape_name: str, lm: bool, dtype: str, t_ctc, t_lm) -
     import torch
 
     model = rec.model
-    with torch.no_grad():  # keep <sos/eos> out of the beam until the forced last step
-        model.decoder.output_layer.bias[model.eos] = -1e4
-    label = f"{shape_name}{' +LM' if lm else ''}{' bf16' if dtype == 'bfloat16' else ''}"
+    label = f"{shape_name}{' +LM' if lm else ''}{'' if dtype == 'float32' else ' ' + dtype}"
     print(f"# {label}: params {count(model) / 1e6:.2f}M (encoder {count(model.encoder) / 1e6:.2f}M, "
           f"decoder {count(model.decoder) / 1e6:.2f}M, ctc {count(model.ctc) / 1e6:.2f}M"
           f"{f', LM {count(rec.lm) / 1e6:.2f}M' if rec.lm is not None else ''}), vocab {model.vocab_size}")

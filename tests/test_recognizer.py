@@ -288,21 +288,30 @@ def test_silence_is_judged_as_the_model_sees_it(rec, caplog):
     assert "audio: too short (0.030 s" in caplog.text
 
 
-def test_bfloat16_inference_keeps_float32_scores_near_float32(exp_dir):
-    """dtype: bfloat16 (decode config) holds the decoder in bf16 and runs the encoder under bf16
-    autocast: every mode and the trace still work, scores are float32 and close to float32's."""
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_low_precision_inference_keeps_float32_scores_near_float32(exp_dir, dtype):
+    """dtype: bfloat16 holds the decoder in bf16 and runs the encoder under bf16 autocast; int8
+    quantizes the decoder's linear layers (decode/precision.py). Every mode and the trace still
+    work, scores are float32 and close to float32's, and the encoder's weights are untouched."""
     conf = {"beam_size": 3, "nbest": 3}
     fp32 = Recognizer.from_exp_dir(exp_dir, decode_conf=conf)
-    bf16 = Recognizer.from_exp_dir(exp_dir, decode_conf={**conf, "dtype": "bfloat16"})
-    assert {p.dtype for p in bf16.model.decoder.parameters()} == {torch.bfloat16}
-    assert {p.dtype for p in bf16.model.encoder.parameters()} == {torch.float32}  # autocast, weights kept
+    low = Recognizer.from_exp_dir(exp_dir, decode_conf={**conf, "dtype": dtype})
+    if dtype == "bfloat16":
+        assert {p.dtype for p in low.model.decoder.parameters()} == {torch.bfloat16}
+    else:
+        linears = [m for m in low.model.decoder.modules() if "Linear" in type(m).__name__]
+        assert linears and all(type(m).__module__.startswith("torch.ao.nn.quantized") for m in linears)
+    assert {p.dtype for p in low.model.encoder.parameters()} == {torch.float32}
     wave = noise(1.2, 16000, seed=21)
     for mode in MODES:
-        want, got = fp32.recognize(wave, 16000, mode=mode), bf16.recognize(wave, 16000, mode=mode)
+        want, got = fp32.recognize(wave, 16000, mode=mode), low.recognize(wave, 16000, mode=mode)
         assert isinstance(got.score, float) and np.isfinite(got.score), mode
-        # bf16 keeps 8 significant bits: per-token log-probs move by ~1e-2 relative
+        # bf16 keeps 8 significant bits, int8 ~7: per-token log-probs move by ~1e-2 relative
         assert abs(got.score - want.score) <= 0.05 * abs(want.score) + 0.5, (mode, got.score, want.score)
-    traced = bf16.recognize(wave, 16000, mode="joint", trace=True)
+    traced = low.recognize(wave, 16000, mode="joint", trace=True)
     assert traced.trace is not None and np.isfinite(traced.trace.hypotheses[0].att_score)
+
+
+def test_unknown_dtype_is_refused(exp_dir):
     with pytest.raises(AsrdemoError, match="dtype must be one of"):
         Recognizer.from_exp_dir(exp_dir, decode_conf={"dtype": "float16"})

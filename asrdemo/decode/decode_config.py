@@ -8,7 +8,7 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.utils.config import check_settings, read_yaml, setting
 
 MODES = ("ctc_greedy", "ctc_prefix_beam", "attention", "joint", "attention_rescoring")
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "int8")  # decode/precision.py
 
 
 @dataclasses.dataclass
@@ -16,9 +16,8 @@ class DecodeConfig:
     """Search settings (conf/decode.yaml). Lengths follow ESPnet: maxlenratio 0 = up to one token
     per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
     lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
-    dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: bfloat16 holds the
-    attention decoder's (and the LM's) weights in bf16 (a search step reads half the bytes) and runs
-    the encoder under bf16 autocast; scores stay float32 (docs/decoding.md, "bf16 inference")."""
+    dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: float32, bfloat16
+    or int8 (decode/precision.py; docs/decoding.md, "Inference precision")."""
 
     mode: str = setting("joint", choices=MODES)
     beam_size: int = setting(10, minimum=1)

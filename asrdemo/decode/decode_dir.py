@@ -32,7 +32,7 @@ import yaml
 from tqdm import tqdm
 
 from asrdemo.data.datadir import c_sorted, read_kv
-from asrdemo.decode.decode_config import DecodeConfig
+from asrdemo.decode.decode_config import DTYPES, DecodeConfig
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
 
@@ -309,9 +309,9 @@ def add_arguments(p):
     p.add_argument("--model_file", default=None, help="default: EXP_DIR/valid.acc.ave.pth, else the newest checkpoint")
     p.add_argument("--lm_weight", type=float, default=None,
                    help="overrides the decode config's lm_weight (> 0: use the exp dir's LM, see `asrdemo lm attach`)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
-                   help="overrides the decode config's dtype (bfloat16: bf16 decoder weights and encoder autocast; "
-                        "docs/decoding.md)")
+    p.add_argument("--dtype", default=None, choices=DTYPES,
+                   help="overrides the decode config's dtype (bfloat16: bf16 decoder/LM weights and encoder autocast; "
+                        "int8: dynamically quantized decoder/LM linear layers, CPU; docs/decoding.md)")
     p.add_argument("--batch_size", type=int, default=1, help="utterances per batch within a job (default 1)")
     p.add_argument("--num_threads", type=int, default=1, help="torch threads per job (default 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")

@@ -41,6 +41,7 @@ from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
+from asrdemo.decode.precision import cast_for_inference, encoder_autocast
 from asrdemo.decode.alignment import AlignmentError, ctc_forced_align, encoder_frame_seconds, token_times
 from asrdemo.decode.beam_search import DecoderStepScorer, joint_beam_search
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
@@ -113,12 +114,11 @@ class Recognizer:
         if lm is not None and lm.vocab_size != model.vocab_size:
             raise AsrdemoError(f"the LM has {lm.vocab_size} tokens, the ASR model {model.vocab_size}")
         self.lm = None if lm is None else lm.to(self.device).eval()
-        if self.decode_conf.dtype == "bfloat16":
-            # a search step reads all of the decoder's (and the LM's) weights for a handful of rows:
-            # bf16 halves the bytes (cast in place; their log-softmax and all scores stay float32)
-            for module in (self.model.decoder, self.lm):
-                if module is not None:
-                    module.to(torch.bfloat16)
+        # a search step reads all of the decoder's (and the LM's) weights for a handful of rows:
+        # bf16 / int8 weights are fewer bytes (decode/precision.py; all scores stay float32)
+        self.model.decoder = cast_for_inference(self.model.decoder, self.decode_conf.dtype, self.device)
+        if self.lm is not None:
+            self.lm = cast_for_inference(self.lm, self.decode_conf.dtype, self.device)
         # A beam as wide as the vocabulary keeps every token at every step: it finds nothing a
         # narrower one would not, and the joint search's memory and time grow with beam x vocabulary.
         max_beam = max(1, model.vocab_size - 1)
@@ -371,7 +371,7 @@ class Recognizer:
             feats = [torch.as_tensor(np.asarray(feats_list[i]), dtype=torch.float32) for i in usable]
             lengths = torch.tensor([len(f) for f in feats], device=self.device)
             padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(self.device)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.decode_conf.dtype == "bfloat16"):
+            with encoder_autocast(self.device, self.decode_conf.dtype):
                 enc, enc_lens = self.model.encode(padded, lengths)
             enc = enc.float()
             ctc_logp = self.model.ctc.log_softmax(enc)

@@ -161,7 +161,7 @@ def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: Lis
             ctc = float(ctc_logp[:, model.blank_id].sum())
         store_attention_weights(decoder, keep_attention and rank == 0)
         ys_in = torch.tensor([[model.sos, *ids]], device=enc.device)
-        logits = decoder(enc.to(decoder.output_layer.weight.dtype), mask, ys_in,
+        logits = decoder(enc.to(decoder.input_dtype), mask, ys_in,
                          torch.tensor([len(ids) + 1], device=enc.device))
         logp = torch.log_softmax(logits.float(), -1)[0]  # float32 also when decode dtype is bfloat16
         att = float(logp[torch.arange(len(ids) + 1), torch.tensor([*ids, model.eos])].sum())

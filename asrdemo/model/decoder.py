@@ -56,6 +56,12 @@ class TransformerDecoder(nn.Module):
             self.after_norm = nn.LayerNorm(d)
         self.output_layer = nn.Linear(d, vocab_size)
 
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype the memory must have: the weights' (float32, or bfloat16 when cast for bf16
+        inference; int8-quantized linear layers take float32, as the embedding stays)."""
+        return self.embed.weight.dtype
+
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalize_before:
             x = self.after_norm(x)
@@ -170,7 +176,7 @@ class SourceMemory:
     def __init__(self, decoder: TransformerDecoder, memory: torch.Tensor, memory_mask: torch.Tensor):
         """memory (B, T, D) encoder output, memory_mask (B, 1, T) bool True = valid frame."""
         # in the decoder's dtype (bf16 when decoding with dtype: bfloat16)
-        self.kv = decoder.precompute_memory_kv(memory.to(decoder.output_layer.weight.dtype))  # per layer (B, H, T, d_k)
+        self.kv = decoder.precompute_memory_kv(memory.to(decoder.input_dtype))  # per layer (B, H, T, d_k)
         self.mask = memory_mask
         self.everything_valid = bool(memory_mask.all())
         self._layout: Optional[torch.Tensor] = None
