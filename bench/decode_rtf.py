@@ -44,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine_state import machine_state, warn_if_busy  # noqa: E402
+from machine_state import report_end, report_start  # noqa: E402
 
 SHAPES = {
     "tiny": dict(vocab=50, model={
@@ -238,10 +238,7 @@ def main():
     from asrdemo.decode.recognizer import Recognizer
 
     torch.set_num_threads(args.threads)
-    state_start = machine_state()
-    warn_if_busy(state_start, "the decode benchmark")
-    print(f"# at start: load {state_start['load1']}, CPU pressure {state_start['cpu_pressure_avg10']} % "
-          f"on {os.cpu_count()} CPUs")
+    state_start = report_start("the decode benchmark")
     print(f"# asrdemo decode benchmark: torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"device {args.device}, beam {args.beam}, ctc_weight {args.ctc_weight}, "
           f"{args.steps} tokens forced in {'/'.join(BEAM_MODES)}; median of {args.repeats} after {args.warmup} warm-up")
@@ -258,8 +255,7 @@ def main():
                 rec = Recognizer.from_exp_dir(tmp, device=args.device, decode_conf=conf)
             rows += run_variant(args, rec, shape_name, lm, dtype, t_ctc, t_lm)
 
-    state_end = machine_state()
-    print(f"# at the end: load {state_end['load1']}, CPU pressure {state_end['cpu_pressure_avg10']} %")
+    state_end = report_end()
     hdr = ("shape", "LM", "dtype", "mode", "input s", "frames", "fbank s", "encoder s", "encode s", "search s",
            "total s", "RTF", "ms/step", "min total s", "CPU s", "decoder s", "CTC prefix s", "LM s", "other s",
            "tokens", "peak RSS MB")
