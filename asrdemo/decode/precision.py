@@ -10,7 +10,8 @@ rows (the beam), so it mostly reads memory: fewer bytes per weight is a faster s
 * ``int8`` — PyTorch's dynamic quantization (``torch.ao.quantization.quantize_dynamic``, as in its
   "dynamic quantization" tutorial): every ``nn.Linear`` of the decoder and the LM holds int8
   weights (a quarter of the bytes) with a float scale per tensor, activations are quantized per
-  call; CPU only. The encoder stays float32. PyTorch marks ``torch.ao.quantization`` as deprecated
+  call; CPU only. The encoder runs under bf16 autocast where the CPU computes bf16 natively (AVX-512
+  BF16 / AMX), else in float32. PyTorch marks ``torch.ao.quantization`` as deprecated
   in favour of torchao, whose CPU int8 kernels are, without ``torch.compile``, slower than float32
   here (bench/RESULTS.md): this is the one that pays on a CPU today.
 
@@ -25,6 +26,7 @@ import torch
 
 from asrdemo.decode.decode_config import DTYPES
 from asrdemo.errors import AsrdemoError
+from asrdemo.utils.cpu import cpu_has_bf16
 
 
 def cast_for_inference(module: torch.nn.Module, dtype: str, device: torch.device) -> torch.nn.Module:
@@ -47,7 +49,9 @@ def cast_for_inference(module: torch.nn.Module, dtype: str, device: torch.device
 
 
 def encoder_autocast(device: torch.device, dtype: str):
-    """The context the encoder runs in: bf16 autocast for ``bfloat16``, else nothing."""
-    if dtype == "bfloat16":
+    """The context the encoder runs in: bf16 autocast for ``bfloat16``, and for ``int8`` on a CPU
+    with native bf16 (the fastest encoder there; emulated bf16 would be slower than float32);
+    else nothing."""
+    if dtype == "bfloat16" or (dtype == "int8" and device.type == "cpu" and cpu_has_bf16()):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -42,6 +42,7 @@ from asrdemo.train.scheduler import build_scheduler
 from asrdemo.train.training_input import (check_frontend_kind, longest_utterance, read_training_input,
                                           write_layer_weights)
 from asrdemo.utils.config import read_yaml, upgrade_config
+from asrdemo.utils.cpu import cpu_has_bf16
 from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,6 @@ DEFAULTS = {
 }
 EXP_KEYS = ("frontend", "token_type", "token_list", "bpe_model", "cmvn", "input_dim", "vocab_size", "data",
             "lm")  # lm: the LM attached by `asrdemo lm attach` (asrdemo/decode/lm_scorer.py)
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU computes bf16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated and slow."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch
-        return False
 
 
 def _parse_override(text):
