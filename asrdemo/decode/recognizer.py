@@ -41,7 +41,6 @@ from asrdemo.data.audio import load_audio, resample
 from asrdemo.data.cmvn import load_stats
 from asrdemo.data.fbank import Fbank
 from asrdemo.data.tokens import TokenList
-from asrdemo.decode.precision import cast_for_inference, encoder_autocast
 from asrdemo.decode.alignment import AlignmentError, ctc_forced_align, encoder_frame_seconds, token_times
 from asrdemo.decode.beam_search import DecoderStepScorer, joint_beam_search
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
@@ -50,6 +49,7 @@ from asrdemo.decode.decode_config import MODES, DecodeConfig
 from asrdemo.decode.hypothesis import Hypothesis, Recognition, empty_hypothesis
 from asrdemo.decode.lm_scorer import (LMStepScorer, attached_lm_dir, check_same_tokens, lm_sequence_logp, load_lm,
                                       rescore_with_lm)
+from asrdemo.decode.precision import cast_for_inference, encoder_autocast
 from asrdemo.decode.segment import split_at_pauses
 from asrdemo.decode.trace import build_trace
 from asrdemo.errors import AsrdemoError
