@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
 
 from asrdemo import cli
 from asrdemo.data.datadir import Utterance, read_kv, write_data_dir
@@ -97,6 +98,22 @@ def test_data_dir_with_cmd_scores_and_skips_when_done(work):
              str(work / "out_data1"), "--mode", "attention_rescoring"])
     assert (work / "out_data1" / "hyp.txt").read_text() == (out / "hyp.txt").read_text()
     assert (work / "out_data1" / "cer.txt").read_text() == (out / "cer.txt").read_text()
+
+
+def test_dtype_reaches_the_jobs_and_a_new_dtype_decodes_again(work):
+    """`asrdemo decode --dtype int8` is passed to every job (decode.yaml records it), gives text
+    for every file, and a finished OUT_DIR decoded in float32 is decoded again."""
+    out = work / "out_dtype"
+    base = ["decode", "--exp_dir", str(work / "exp"), "--input", str(work / "audio"), "--out_dir", str(out),
+            "--nj", "2", "--mode", "joint"]
+    asrdemo(base)
+    assert yaml.safe_load((out / "decode.yaml").read_text())["dtype"] == "float32"
+    mtime = (out / "hyp.txt").stat().st_mtime_ns
+    asrdemo(base + ["--dtype", "int8"])
+    assert yaml.safe_load((out / "decode.yaml").read_text())["dtype"] == "int8"
+    assert (out / "hyp.txt").stat().st_mtime_ns != mtime
+    keys = [line.split(" ", 1)[0] for line in (out / "hyp.txt").read_text(encoding="utf-8").splitlines()]
+    assert keys == sorted(name for name, *_ in AUDIO)
 
 
 def test_failures_are_clear_and_leave_no_result(work):
