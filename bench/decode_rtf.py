@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_state import report_end, report_start  # noqa: E402
 
+from asrdemo.decode.decode_config import DTYPES  # noqa: E402  (imports no torch: threads are set first)
+
 SHAPES = {
     "tiny": dict(vocab=50, model={
         "encoder": "conformer",
@@ -98,7 +100,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--lm", action="store_true", help=f"also decode with a random conf/lm.yaml LM (lm_weight {LM_WEIGHT})")
-    p.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "bfloat16", "int8"],
+    p.add_argument("--dtype", nargs="+", default=["float32"], choices=DTYPES,
                    help="the decode config's dtype(s) to run (default float32)")
     p.add_argument("--json", metavar="PATH")
     return p.parse_args()
