@@ -28,3 +28,16 @@ def to_kana(text: str) -> str:
     import pyopenjtalk
 
     return pyopenjtalk.g2p(text, kana=True)
+
+
+# The reading CTC's vocabulary (`reading_ctc_weight` in docs/model.md): <blank>, the katakana
+# ァ..ヴ, the long-vowel mark and the pauses pyopenjtalk writes as punctuation. Fixed in code, so
+# a model's reading head has the same meaning in every exp dir (no token list to ship).
+READING_TOKENS = ("<blank>",) + tuple(chr(c) for c in range(0x30A1, 0x30F5)) + ("ー", "、", "。", "？")
+_READING_IDS = {t: i for i, t in enumerate(READING_TOKENS)}
+
+
+def reading_ids(text: str) -> list:
+    """Text -> the ids of its reading in `READING_TOKENS` (a character outside them, rare in
+    pyopenjtalk's output, is left out). Raises ImportError without pyopenjtalk."""
+    return [_READING_IDS[c] for c in to_kana(text) if c in _READING_IDS]

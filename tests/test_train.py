@@ -43,20 +43,20 @@ def _write_dump(d, utts):
                                      "frame_shift_ms: 10.0\ndither: 0.0\n")
 
 
-def make_task(root, n_train=32, n_valid=8, seed=0, fixed_length=None, dim=20):
-    """A learnable toy task: each character is a 5-dim block of high values for 8-12 frames,
-    separated by short silences, plus noise. Returns dict of paths. With `fixed_length`, every
-    utterance has that many characters and 60 frames (equal batches for the DDP test)."""
+def make_task(root, n_train=32, n_valid=8, seed=0, fixed_length=None, dim=20, chars=CHARS):
+    """A learnable toy task: each of the (four) `chars` is a 5-dim block of high values for 8-12
+    frames, separated by short silences, plus noise. Returns dict of paths. With `fixed_length`,
+    every utterance has that many characters and 60 frames (equal batches for the DDP test)."""
     root = Path(root)
     rng = np.random.default_rng(seed)
 
     def utterance(i, prefix):
         n_chars = fixed_length or int(rng.integers(2, 6))
-        text = "".join(rng.choice(list(CHARS), n_chars))
+        text = "".join(rng.choice(list(chars), n_chars))
         frames = []
         for c in text:
             seg = np.zeros((10 if fixed_length else int(rng.integers(8, 13)), dim), dtype=np.float32)
-            k = CHARS.index(c)
+            k = chars.index(c)
             seg[:, k * 5:(k + 1) * 5] = 3.0
             frames += [seg, np.zeros((2, dim), dtype=np.float32)]
         feats = np.concatenate([np.zeros((4, dim), dtype=np.float32), *frames])
@@ -73,7 +73,8 @@ def make_task(root, n_train=32, n_valid=8, seed=0, fixed_length=None, dim=20):
     stats = np.zeros((2, dim + 1))
     stats[0, :-1], stats[0, -1], stats[1, :-1] = all_feats.sum(0), len(all_feats), (all_feats**2).sum(0)
     kaldiio.save_mat(str(root / "dump/train/cmvn.ark"), stats)
-    (root / "tokens.txt").write_text("".join(t + "\n" for t in TOKENS))
+    tokens = ["<blank>", "<unk>", *chars, "<sos/eos>"]
+    (root / "tokens.txt").write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
     return {"train_dir": root / "dump/train", "valid_dir": root / "dump/dev", "token_list": root / "tokens.txt"}
 
 

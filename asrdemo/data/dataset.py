@@ -18,6 +18,7 @@ A dump dir (`dump/fbank/<set>/`, stage 2) holds `feats.scp` (kaldiio, (T, 80) fl
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import kaldiio
 import numpy as np
@@ -37,6 +38,7 @@ class Example:
     feats_path: str  # kaldiio rxspecifier, e.g. "dump/fbank/train/feats.ark:1234" (SSL: the audio file)
     num_frames: int  # feature frames (SSL: samples, asrdemo/data/wave_dataset.py)
     token_ids: list
+    reading_ids: Optional[list] = None  # the reading CTC's targets (asrdemo/kana.py), when the model has one
 
 
 def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
@@ -130,7 +132,8 @@ class ExampleDataset(torch.utils.data.Dataset):
 
 
 class ASRDataset(ExampleDataset):
-    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor).
+    """Item i -> (utt_id, feats (T, D) float32 tensor, token ids (L,) long tensor), and the
+    reading ids (R,) long tensor as a fourth element when the examples have them.
 
     `load(example)` reads the input: `load_features` (default), or a `wave_dataset.WaveLoader`,
     whose items are waves (N,) instead of feats."""
@@ -142,7 +145,9 @@ class ASRDataset(ExampleDataset):
     def __getitem__(self, i):
         ex = self.examples[i]
         feats = torch.from_numpy(np.array(self.load(ex), dtype=np.float32))  # a writable copy
-        return ex.utt_id, feats, torch.tensor(ex.token_ids)
+        if ex.reading_ids is None:
+            return ex.utt_id, feats, torch.tensor(ex.token_ids)
+        return ex.utt_id, feats, torch.tensor(ex.token_ids), torch.tensor(ex.reading_ids, dtype=torch.long)
 
 
 def make_batches(lengths, batch_bins, max_batch_size=None, min_batch_size=1):
@@ -213,22 +218,28 @@ class BatchSampler(torch.utils.data.Sampler):
 
 
 def collate(items):
-    """List of (utt_id, feats, token_ids) -> dict of padded tensors.
+    """List of (utt_id, feats, token_ids[, reading_ids]) -> dict of padded tensors.
 
     feats are padded with 0.0 to (B, T_max, D) (waves (N,): to (B, N_max)); targets with
-    IGNORE_ID (-1) to (B, L_max)."""
+    IGNORE_ID (-1) to (B, L_max); reading ids, when the items have them, to "rs_pad" (B, R_max)
+    with "rs_lens" (B,)."""
     utt_ids = [it[0] for it in items]
     feats = [it[1] for it in items]
     ys = [it[2] for it in items]
     feat_lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
     ys_lens = torch.tensor([y.shape[0] for y in ys], dtype=torch.long)
-    return {
+    batch = {
         "utt_ids": utt_ids,
         "feats": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True, padding_value=0.0),
         "feat_lens": feat_lens,
         "ys_pad": torch.nn.utils.rnn.pad_sequence(ys, batch_first=True, padding_value=IGNORE_ID),
         "ys_lens": ys_lens,
     }
+    if len(items[0]) > 3:
+        rs = [it[3] for it in items]
+        batch["rs_pad"] = torch.nn.utils.rnn.pad_sequence(rs, batch_first=True, padding_value=IGNORE_ID)
+        batch["rs_lens"] = torch.tensor([r.shape[0] for r in rs], dtype=torch.long)
+    return batch
 
 
 def make_loader(examples, batch_bins, max_batch_size=None, shuffle=True, seed=0, rank=0, world_size=1,

@@ -11,6 +11,15 @@ features come from outside (the dump dir, the recognizer's `Fbank`), exactly as 
     enc + <sos> y -> attention decoder          -> loss_att (label-smoothed), acc
     loss = ctc_weight * loss_ctc + (1 - ctc_weight) * loss_att
 
+With ``reading_ctc_weight`` > 0 an auxiliary CTC on the utterance's katakana reading
+(asrdemo/kana.py `READING_TOKENS`, 89 symbols) reads the output of encoder layer
+``reading_ctc_layer``: the lower layers learn the sounds every word shares, the upper ones the
+spelling in characters (hierarchical multitask CTC: Sanabria & Metze, SLT 2018; Higuchi et al.,
+"Hierarchical conditional end-to-end ASR with CTC and multi-granular subword units", ICASSP 2022).
+    enc_k (layer k) -> reading CTC linear      -> loss_reading_ctc
+    loss += reading_ctc_weight * loss_reading_ctc
+It is a training aid only: decoding never reads it.
+
 Losses are per utterance (summed over the batch, divided by the batch size), as ESPnet and
 WeNet with ``length_normalized_loss: false``; with ``true`` the attention loss is per token.
 
@@ -63,6 +72,7 @@ SPECAUG_DEFAULTS = dict(
 MODEL_DEFAULTS = dict(
     encoder="conformer", encoder_conf={}, decoder="transformer", decoder_conf={}, ctc_weight=0.3,
     lsm_weight=0.1, length_normalized_loss=False, specaug=None, specaug_conf=None,
+    reading_ctc_weight=0.0, reading_ctc_layer=None,  # None: the middle layer (num_blocks // 2)
 )
 
 
@@ -96,13 +106,22 @@ def resolve_model_conf(model_conf: Optional[dict]) -> dict:
         raise AsrdemoError(f"model config: ctc_weight must be in [0, 1], got {conf['ctc_weight']}")
     if not 0.0 <= float(conf["lsm_weight"]) < 1.0:
         raise AsrdemoError(f"model config: lsm_weight must be in [0, 1), got {conf['lsm_weight']}")
+    if float(conf["reading_ctc_weight"]) < 0.0:
+        raise AsrdemoError(f"model config: reading_ctc_weight must be >= 0, got {conf['reading_ctc_weight']}")
+    num_blocks = int(conf["encoder_conf"]["num_blocks"])
+    if conf["reading_ctc_layer"] is None:
+        conf["reading_ctc_layer"] = max(1, num_blocks // 2)
+    if not 1 <= int(conf["reading_ctc_layer"]) <= num_blocks:
+        raise AsrdemoError(f"model config: reading_ctc_layer must be in [1, {num_blocks}] (encoder layers), "
+                           f"got {conf['reading_ctc_layer']}")
     return conf
 
 
 class ASRModel(nn.Module):
     def __init__(self, vocab_size: int, cmvn: GlobalCMVN, encoder: nn.Module, decoder: TransformerDecoder,
                  ctc: CTC, specaug: Optional[SpecAugment] = None, ctc_weight: float = 0.3,
-                 lsm_weight: float = 0.1, length_normalized_loss: bool = False, frontend: Optional[nn.Module] = None):
+                 lsm_weight: float = 0.1, length_normalized_loss: bool = False, frontend: Optional[nn.Module] = None,
+                 reading_ctc: Optional[CTC] = None, reading_ctc_weight: float = 0.0, reading_ctc_layer: int = 0):
         super().__init__()
         self.frontend = frontend  # None (fbank): no module, so an fbank model's state_dict keys stay as they were
         self.vocab_size = vocab_size
@@ -117,6 +136,9 @@ class ASRModel(nn.Module):
         self.decoder = decoder
         self.ctc = ctc
         self.criterion_att = LabelSmoothingLoss(vocab_size, IGNORE_ID, lsm_weight, length_normalized_loss)
+        self.reading_ctc = reading_ctc  # None: no module, so the state_dict keys stay as they were
+        self.reading_ctc_weight = reading_ctc_weight
+        self.reading_ctc_layer = reading_ctc_layer if reading_ctc is not None else 0
 
     @classmethod
     def from_config(cls, model_conf: Optional[dict], input_dim: int, vocab_size: int, cmvn_stats=None,
@@ -137,8 +159,14 @@ class ASRModel(nn.Module):
         except ValueError as e:  # a bad value in the config
             raise AsrdemoError(f"model config: {e}") from e
         ctc = CTC(vocab_size, encoder.output_size())
+        reading_ctc = None
+        if float(conf["reading_ctc_weight"]) > 0:
+            from asrdemo.kana import READING_TOKENS
+
+            reading_ctc = CTC(len(READING_TOKENS), encoder.output_size())
         return cls(vocab_size, cmvn, encoder, decoder, ctc, specaug, float(conf["ctc_weight"]),
-                   float(conf["lsm_weight"]), bool(conf["length_normalized_loss"]), frontend)
+                   float(conf["lsm_weight"]), bool(conf["length_normalized_loss"]), frontend,
+                   reading_ctc, float(conf["reading_ctc_weight"]), int(conf["reading_ctc_layer"]))
 
     @property
     def subsampling_rate(self) -> int:
@@ -157,9 +185,10 @@ class ASRModel(nn.Module):
         return self.frontend.min_samples(self.min_input_frames)
 
     def encode(self, feats: torch.Tensor, feat_lens: torch.Tensor, decoding_chunk_size: int = 0,
-               num_decoding_left_chunks: int = -1) -> Tuple[torch.Tensor, torch.Tensor]:
+               num_decoding_left_chunks: int = -1, intermediate_layer: int = 0):
         """feats (B, T, D), feat_lens (B,) -> enc (B, T', D_model), enc_lens (B,); with a frontend,
-        waves (B, N) and their lengths in samples instead of feats.
+        waves (B, N) and their lengths in samples instead of feats. ``intermediate_layer`` k > 0:
+        -> (enc, enc_lens, the output of encoder layer k (B, T', D_model)), for the reading CTC.
         ``decoding_chunk_size`` / ``num_decoding_left_chunks``: the encoder's chunk mask
         (asrdemo/model/encoder.py; default: the model's own setting, full context at inference).
         Raises AsrdemoError for input shorter than `min_input_length`."""
@@ -178,6 +207,10 @@ class ASRModel(nn.Module):
         x = self.cmvn(feats)
         if self.training and self.specaug is not None:
             x = self.specaug(x, feat_lens)
+        if intermediate_layer > 0:
+            enc, masks, inter = self.encoder(x, feat_lens, decoding_chunk_size, num_decoding_left_chunks,
+                                             intermediate_layer)
+            return enc, masks.squeeze(1).sum(dim=1), inter
         enc, masks = self.encoder(x, feat_lens, decoding_chunk_size, num_decoding_left_chunks)
         return enc, masks.squeeze(1).sum(dim=1)
 
@@ -195,15 +228,24 @@ class ASRModel(nn.Module):
         return ys_in, ys_out
 
     def forward(self, feats: torch.Tensor, feat_lens: torch.Tensor, ys_pad: torch.Tensor,
-                ys_lens: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """-> {"loss", "loss_ctc", "loss_att", "acc"} scalar tensors (see the module docstring)."""
-        enc, enc_lens = self.encode(feats, feat_lens)
-        return self.losses(enc, enc_lens, ys_pad, ys_lens)
+                ys_lens: torch.Tensor, rs_pad: Optional[torch.Tensor] = None,
+                rs_lens: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """-> {"loss", "loss_ctc", "loss_att", "acc"} scalar tensors (see the module docstring);
+        with a reading CTC, its targets rs_pad (B, R) / rs_lens (B,) (asrdemo/kana.py
+        `reading_ids`) are required and "loss_reading_ctc" is added. Raises ValueError without them."""
+        if self.reading_ctc is None:
+            enc, enc_lens = self.encode(feats, feat_lens)
+            return self.losses(enc, enc_lens, ys_pad, ys_lens)
+        enc, enc_lens, inter = self.encode(feats, feat_lens, intermediate_layer=self.reading_ctc_layer)
+        return self.losses(enc, enc_lens, ys_pad, ys_lens, inter, rs_pad, rs_lens)
 
     def losses(self, enc: torch.Tensor, enc_lens: torch.Tensor, ys_pad: torch.Tensor,
-               ys_lens: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """The losses of `forward` from encoder output enc (B, T', D), enc_lens (B,) — for a caller
-        that keeps the encoder output too (validation's CTC greedy CER), so it runs once."""
+               ys_lens: torch.Tensor, inter: Optional[torch.Tensor] = None,
+               rs_pad: Optional[torch.Tensor] = None, rs_lens: Optional[torch.Tensor] = None
+               ) -> Dict[str, torch.Tensor]:
+        """The losses of `forward` from encoder output enc (B, T', D), enc_lens (B,) (and with a
+        reading CTC, layer `reading_ctc_layer`'s output inter (B, T', D)) — for a caller that
+        keeps the encoder output too (validation's CTC greedy CER), so it runs once."""
         loss_ctc = self.ctc(enc, enc_lens, ys_pad, ys_lens)
 
         ys_in, ys_out = self.add_sos_eos(ys_pad, ys_lens)
@@ -213,7 +255,15 @@ class ASRModel(nn.Module):
         acc = th_accuracy(logits.detach(), ys_out, self.ignore_id)
 
         loss = self.ctc_weight * loss_ctc + (1.0 - self.ctc_weight) * loss_att
-        return {"loss": loss, "loss_ctc": loss_ctc.detach(), "loss_att": loss_att.detach(), "acc": acc}
+        out = {"loss": loss, "loss_ctc": loss_ctc.detach(), "loss_att": loss_att.detach(), "acc": acc}
+        if self.reading_ctc is not None:
+            if inter is None or rs_pad is None or rs_lens is None:
+                raise ValueError("this model has a reading CTC: pass the intermediate encoder output and "
+                                 "the reading targets (rs_pad, rs_lens)")
+            loss_reading = self.reading_ctc(inter, enc_lens, rs_pad, rs_lens)
+            out["loss"] = loss + self.reading_ctc_weight * loss_reading
+            out["loss_reading_ctc"] = loss_reading.detach()
+        return out
 
 
 def load_model_weights(path) -> Dict[str, torch.Tensor]:

@@ -94,8 +94,11 @@ class BaseEncoder(nn.Module):
                                for layer in self.encoders)
 
     def forward(self, xs: torch.Tensor, xs_lens: torch.Tensor, decoding_chunk_size: int = 0,
-                num_decoding_left_chunks: int = -1) -> Tuple[torch.Tensor, torch.Tensor]:
+                num_decoding_left_chunks: int = -1, intermediate_layer: int = 0):
         """xs (B, T, idim), xs_lens (B,) -> xs (B, T', D), masks (B, 1, T') bool True = valid.
+
+        ``intermediate_layer`` k > 0: also return the output of layer k (1-based), through the
+        final layer norm as ESPnet's intermediate CTC does -> (xs, masks, inter (B, T', D)).
 
         ``decoding_chunk_size`` (encoder frames) > 0: every frame sees only its chunk and the
         ``num_decoding_left_chunks`` before it (< 0: all before it), what chunk-by-chunk decoding
@@ -108,10 +111,17 @@ class BaseEncoder(nn.Module):
             xs.size(1), self.training, self.use_dynamic_chunk, self.use_dynamic_left_chunk,
             self.static_chunk_size, decoding_chunk_size, num_decoding_left_chunks)
         att_masks = add_chunk_mask(masks, chunk_size, num_left_chunks)  # (B, 1, T') or (B, T', T')
-        for layer in self.encoders:
+        inter = None
+        for i, layer in enumerate(self.encoders, start=1):
             xs, _, _ = layer(xs, att_masks, pos_emb, mask_pad=masks)
+            if i == intermediate_layer:
+                inter = self.after_norm(xs) if self.normalize_before else xs
         if self.normalize_before:
             xs = self.after_norm(xs)
+        if intermediate_layer > 0:
+            if inter is None:
+                raise ValueError(f"intermediate_layer {intermediate_layer}: the encoder has {len(self.encoders)} layers")
+            return xs, masks, inter
         return xs, masks
 
     # ------------------------------------------------------------------------------ streaming

@@ -207,6 +207,9 @@ class Trainer:
         self.config, self.train_conf = config, config["train"]
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        if getattr(self.core, "reading_ctc", None) is not None:  # its loss, and the kana CER of its greedy output
+            self.stat_names = self.stat_names + ("loss_reading_ctc",)
+            self.summary_values = self.summary_values[:1] + (("valid", ("loss", "acc", "cer", "reading_cer")),)
         self.train_loader, self.sampler, self.valid_loader = train_loader, train_sampler, valid_loader
         self.token_list, self.exp_dir, self.dist = token_list, Path(exp_dir), dist
         self.device, self.amp_dtype = dist.device, amp_dtype
@@ -294,7 +297,8 @@ class Trainer:
         feats = batch["feats"].to(self.device, non_blocking=True)
         feat_lens = batch["feat_lens"].to(self.device)
         ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
-        return self.model(feats, feat_lens, ys_pad, ys_lens), len(batch["utt_ids"]), int(feat_lens.sum())
+        readings = (batch["rs_pad"].to(self.device), batch["rs_lens"].to(self.device)) if "rs_pad" in batch else ()
+        return self.model(feats, feat_lens, ys_pad, ys_lens, *readings), len(batch["utt_ids"]), int(feat_lens.sum())
 
     def derive(self, avg: dict, prefix: str = "") -> dict:
         """Values computed from the averaged statistics (the LM adds perplexity); ASR: none."""
@@ -395,9 +399,11 @@ class Trainer:
     @torch.no_grad()
     def validate(self):
         """Loss and attention accuracy as in training (no SpecAugment/dropout), and the CER of
-        CTC greedy decoding, counted on characters (spaces removed)."""
+        CTC greedy decoding, counted on characters (spaces removed); with a reading CTC, also the
+        kana CER of its greedy output against the reading (valid_reading_cer)."""
         self.model.eval()
-        sums = torch.zeros(len(STAT_NAMES) + 4, dtype=torch.float64)  # + char errors, ref chars
+        names, reading = self.stat_names, self.core.reading_ctc
+        sums = torch.zeros(len(names) + 6, dtype=torch.float64)  # + char errors, ref chars, kana errors, ref kana
         interval = self.train_conf["attention_image_interval"]
         want_image = self.dist.is_main and interval and self.epoch % interval == 0
         for batch in self.valid_loader:
@@ -406,8 +412,15 @@ class Trainer:
             src_attn = self.core.decoder.decoders[-1].src_attn
             store_attention_weights(src_attn, want_image)
             with self._autocast():
-                enc, enc_lens = self.core.encode(feats, feat_lens)  # once: for the losses and for CTC greedy
-                out = self.core.losses(enc, enc_lens, ys_pad, ys_lens)
+                if reading is None:
+                    enc, enc_lens = self.core.encode(feats, feat_lens)  # once: for the losses and for CTC greedy
+                    out = self.core.losses(enc, enc_lens, ys_pad, ys_lens)
+                else:
+                    enc, enc_lens, inter = self.core.encode(feats, feat_lens,
+                                                            intermediate_layer=self.core.reading_ctc_layer)
+                    rs_pad, rs_lens = batch["rs_pad"].to(self.device), batch["rs_lens"].to(self.device)
+                    out = self.core.losses(enc, enc_lens, ys_pad, ys_lens, inter, rs_pad, rs_lens)
+                    reading_logp = reading.log_softmax(inter)
                 ctc_logp = self.core.ctc.log_softmax(enc)
             if want_image:  # the first validation utterance: output tokens (+ <eos>) x encoder frames
                 attn = src_attn.attn[0].float().mean(0)[: int(ys_lens[0]) + 1, : int(enc_lens[0])]
@@ -422,11 +435,19 @@ class Trainer:
                 hyp_chars = list(self.token_list.decode(hyp).replace(" ", ""))
                 errors += editdistance.eval(hyp_chars, ref_chars)
                 chars += len(ref_chars)
-            sums += torch.cat([batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum())),
-                               torch.tensor([errors, chars], dtype=torch.float64)])
+            kana_errors = kana = 0
+            if reading is not None:
+                greedy = [nbest[0].token_ids for nbest in ctc_greedy_search(reading_logp.float(), enc_lens)]
+                for hyp, ref, n in zip(greedy, batch["rs_pad"].tolist(), batch["rs_lens"].tolist()):
+                    kana_errors += editdistance.eval(hyp, ref[:n])
+                    kana += n
+            sums += torch.cat([batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum()), names),
+                               torch.tensor([errors, chars, kana_errors, kana], dtype=torch.float64)])
         distributed.all_reduce_sum(sums, self.dist)
-        result = averages(sums[: len(STAT_NAMES) + 2], prefix="valid_")
-        result["valid_cer"] = float(sums[-2] / sums[-1]) if sums[-1] > 0 else None
+        result = averages(sums[: len(names) + 2], prefix="valid_", names=names)
+        result["valid_cer"] = float(sums[-4] / sums[-3]) if sums[-3] > 0 else None
+        if reading is not None:
+            result["valid_reading_cer"] = float(sums[-2] / sums[-1]) if sums[-1] > 0 else None
         return result
 
     def end_epoch(self, valid):
@@ -745,18 +766,34 @@ def build_trainer(trainer_class, config, model, train_loader, train_sampler, val
 def init_from_model_file(model, path) -> None:
     """Start from another run's weights (ESPnet's --init_param), e.g. a full-context model
     fine-tuned into a streaming one (docs/streaming.md): the model must have the same parameters
-    (names and shapes); a different architecture is refused, naming the keys."""
+    (names and shapes); a different architecture is refused, naming the keys. The one exception:
+    a reading CTC head (`reading_ctc_weight`) the source model lacks starts from scratch."""
     from asrdemo.model.asr_model import load_model_weights
 
+    weights = load_model_weights(path)
+    new_head = {k: v for k, v in model.state_dict().items() if k.startswith("reading_ctc.") and k not in weights}
     try:
-        model.load_state_dict(load_model_weights(path))
+        model.load_state_dict({**weights, **new_head})
     except RuntimeError as e:
         raise AsrdemoError(f"--init_param {path} does not fit this config's model: {e}") from None
-    log.info("initialised the model from %s", path)
+    log.info("initialised the model from %s%s", path, " (the reading CTC head from scratch)" if new_head else "")
+
+
+def attach_readings(examples, token_list) -> None:
+    """Fill each example's `reading_ids` (the reading CTC's targets) from its transcript's
+    katakana reading (asrdemo/kana.py). Raises AsrdemoError without pyopenjtalk."""
+    from asrdemo.kana import kana_available, reading_ids
+
+    if not kana_available():
+        raise AsrdemoError("reading_ctc_weight > 0 needs pyopenjtalk for the readings: pip install -e '.[mini]'")
+    start = time.perf_counter()
+    for ex in examples:
+        ex.reading_ids = reading_ids(token_list.decode(ex.token_ids).replace(" ", ""))
+    log.info("readings of %d utterances for the reading CTC (%.1f s)", len(examples), time.perf_counter() - start)
 
 
 def _train(args, config, exp_dir, dist):
-    from asrdemo.model.asr_model import ASRModel
+    from asrdemo.model.asr_model import ASRModel, resolve_model_conf
 
     tc, bc = config["train"], config["batching"]
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
@@ -771,6 +808,8 @@ def _train(args, config, exp_dir, dist):
     torch.manual_seed(seed)  # an SSL frontend's projection is initialised here
     data = read_training_input(config, args.train_dir, args.valid_dir, token_list)
     train_examples, valid_examples, input_dim = data.train_examples, data.valid_examples, data.input_dim
+    if resolve_model_conf(config["model"])["reading_ctc_weight"] > 0:
+        attach_readings(train_examples + valid_examples, token_list)
     torch.manual_seed(seed)
     model = ASRModel.from_config(config["model"], input_dim, vocab_size, data.cmvn_stats, frontend=data.frontend)
     num_params = sum(p.numel() for p in model.parameters())
