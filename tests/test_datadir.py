@@ -25,7 +25,6 @@ def test_round_trip_sorted(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (Utterance("u1", "/a.wav", "  ", "s"), "empty transcript"),
     (Utterance("u 1", "/a.wav", "x", "s"), "bad utterance id"),
     (Utterance("spk1_b", "/a.wav", "x", "s"), "duplicate"),
     (Utterance("u1", "/a.wav", "x", "s", 0.0), "not positive"),
@@ -40,9 +39,12 @@ def test_validate_names_file_and_line(tmp_path):
     write_data_dir(tmp_path, utts())
     text = tmp_path / "text"
     lines = text.read_text().splitlines()
-    text.write_text("\n".join(lines[:2] + ["spk1_b"]) + "\n")
-    with pytest.raises(DataDirError, match=r"text:3: no value for spk1_b"):
+    utt2spk = tmp_path / "utt2spk"
+    good = utt2spk.read_text()
+    utt2spk.write_text("\n".join(good.splitlines()[:2] + ["spk1_b"]) + "\n")  # (text may be empty: non-speech)
+    with pytest.raises(DataDirError, match=r"utt2spk:3: no value for spk1_b"):
         validate_data_dir(tmp_path)
+    utt2spk.write_text(good)
     text.write_text("\n".join(reversed(lines)) + "\n")
     with pytest.raises(DataDirError, match="not sorted"):
         validate_data_dir(tmp_path)
@@ -84,3 +86,9 @@ def test_control_and_separator_characters_dropped_at_prep(tmp_path, caplog):
         write_data_dir(tmp_path, bad)
     assert "dropped 3 control/format/separator character(s) from 2 transcript(s)" in caplog.text
     assert (tmp_path / "text").read_text(encoding="utf-8") == "a1 水を 買う\na2 テスト\na3 普通の文\n"
+
+
+def test_an_empty_transcript_round_trips(tmp_path):
+    """A non-speech utterance has an empty text: written as the id alone, read back as ""."""
+    write_data_dir(tmp_path, utts() + [Utterance("spk1_c", "/c.wav", "", "spk1", 1.0)])
+    assert [u.text for u in read_data_dir(tmp_path)][-1] == ""

@@ -166,3 +166,24 @@ def test_relative_ark_paths_resolve_beside_feats_scp(dump, tmp_path, monkeypatch
     (d / "feats.ark").rename(d / "moved.ark")
     with pytest.raises(AsrdemoError, match="feats.ark"):
         read_dump_dir(d, tokens)
+
+
+def test_an_empty_transcript_is_kept_as_a_non_speech_example(dump):
+    """Non-speech utterances (noise, silence) train with no target tokens: the CTC target is all
+    blanks and the decoder's is <eos> alone, so the model learns to answer nothing."""
+    from asrdemo.model.asr_model import ASRModel
+
+    d, lengths, texts, tokens = dump
+    lines = (d / "text").read_text().splitlines()
+    (d / "text").write_text("\n".join(["utt00 "] + lines[1:]) + "\n")  # Kaldi's form: the id alone
+    examples = read_dump_dir(d, tokens)
+    assert len(examples) == 23 and examples[0].token_ids == []
+    batch = collate([(e.utt_id, torch.zeros(40, 80), torch.tensor(e.token_ids, dtype=torch.long))
+                     for e in examples[:3]])
+    assert batch["ys_lens"].tolist()[0] == 0 and batch["ys_pad"].dtype == torch.long
+    model = ASRModel.from_config({"encoder_conf": {"output_size": 16, "attention_heads": 2, "linear_units": 16,
+                                                   "num_blocks": 1},
+                                  "decoder_conf": {"attention_heads": 2, "linear_units": 16, "num_blocks": 1}},
+                                 80, len(TOKENS))
+    out = model(batch["feats"], batch["feat_lens"], batch["ys_pad"], batch["ys_lens"])
+    assert torch.isfinite(out["loss"]) and out["loss_ctc"] > 0

@@ -126,10 +126,10 @@ def test_malformed_line_is_reported_with_file_and_line(tmp_path, corpus):
     _prepare_fails(tmp_path, root, f"{path}:2", "malformed line")
 
 
-def test_bad_id_and_empty_text_are_reported(tmp_path, corpus):
+def test_bad_ids_are_reported_together(tmp_path, corpus):
     root, _ = corpus
-    path = _edit_transcript(root, "loanword128", lambda ls: ["LOANWORD128 001:text\n", "LOANWORD128_002:   \n"])
-    msg = _prepare_fails(tmp_path, root, f"{path}:1", "malformed utterance id", f"{path}:2", "empty text")
+    path = _edit_transcript(root, "loanword128", lambda ls: ["LOANWORD128 001:text\n", "LOANWORD128/002:x\n"])
+    msg = _prepare_fails(tmp_path, root, f"{path}:1", "malformed utterance id", f"{path}:2")
     assert "2 problem(s)" in msg  # both reported in one run
 
 
@@ -198,3 +198,19 @@ def test_transcript_details(tmp_path, corpus):
     text = read_kv(tmp_path / "data" / "train" / "text")
     assert text["UT-PARAPHRASE-sent001-phrase1"] == "時刻は１０：３０です。"
     assert text["UT-PARAPHRASE-sent001-phrase2"] == "比率は3:2、？"
+
+
+def test_an_empty_text_is_a_non_speech_utterance(tmp_path, corpus, caplog):
+    """`UTT_ID:` (the synthetic corpus's noise-only utterances) prepares into a data dir whose
+    text line has no words, and reads back as an empty transcript."""
+    import logging
+
+    root, made = corpus
+    last = sorted(made)[-1]
+    subset = made[last][0]
+    _edit_transcript(root, subset, lambda ls: [f"{last}:\n" if line.startswith(f"{last}:") else line for line in ls])
+    with caplog.at_level(logging.INFO):
+        prepare_jsut(root, tmp_path / "data", num_test=4, num_dev=3)
+    assert f"1 non-speech utterance(s) (empty text, e.g. {last})" in caplog.text
+    texts = {u.utt_id: u.text for u in read_data_dir(tmp_path / "data" / "train")}
+    assert texts[last] == "" and all(t for u, t in texts.items() if u != last)

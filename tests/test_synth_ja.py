@@ -133,7 +133,12 @@ def test_evaluation_voices_are_refused_for_training():
     with pytest.raises(AsrdemoError, match="unknown voice"):
         voices.tts("nobody", "こんにちは。")
     plan = synth_ja.plan(0.5, seed=0, kokoro_hours=0.1)
-    assert {v for _, _, v in plan} == set(voices.TRAIN_VOICES)
+    assert {v for _, _, v in plan} == set(voices.TRAIN_VOICES) | {synth_ja.NONSPEECH}
+    speech = [u for u in plan if u[2] != synth_ja.NONSPEECH]
+    nonspeech = [u for u in plan if u[2] == synth_ja.NONSPEECH]
+    assert len(nonspeech) == round(0.03 * len(speech)) and all(t == "" for _, t, _ in nonspeech)
+    # adding non-speech utterances keeps every speech utterance's id, text and voice
+    assert synth_ja.plan(0.5, seed=0, kokoro_hours=0.1, nonspeech_ratio=0) == speech
 
 
 @pytest.mark.parametrize("voice", voices.TRAIN_VOICES)
@@ -148,16 +153,21 @@ def _digest(path):
 
 
 def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
-    a = synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002)
+    a = synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002, nonspeech_ratio=0.25)
     wavs = sorted((a / "basic5000" / "wav").glob("*.wav"))
     lines = (a / "basic5000" / "transcript_utf8.txt").read_text(encoding="utf-8").splitlines()
     assert len(wavs) == len(lines) >= 8
+    # non-speech: noise alone, with an empty transcript
+    nonspeech = [ln for ln in lines if ln.startswith("SYNTH_N")]
+    assert len(nonspeech) >= 2 and all(ln.endswith(":") for ln in nonspeech)
+    noise, sr = sf.read(str(a / "basic5000" / "wav" / (nonspeech[0][:-1] + ".wav")))
+    assert sr == 16000 and 0.5 <= len(noise) / sr <= 6.0 and np.max(np.abs(noise)) > 0
     info = sf.info(str(wavs[0]))
     assert info.samplerate == 16000 and info.channels == 1 and info.subtype == "PCM_16"
     rows = (a / "renderings.tsv").read_text(encoding="utf-8").splitlines()
     assert len(rows) == len(lines) + 1 and "jf_" in "".join(rows)  # kokoro read some
     # the same corpus with one worker: byte-identical
-    b = synth_ja.make_corpus(tmp_path / "b", hours=0.01, seed=5, nj=1, kokoro_hours=0.002)
+    b = synth_ja.make_corpus(tmp_path / "b", hours=0.01, seed=5, nj=1, kokoro_hours=0.002, nonspeech_ratio=0.25)
     assert [_digest(w) for w in wavs] == [_digest(b / "basic5000" / "wav" / w.name) for w in wavs]
     # a killed run: a wav lost, .done gone, a temp file left -> resumed and identical
     lost = wavs[3]
@@ -165,11 +175,11 @@ def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
     lost.unlink()
     (a / ".done").unlink()
     (a / "basic5000" / "wav" / ".SYNTH_x.wav.tmp").write_bytes(b"half")
-    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002)
+    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002, nonspeech_ratio=0.25)
     assert _digest(lost) == want
     assert not list((a / "basic5000" / "wav").glob(".*"))
     # other arguments give utterances other voices: those wavs are made again, not kept
-    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0)
+    synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0, nonspeech_ratio=0.25)
     assert "jf_" not in (a / "renderings.tsv").read_text(encoding="utf-8")
     assert _digest(wavs[0]) != _digest(b / "basic5000" / "wav" / wavs[0].name)
     # the recipe's data preparation reads it unchanged
@@ -177,6 +187,8 @@ def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
     assert counts["train"] == len(lines) - 4
     # and no evaluation sentence is in it
     assert not {ln.split(":", 1)[1] for ln in lines} & evaluation_text()
+    texts = {u.utt_id: u.text for u in read_data_dir(tmp_path / "data" / "train")}
+    assert all(texts[ln[:-1]] == "" for ln in nonspeech)  # non-speech sorts last: all in train
 
 
 def test_corpus_refuses_a_foreign_dir(tmp_path):

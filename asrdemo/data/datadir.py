@@ -48,8 +48,6 @@ def _check(utts: List[Utterance]) -> None:
         if u.utt_id in seen:
             raise DataDirError(f"duplicate utterance id {u.utt_id}")
         seen.add(u.utt_id)
-        if not u.text.strip():
-            raise DataDirError(f"{u.utt_id}: empty transcript")
         if "\n" in u.text or "\n" in u.wav:
             raise DataDirError(f"{u.utt_id}: newline inside text or wav entry")
         if u.dur is not None and not u.dur > 0:
@@ -153,7 +151,7 @@ def validate_data_dir(data_dir) -> None:
     d = Path(data_dir)
     tables = {}
     for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
-        tables[name] = read_kv(d / name)
+        tables[name] = read_kv(d / name, allow_empty_value=name == "text")  # empty text: non-speech
         keys = list(tables[name])
         if keys != c_sorted(keys):
             raise DataDirError(f"{d / name}: not sorted in C order (LC_ALL=C sort)")
@@ -172,7 +170,7 @@ def validate_data_dir(data_dir) -> None:
 def read_data_dir(data_dir) -> List[Utterance]:
     d = Path(data_dir)
     validate_data_dir(d)
-    wavs, texts, spks = read_kv(d / "wav.scp"), read_kv(d / "text"), read_kv(d / "utt2spk")
+    wavs, texts, spks = read_kv(d / "wav.scp"), read_kv(d / "text", allow_empty_value=True), read_kv(d / "utt2spk")
     durs = read_kv(d / "utt2dur") if (d / "utt2dur").exists() else {}
     return [
         Utterance(u, wavs[u], texts[u], spks[u], float(durs[u]) if u in durs else None) for u in wavs

@@ -53,7 +53,7 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     arks = {}
     feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
-    texts = read_kv(dump_dir / "text")
+    texts = read_kv(dump_dir / "text", allow_empty_value=True)
     return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames)
 
 
@@ -62,10 +62,11 @@ def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_
     """`Example`s of the utterances in `inputs` ({utt_id: feats spec or audio path}, the order kept)
     with their `lengths` ({utt_id: an integer, or its text as in `lengths_file`}) and `texts`.
 
-    Utterances outside [min_len, max_len] or with an empty transcript are left out with a log line;
-    one missing from `texts` or `lengths`, or a length that is not an integer, is an AsrdemoError
-    naming `source_dir`'s file."""
-    examples, dropped, num_unk = [], [], 0
+    Utterances outside [min_len, max_len], or whose non-empty transcript gives no token, are left
+    out with a log line; one missing from `texts` or `lengths`, or a length that is not an integer,
+    is an AsrdemoError naming `source_dir`'s file. An empty transcript is a non-speech example
+    (noise, silence): kept, with no target tokens, so the model learns to answer nothing."""
+    examples, dropped, num_unk, num_empty = [], [], 0, 0
     for utt_id, path in inputs.items():
         if utt_id not in texts:
             raise AsrdemoError(f"{source_dir}/text has no transcript for {utt_id} (listed in {listed_in})")
@@ -75,10 +76,12 @@ def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_
             n = int(lengths[utt_id])
         except ValueError:
             raise AsrdemoError(f"{source_dir}/{lengths_file}: {utt_id}: not an integer: {lengths[utt_id]!r}")
-        ids = token_list.encode(texts[utt_id])
-        if not ids or n < min_len or (max_len and n > max_len):
+        text = texts[utt_id]
+        ids = token_list.encode(text)
+        if (not ids and text.strip()) or n < min_len or (max_len and n > max_len):
             dropped.append(utt_id)
             continue
+        num_empty += not ids
         num_unk += sum(1 for i in ids if i == token_list.unk_id)
         examples.append(Example(utt_id, path, n, ids))
     if dropped:
@@ -86,6 +89,8 @@ def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_
                     source_dir, len(dropped), unit, min_len, max_len, dropped[0])
     if num_unk:
         log.warning("%s: %d token(s) map to <unk> (not in the token list)", source_dir, num_unk)
+    if num_empty:
+        log.info("%s: %d non-speech utterance(s) (empty transcript): their target is nothing", source_dir, num_empty)
     if not examples:
         raise AsrdemoError(f"{source_dir}: no usable utterances")
     return examples
@@ -146,8 +151,9 @@ class ASRDataset(ExampleDataset):
         ex = self.examples[i]
         feats = torch.from_numpy(np.array(self.load(ex), dtype=np.float32))  # a writable copy
         if ex.reading_ids is None:
-            return ex.utt_id, feats, torch.tensor(ex.token_ids)
-        return ex.utt_id, feats, torch.tensor(ex.token_ids), torch.tensor(ex.reading_ids, dtype=torch.long)
+            return ex.utt_id, feats, torch.tensor(ex.token_ids, dtype=torch.long)
+        return (ex.utt_id, feats, torch.tensor(ex.token_ids, dtype=torch.long),
+                torch.tensor(ex.reading_ids, dtype=torch.long))
 
 
 def make_batches(lengths, batch_bins, max_batch_size=None, min_batch_size=1):

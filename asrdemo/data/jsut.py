@@ -24,8 +24,10 @@ Data prep does NOT resample: `wav.scp` names the original 48 kHz files and `utt2
 from their headers (soundfile.info). Resampling happens once, at feature extraction
 (`asrdemo.data.audio.load_audio`), see docs/design.md.
 
-Parsing is strict: a malformed line, a duplicate id, an empty text, a missing or unreadable
-wav is reported with its file and line, and nothing is written until the whole corpus is clean.
+Parsing is strict: a malformed line, a duplicate id, a missing or unreadable wav is reported
+with its file and line, and nothing is written until the whole corpus is clean. An empty text
+(`UTT_ID:`) is a non-speech utterance — noise or silence whose transcript is nothing, which
+`--corpus synth_ja` makes so that the model learns to answer nothing; stage 1 says how many.
 """
 
 import json
@@ -126,11 +128,7 @@ def _parse_transcript(path: Path, problems: _Problems) -> List[Tuple[str, str, i
         if not UTT_ID.fullmatch(utt_id):
             problems.add(f"{where}: malformed utterance id {utt_id!r} (letters, digits, '_', '-', '.' only)")
             continue
-        text = text.strip()
-        if not text:
-            problems.add(f"{where}: {utt_id} has an empty text")
-            continue
-        rows.append((utt_id, text, lineno))
+        rows.append((utt_id, text.strip(), lineno))  # an empty text: a non-speech utterance
     return rows
 
 
@@ -275,6 +273,10 @@ def prepare_jsut(corpus_root, out_dir, num_test=DEFAULT_NUM_TEST, num_dev=DEFAUL
 
     entries, subset_counts = scan_corpus(corpus_root)
     logger.info("%s: %d utterances in %d subsets", corpus_root, len(entries), len(subset_counts))
+    nonspeech = [e.utt_id for e in entries if not e.text]
+    if nonspeech:
+        logger.info("%d non-speech utterance(s) (empty text, e.g. %s): the model learns to answer nothing for them",
+                    len(nonspeech), nonspeech[0])
     split = split_ids([e.utt_id for e in entries], num_test, num_dev)
     durs = _durations(entries)
     by_id = {e.utt_id: e for e in entries}

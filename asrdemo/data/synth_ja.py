@@ -14,7 +14,8 @@ two HTS voices, three kokoro voices; the kokoro share is set in hours because ko
 slower) and made into a new speaker and a new recording: speed, pitch, vocal-tract warp
 (resampling, the synthesizer pre-compensating duration and pitch), spectral tilt, a synthetic
 room, white/pink/babble noise at a random SNR, telephone band (8 kHz) copies, level changes
-and clipping. All of it is drawn from (seed, utterance id), so the corpus is the same byte for
+and clipping. A small share (`--nonspeech_ratio`) are non-speech: white or pink noise alone at
+any level, with an empty transcript, so the model learns that noise is not a sentence. All of it is drawn from (seed, utterance id), so the corpus is the same byte for
 byte whatever the number of workers, and a killed run resumes where it stopped (finished wavs
 are kept; each is written atomically).
 """
@@ -44,7 +45,9 @@ CORPUS_NAME = "jsut_ver1.1"
 SUBSET = "basic5000"
 SECONDS_PER_CHAR = 0.16  # average speech per character of generated text (measured on mei/kokoro)
 README_MARK = "synthetic corpus made by asrdemo make_synth_ja"
-SYNTH_VERSION = 2  # 2: free sentences (sentence_gen.free_ratio)
+SYNTH_VERSION = 3  # 2: free sentences (sentence_gen.free_ratio); 3: non-speech utterances
+NONSPEECH = "nonspeech"  # the "voice" of a noise-only utterance (empty transcript)
+DEFAULT_NONSPEECH_RATIO = 0.03
 
 
 @dataclass
@@ -67,7 +70,15 @@ class Rendering:
 
 
 def draw_rendering(rng: np.random.Generator, voice: str) -> Rendering:
-    """Per-utterance variety: a new pseudo-speaker and a new recording condition."""
+    """Per-utterance variety: a new pseudo-speaker and a new recording condition. A non-speech
+    utterance draws only its noise (white or pink), length (`lead_s`, 0.5-6 s), band and level
+    (-70 to -12 dBFS: from a quiet room to a loud hiss)."""
+    if voice == NONSPEECH:
+        return Rendering(voice=voice, speed=1.0, half_tone=0.0, warp=1.0, tilt=0.0,
+                         lead_s=float(rng.uniform(0.5, 6.0)), trail_s=0.0, room_rt60_s=0.0,
+                         noise=str(rng.choice(["white", "pink"])), snr_db=-math.inf,
+                         telephone=bool(rng.random() < 0.08), level_dbfs=float(rng.uniform(-70.0, -12.0)),
+                         clip=float(rng.uniform(1.2, 3.0)) if rng.random() < 0.04 else 1.0)
     hts = voice in voices.HTS_VOICES
     noise = str(rng.choice(["none", "white", "pink", "babble"], p=[0.3, 0.25, 0.25, 0.2]))
     return Rendering(
@@ -96,6 +107,9 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
     """
     import soxr
 
+    if r.voice == NONSPEECH:
+        n = int(r.lead_s * SAMPLE_RATE)
+        return _finish(corpus_noise(r.noise, n, np.zeros(0), rng, SAMPLE_RATE), r)
     hts = r.voice in voices.HTS_VOICES
     half_tone = r.half_tone - 12.0 * math.log2(r.warp) if hts else 0.0
     wave, sr = voices.tts(r.voice, text, speed=r.speed / r.warp, half_tone=half_tone, evaluation=evaluation)
@@ -110,6 +124,13 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
     if r.noise != "none":
         noise = corpus_noise(r.noise, len(wave), speech, rng, SAMPLE_RATE)
         wave = wave + noise * snr_gain(np.mean(speech**2), r.snr_db)
+    return _finish(wave, r)
+
+
+def _finish(wave: np.ndarray, r: Rendering) -> np.ndarray:
+    """The channel: telephone band, level, clipping -> float32 in [-1, 1]."""
+    import soxr
+
     if r.telephone:
         wave = soxr.resample(soxr.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
     wave = set_level(wave, r.level_dbfs)
@@ -124,11 +145,14 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
 # --------------------------------------------------------------------------- the corpus plan
 
 
-def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAULT_FREE_RATIO) -> list:
-    """[(utt_id, text, voice)] whose estimated duration adds up to `hours`, `kokoro_hours` of it kokoro.
+def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAULT_FREE_RATIO,
+         nonspeech_ratio: float = DEFAULT_NONSPEECH_RATIO) -> list:
+    """[(utt_id, text, voice)] whose estimated duration adds up to `hours`, `kokoro_hours` of it kokoro,
+    then `nonspeech_ratio` x as many non-speech utterances (`SYNTH_N000000`..., text "", voice
+    NONSPEECH; their own ids, so adding them keeps every speech utterance's id).
 
     Voices are assigned in a fixed rotation (HTS: mei, m001; kokoro: its three training voices),
-    so the plan depends only on (hours, seed, kokoro_hours, free_ratio).
+    so the plan depends only on (hours, seed, kokoro_hours, free_ratio, nonspeech_ratio).
     """
     from asrdemo.data.sentence_gen import generate
 
@@ -154,7 +178,7 @@ def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAU
         total_s += dur
         if total_s >= hours * 3600:
             break
-    return out
+    return out + [(f"SYNTH_N{i:06d}", "", NONSPEECH) for i in range(round(max(nonspeech_ratio, 0.0) * len(out)))]
 
 
 def _synth_job(job):
@@ -187,7 +211,7 @@ def _run(jobs, nj):
 
 
 def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro_hours: float = None,
-                free_ratio: float = DEFAULT_FREE_RATIO) -> Path:
+                free_ratio: float = DEFAULT_FREE_RATIO, nonspeech_ratio: float = DEFAULT_NONSPEECH_RATIO) -> Path:
     """Synthesize the corpus under `<out_dir>/jsut_ver1.1/`; returns that path.
 
     Resumable: wavs already written are kept (the plan is deterministic). Skips entirely when
@@ -197,7 +221,7 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     if kokoro_hours is None:
         kokoro_hours = round(0.12 * hours, 3)
     args = {"hours": hours, "seed": seed, "kokoro_hours": kokoro_hours, "free_ratio": free_ratio,
-            "version": SYNTH_VERSION}
+            "nonspeech_ratio": nonspeech_ratio, "version": SYNTH_VERSION}
     if done_with(root, args, (f"{SUBSET}/transcript_utf8.txt", "renderings.tsv")):
         logger.info("skipped: %s holds this corpus already", root)
         return root
@@ -206,14 +230,14 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
         raise AsrdemoError(f"{root} exists and is not an asrdemo synthetic corpus; choose another --out_dir")
     clear_done(root)
     t0 = time.time()
-    utts = plan(hours, seed, kokoro_hours, free_ratio)
+    utts = plan(hours, seed, kokoro_hours, free_ratio, nonspeech_ratio)
     wav_dir = root / SUBSET / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     wanted = {u for u, _, _ in utts}
     for stale in wav_dir.iterdir():  # an earlier, larger or different plan; leftover temp files
         if stale.name.startswith(".") or stale.stem not in wanted:
             stale.unlink()
-    atomic_write_text(readme, _readme(len(utts), hours, seed, kokoro_hours, free_ratio))
+    atomic_write_text(readme, _readme(len(utts), hours, seed, kokoro_hours, free_ratio, nonspeech_ratio))
     log_path = root / "renderings.jsonl"  # appended as wavs finish, so a resumed run keeps the log
     done_rows = {}
     planned = {u: (t, v) for u, t, v in utts}
@@ -255,17 +279,18 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     return root
 
 
-def _readme(n: int, hours: float, seed: int, kokoro_hours: float, free_ratio: float) -> str:
+def _readme(n: int, hours: float, seed: int, kokoro_hours: float, free_ratio: float, nonspeech_ratio: float) -> str:
     return f"""This is a {README_MARK}, not the JSUT corpus.
 
 It copies the layout of JSUT ver1.1 so that the asrdemo recipe runs unchanged on it. The
 {n} sentences were generated by asrdemo's own sentence generator (asrdemo/data/sentence_gen.py,
 seed {seed}, {free_ratio:.0%} free sentences) and read offline by the training voices {', '.join(voices.TRAIN_VOICES)}
 (kokoro's share {kokoro_hours} h of about {hours} h), each utterance with its own speed, pitch,
-vocal-tract warp, tilt, room, noise, band and level (renderings.tsv). The voices
+vocal-tract warp, tilt, room, noise, band and level (renderings.tsv); {nonspeech_ratio:.0%} more are
+non-speech (noise alone, empty transcript, ids SYNTH_N*). The voices
 {', '.join(voices.EVAL_VOICES)} are reserved for evaluation and never appear here.
 
-Made with:  asrdemo make_synth_ja --hours {hours} --seed {seed} --kokoro_hours {kokoro_hours} --free_ratio {free_ratio}
+Made with:  asrdemo make_synth_ja --hours {hours} --seed {seed} --kokoro_hours {kokoro_hours} --free_ratio {free_ratio} --nonspeech_ratio {nonspeech_ratio}
 """
 
 
@@ -276,10 +301,12 @@ def add_arguments(parser):
                         help="of which read by the kokoro voices (slow: ~1 s of audio per CPU-second); default 12%%")
     parser.add_argument("--free_ratio", type=float, default=DEFAULT_FREE_RATIO,
                         help="share of free (non-template) sentences (asrdemo/data/sentence_gen.py)")
+    parser.add_argument("--nonspeech_ratio", type=float, default=DEFAULT_NONSPEECH_RATIO,
+                        help="non-speech (noise-only, empty transcript) utterances per speech utterance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nj", type=int, default=os.cpu_count() or 1)
 
 
 def main(args):
     make_corpus(args.out_dir, hours=args.hours, seed=args.seed, nj=args.nj, kokoro_hours=args.kokoro_hours,
-                free_ratio=args.free_ratio)
+                free_ratio=args.free_ratio, nonspeech_ratio=args.nonspeech_ratio)
