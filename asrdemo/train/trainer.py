@@ -182,6 +182,18 @@ def averages(sums, prefix="", names=STAT_NAMES):
     return out
 
 
+def greedy_errors(logp, lens, refs, ref_lens, units):
+    """CTC greedy output of logp (B, T, V) with lens (B,) against refs (B, L) / ref_lens (B,)
+    -> (edit errors, reference units), both counted on `units(ids)` (e.g. characters)."""
+    errors = total = 0
+    hyps = [nbest[0].token_ids for nbest in ctc_greedy_search(logp.float(), lens)]
+    for hyp, ref, n in zip(hyps, refs.tolist(), ref_lens.tolist()):
+        ref_units = units(ref[:n])
+        errors += editdistance.eval(units(hyp), ref_units)
+        total += len(ref_units)
+    return errors, total
+
+
 # ----------------------------------------------------------------------------------------------
 
 
@@ -428,21 +440,14 @@ class Trainer:
                                       self.epoch, dataformats="CHW")
                 store_attention_weights(src_attn, False)
                 want_image = False
-            errors = chars = 0
-            greedy = [nbest[0].token_ids for nbest in ctc_greedy_search(ctc_logp.float(), enc_lens)]
-            for hyp, ref, n in zip(greedy, batch["ys_pad"].tolist(), batch["ys_lens"].tolist()):
-                ref_chars = list(self.token_list.decode(ref[:n]).replace(" ", ""))
-                hyp_chars = list(self.token_list.decode(hyp).replace(" ", ""))
-                errors += editdistance.eval(hyp_chars, ref_chars)
-                chars += len(ref_chars)
-            kana_errors = kana = 0
-            if reading is not None:
-                greedy = [nbest[0].token_ids for nbest in ctc_greedy_search(reading_logp.float(), enc_lens)]
-                for hyp, ref, n in zip(greedy, batch["rs_pad"].tolist(), batch["rs_lens"].tolist()):
-                    kana_errors += editdistance.eval(hyp, ref[:n])
-                    kana += n
+            def chars(ids):
+                return list(self.token_list.decode(ids).replace(" ", ""))
+
+            errors = greedy_errors(ctc_logp, enc_lens, batch["ys_pad"], batch["ys_lens"], chars)
+            kana_errors = (0, 0) if reading is None else \
+                greedy_errors(reading_logp, enc_lens, batch["rs_pad"], batch["rs_lens"], list)
             sums += torch.cat([batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum()), names),
-                               torch.tensor([errors, chars, kana_errors, kana], dtype=torch.float64)])
+                               torch.tensor([*errors, *kana_errors], dtype=torch.float64)])
         distributed.all_reduce_sum(sums, self.dist)
         result = averages(sums[: len(names) + 2], prefix="valid_", names=names)
         result["valid_cer"] = float(sums[-4] / sums[-3]) if sums[-3] > 0 else None
