@@ -168,7 +168,7 @@ CJK_FONTS = ("IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Noto Sans JP", "Ta
              "Source Han Sans JP", "Hiragino Sans", "Yu Gothic", "MS Gothic")
 
 
-def _use_cjk_font():
+def use_cjk_font():
     """Latin from DejaVu Sans, anything else from the first Japanese font installed."""
     import matplotlib
     from matplotlib import font_manager
@@ -180,7 +180,8 @@ def _use_cjk_font():
     matplotlib.rcParams["font.family"] = ["DejaVu Sans", *cjk[:1]]
 
 
-def _figure(width, height):
+def new_figure(width, height):
+    """A matplotlib Figure of width x height inches on the Agg canvas (no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -189,7 +190,8 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path: Path):
+def save_figure(fig, path: Path):
+    """Write fig as a PNG at path atomically (a killed run leaves no half-written image)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
@@ -199,7 +201,7 @@ def _time_extent(num_frames, frame_s, num_rows):
 
 
 def plot_waveform(trace: UtteranceTrace, path: Path):
-    fig = _figure(9, 2.4)
+    fig = new_figure(9, 2.4)
     ax = fig.add_subplot()
     t = np.arange(len(trace.wave)) / trace.sample_rate
     ax.plot(t, trace.wave, linewidth=0.5, color="tab:blue")
@@ -208,7 +210,7 @@ def plot_waveform(trace: UtteranceTrace, path: Path):
     ax.set_ylabel("amplitude")
     ax.set_title(f"waveform: {trace.duration_s:.2f} s at {trace.sample_rate} Hz "
                  f"(input {trace.original_sample_rate} Hz)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _feature_label(trace: UtteranceTrace) -> str:
@@ -221,7 +223,7 @@ def plot_fbank(trace: UtteranceTrace, path: Path):
     if trace.frontend != "fbank":  # no CMVN: one panel, the features as the encoder reads them
         panels = [(trace.fbank, f"SSL features {trace.fbank.shape[0]} x {trace.fbank.shape[1]} "
                                 f"({trace.ssl_model}; what the encoder reads)", "value")]
-    fig = _figure(9, 2.5 * len(panels))
+    fig = new_figure(9, 2.5 * len(panels))
     for k, (matrix, title, label) in enumerate(panels):
         ax = fig.add_subplot(len(panels), 1, k + 1)
         im = ax.imshow(matrix.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
@@ -230,14 +232,14 @@ def plot_fbank(trace: UtteranceTrace, path: Path):
         ax.set_xlabel("time (s)")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label=label)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_subsampling(trace: UtteranceTrace, path: Path):
     from matplotlib.patches import Rectangle
 
     n = trace_numbers(trace)
-    fig = _figure(9, 5)
+    fig = new_figure(9, 5)
     top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     shift, frame_s = trace.frame_shift_s, trace.encoder_frame_s
     top.imshow(trace.fbank_cmvn.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
@@ -262,16 +264,17 @@ def plot_subsampling(trace: UtteranceTrace, path: Path):
     for ax in (top, bottom):
         ax.set_xlabel("time (s)")
         ax.set_xlim(0, max(len(trace.fbank) * shift, 1e-3))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
-def _token_label(token: str) -> str:
+def token_label(token: str) -> str:
+    """How a token is printed on a plot's axis (the word separator as ␣)."""
     return "␣" if token == "<space>" else token
 
 
 def plot_posteriorgram(trace: UtteranceTrace, path: Path, max_tokens: int = 24):
     rows = trace.salient_tokens(max_tokens)
-    fig = _figure(10, 1.5 + 0.28 * len(rows))
+    fig = new_figure(10, 1.5 + 0.28 * len(rows))
     ax = fig.add_subplot()
     frame_s = trace.encoder_frame_s
     probs = np.exp(trace.ctc_logp[:, rows]).T if len(trace.ctc_logp) else np.zeros((len(rows), 0))
@@ -290,32 +293,32 @@ def plot_posteriorgram(trace: UtteranceTrace, path: Path, max_tokens: int = 24):
                 ax.add_patch(Rectangle((start * frame_s, row_of[tok] - 0.5), (end - start) * frame_s, 1.0, fill=False,
                                        edgecolor="tab:blue", linewidth=1.2,
                                        label="forced alignment of the transcript" if k == 0 else None))
-    ax.set_yticks(range(len(rows)), [_token_label(trace.token_list[i]) for i in rows])
+    ax.set_yticks(range(len(rows)), [token_label(trace.token_list[i]) for i in rows])
     ax.set_xlabel(f"time (s); one encoder frame = {frame_s * 1000:g} ms")
     ax.set_ylabel("token")
     ax.set_title(f"CTC posteriorgram: {len(trace.ctc_logp)} frames x {len(trace.token_list)} tokens "
                  f"({len(rows)} shown)")
     ax.legend(loc="upper right", fontsize="small")
     fig.colorbar(im, ax=ax, label="P(token | frame)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_alignment(trace: UtteranceTrace, path: Path):
-    fig = _figure(10, 3.6)
+    fig = new_figure(10, 3.6)
     ax = fig.add_subplot()
     ax.imshow(trace.fbank.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
               extent=[0.0, len(trace.fbank) * trace.frame_shift_s, -0.5, trace.fbank.shape[1] - 0.5])
     for k, t in enumerate(trace.token_times):
         ax.axvspan(t.start_s, t.end_s, color="cyan", alpha=0.35)
         y = trace.fbank.shape[1] * (0.82 if k % 2 == 0 else 0.66)  # alternate rows so neighbours never overlap
-        ax.text((t.start_s + t.end_s) / 2, y, _token_label(t.token), ha="center", va="center", fontsize=13,
+        ax.text((t.start_s + t.end_s) / 2, y, token_label(t.token), ha="center", va="center", fontsize=13,
                 color="white", bbox=dict(boxstyle="round,pad=0.15", facecolor="black", alpha=0.6))
     ax.set_xlim(0, max(trace.duration_s, 1e-3))
     ax.set_xlabel("time (s)")
     ax.set_ylabel(_feature_label(trace))
     best = trace.best
     ax.set_title(f"CTC alignment of the transcript: {best.text if best else ''}")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_attention(trace: UtteranceTrace, path: Path):
@@ -323,8 +326,8 @@ def plot_attention(trace: UtteranceTrace, path: Path):
     num = max(len(layers), 1)
     cols = min(num, 3)
     rows_n = math.ceil(num / cols)
-    labels = [_token_label(t) for t in (trace.best.tokens if trace.best else [])] + ["<eos>"]
-    fig = _figure(4.2 * cols + 1, 1.2 + rows_n * (0.6 + 0.22 * len(labels)))
+    labels = [token_label(t) for t in (trace.best.tokens if trace.best else [])] + ["<eos>"]
+    fig = new_figure(4.2 * cols + 1, 1.2 + rows_n * (0.6 + 0.22 * len(labels)))
     frame_s = trace.encoder_frame_s
     for i in range(num):
         ax = fig.add_subplot(rows_n, cols, i + 1)
@@ -337,12 +340,12 @@ def plot_attention(trace: UtteranceTrace, path: Path):
         ax.set_ylabel("output token")
     if len(layers):
         fig.colorbar(im, ax=fig.axes, label="attention weight (heads averaged)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_hypotheses(trace: UtteranceTrace, path: Path):
     hyps = trace.hypotheses
-    fig = _figure(10, 1.8 + 0.7 * max(len(hyps), 1))
+    fig = new_figure(10, 1.8 + 0.7 * max(len(hyps), 1))
     ax = fig.add_subplot()
     y = np.arange(len(hyps))
     bars = [("ctc_score", "CTC log p_ctc(y|x)", "tab:orange"), ("att_score", "attention log p_att(y|x)", "tab:green"),
@@ -361,12 +364,12 @@ def plot_hypotheses(trace: UtteranceTrace, path: Path):
     ax.set_xlabel("score (natural log probability; higher is better)")
     ax.set_title(f"top {len(hyps)} hypotheses of the {trace.mode} search (ctc_weight {trace.ctc_weight:g})")
     fig.legend(loc="outside lower center", ncols=len(bars), fontsize="small")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_layer_weights(trace: UtteranceTrace, path: Path):
     weights = np.asarray(trace.layer_weights, dtype=np.float64)
-    fig = _figure(7, 3)
+    fig = new_figure(7, 3)
     ax = fig.add_subplot()
     layers = np.arange(len(weights))
     top = int(np.argmax(weights))
@@ -377,7 +380,7 @@ def plot_layer_weights(trace: UtteranceTrace, path: Path):
     ax.set_ylabel("weight (softmax, sums to 1)")
     ax.set_title(f"SSL layer weights of {trace.ssl_model}")
     ax.legend(loc="upper right", fontsize="small")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 PLOTS = {
@@ -421,7 +424,7 @@ def _times_table(times) -> list:
     if not times:
         return []
     return (["## Character times", "", "| token | start (s) | end (s) |", "|---|---|---|"]
-            + [f"| {_token_label(t.token)} | {t.start_s:.3f} | {t.end_s:.3f} |" for t in times] + [""])
+            + [f"| {token_label(t.token)} | {t.start_s:.3f} | {t.end_s:.3f} |" for t in times] + [""])
 
 
 def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, decode_conf=None,
@@ -455,7 +458,7 @@ def explain(exp_dir, audio_path, out_dir, mode=None, nbest=5, model_file=None, d
         atomic_write_text(out_dir / "trace.json", json.dumps(data, ensure_ascii=False, indent=1) + "\n")
         atomic_write_text(out_dir / "index.md", "\n".join(markdown + _times_table(result.token_times)))
         return result
-    _use_cjk_font()
+    use_cjk_font()
     names = [name for name, _, _ in figures_for(trace)]
     for name in names:
         plot = PLOTS.get(name) or SSL_PLOTS[name]

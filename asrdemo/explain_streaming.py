@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from asrdemo.data.audio import load_audio
-from asrdemo.explain import _figure, _save, _token_label, _use_cjk_font
+from asrdemo.explain import new_figure, save_figure, token_label, use_cjk_font
 from asrdemo.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def plot_streaming(session, latencies, feats, path: Path, title: str) -> None:
     """feats (T, mel) fbank of the streamed audio; latencies from `token_latencies`."""
     rec = session.rec
     frame_s = rec.fbank.frame_shift_s
-    fig = _figure(10, 4.2)
+    fig = new_figure(10, 4.2)
     ax = fig.add_subplot()
     ax.imshow(feats.T, origin="lower", aspect="auto", interpolation="nearest", cmap="magma",
               extent=[0.0, len(feats) * frame_s, -0.5, feats.shape[1] - 0.5])
@@ -31,7 +31,7 @@ def plot_streaming(session, latencies, feats, path: Path, title: str) -> None:
     for k, t in enumerate(latencies):
         y = bins * (0.85 - 0.12 * (k % 4))  # four rows, so neighbours never overlap
         ax.axvspan(t.start_s, t.end_s, color="cyan", alpha=0.3)
-        ax.text(t.start_s, y, _token_label(t.token), ha="left", va="center", fontsize=12, color="white",
+        ax.text(t.start_s, y, token_label(t.token), ha="left", va="center", fontsize=12, color="white",
                 bbox=dict(boxstyle="round,pad=0.12", facecolor="black", alpha=0.6))
         if t.first_shown_s is not None:
             ax.annotate("", xy=(t.first_shown_s, y), xytext=(t.end_s, y),
@@ -41,7 +41,7 @@ def plot_streaming(session, latencies, feats, path: Path, title: str) -> None:
                   "dotted: chunk ends")
     ax.set_ylabel("mel bin")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def explain_streaming(exp_dir, audio_path, out_dir, chunk_size: int = 16, num_left_chunks: int = -1,
@@ -59,7 +59,7 @@ def explain_streaming(exp_dir, audio_path, out_dir, chunk_size: int = 16, num_le
     latencies = token_latencies(session, wave)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _use_cjk_font()
+    use_cjk_font()
     note = "" if streamer.model_is_streaming else " (NOT a streaming model)"
     plot_streaming(session, latencies, rec.fbank(wave), out_dir / "streaming.png",
                    f"streaming, chunk {chunk_size} frames = {streamer.chunk_seconds:.2f} s{note}: "
