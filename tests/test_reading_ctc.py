@@ -8,19 +8,13 @@ import pytest
 import torch
 import yaml
 
-from test_train import build_model_from_exp, make_task, run_inprocess, train_args, write_config
+from test_train import TINY_MODEL, build_model_from_exp, make_task, run_inprocess, train_args, write_config
 
 pytest.importorskip("pyopenjtalk")
 
 KANA = "アイウエ"  # read as themselves: the toy task's reading targets are its characters
-MODEL = {
-    "encoder": "conformer",
-    "encoder_conf": {"output_size": 32, "attention_heads": 2, "linear_units": 64, "num_blocks": 2,
-                     "cnn_module_kernel": 3, "dropout_rate": 0.0},
-    "decoder_conf": {"attention_heads": 2, "linear_units": 64, "num_blocks": 1, "dropout_rate": 0.0},
-    "reading_ctc_weight": 0.5,
-    "reading_ctc_layer": 1,
-}
+MODEL = {**TINY_MODEL, "encoder_conf": {**TINY_MODEL["encoder_conf"], "num_blocks": 2},
+         "reading_ctc_weight": 0.5, "reading_ctc_layer": 1}
 
 
 def test_reading_ids_are_the_katakana_reading():
