@@ -15,9 +15,10 @@ slower) and made into a new speaker and a new recording: speed, pitch, vocal-tra
 (resampling, the synthesizer pre-compensating duration and pitch), spectral tilt, a synthetic
 room, white/pink/babble noise at a random SNR, telephone band (8 kHz) copies, level changes
 and clipping. A small share (`--nonspeech_ratio`) are non-speech: white or pink noise alone at
-any level, with an empty transcript, so the model learns that noise is not a sentence. All of it is drawn from (seed, utterance id), so the corpus is the same byte for
-byte whatever the number of workers, and a killed run resumes where it stopped (finished wavs
-are kept; each is written atomically).
+any level, with an empty transcript, so the model learns that noise is not a sentence. All of
+it is drawn from (seed, utterance id), so the corpus is the same byte for byte whatever the
+number of workers, and a killed run resumes where it stopped (finished wavs are kept; each is
+written atomically).
 """
 
 import json
