@@ -51,3 +51,24 @@ def test_a_model_trained_with_non_speech_answers_nothing_for_noise(tmp_path):
         x = torch.from_numpy(speech[first]).unsqueeze(0)
         enc, enc_lens = model.encode(x, torch.tensor([x.size(1)]))
         assert ctc_greedy_search(model.ctc.log_softmax(enc), enc_lens)[0][0].token_ids != []
+
+
+def test_the_audio_reader_keeps_a_non_speech_utterance(tmp_path):
+    """`frontend: ssl` trains on a data dir's audio (read_wave_dir): an empty transcript there is
+    the same non-speech example as in a dump dir, not an error."""
+    import soundfile as sf
+
+    from asrdemo.data.datadir import Utterance, write_data_dir
+    from asrdemo.data.tokens import TokenList
+    from asrdemo.data.wave_dataset import read_wave_dir
+
+    utts = []
+    for utt, text in (("a_speech", "あい"), ("b_noise", "")):
+        wav = tmp_path / f"{utt}.wav"
+        sf.write(str(wav), np.zeros(8000, dtype=np.float32), 16000)
+        utts.append(Utterance(utt, str(wav), text, "spk", 0.5))
+    write_data_dir(tmp_path / "data", utts)
+    (tmp_path / "tokens.txt").write_text("<blank>\n<unk>\nあ\nい\n<sos/eos>\n", encoding="utf-8")
+    examples = read_wave_dir(tmp_path / "data", TokenList.load(tmp_path / "tokens.txt"), 16000)
+    assert [(e.utt_id, e.token_ids, e.num_frames) for e in examples] == [("a_speech", [2, 3], 8000),
+                                                                         ("b_noise", [], 8000)]

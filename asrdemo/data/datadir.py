@@ -116,6 +116,12 @@ def write_data_dir(out_dir, utterances: Iterable[Utterance]) -> Path:
 _KALDI_SPACE = re.compile(r"[ \t\r\f\v]+")
 
 
+def read_text(path):
+    """A data dir's or dump dir's `text` ({utt_id: transcript}) as `read_kv` reads it, except that
+    an empty transcript (the id alone) is legal: a non-speech utterance (docs/design.md)."""
+    return read_kv(path, allow_empty_value=True)
+
+
 def read_kv(path, allow_empty_value=False):
     """Read a Kaldi `key value...` file into an ordered dict, with file:line in every error.
 
@@ -151,7 +157,7 @@ def validate_data_dir(data_dir) -> None:
     d = Path(data_dir)
     tables = {}
     for name in ("wav.scp", "text", "utt2spk", "spk2utt"):
-        tables[name] = read_kv(d / name, allow_empty_value=name == "text")  # empty text: non-speech
+        tables[name] = read_text(d / name) if name == "text" else read_kv(d / name)
         keys = list(tables[name])
         if keys != c_sorted(keys):
             raise DataDirError(f"{d / name}: not sorted in C order (LC_ALL=C sort)")
@@ -170,7 +176,7 @@ def validate_data_dir(data_dir) -> None:
 def read_data_dir(data_dir) -> List[Utterance]:
     d = Path(data_dir)
     validate_data_dir(d)
-    wavs, texts, spks = read_kv(d / "wav.scp"), read_kv(d / "text", allow_empty_value=True), read_kv(d / "utt2spk")
+    wavs, texts, spks = read_kv(d / "wav.scp"), read_text(d / "text"), read_kv(d / "utt2spk")
     durs = read_kv(d / "utt2dur") if (d / "utt2dur").exists() else {}
     return [
         Utterance(u, wavs[u], texts[u], spks[u], float(durs[u]) if u in durs else None) for u in wavs

@@ -24,7 +24,7 @@ import kaldiio
 import numpy as np
 import torch
 
-from asrdemo.data.datadir import read_kv
+from asrdemo.data.datadir import read_kv, read_text
 from asrdemo.errors import AsrdemoError
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     arks = {}
     feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
-    texts = read_kv(dump_dir / "text", allow_empty_value=True)
+    texts = read_text(dump_dir / "text")
     return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames)
 
 
@@ -85,7 +85,7 @@ def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_
         num_unk += sum(1 for i in ids if i == token_list.unk_id)
         examples.append(Example(utt_id, path, n, ids))
     if dropped:
-        log.warning("%s: left out %d utterance(s) (empty text or %s outside [%s, %s]), e.g. %s",
+        log.warning("%s: left out %d utterance(s) (text without a known token or %s outside [%s, %s]), e.g. %s",
                     source_dir, len(dropped), unit, min_len, max_len, dropped[0])
     if num_unk:
         log.warning("%s: %d token(s) map to <unk> (not in the token list)", source_dir, num_unk)

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from asrdemo.data.datadir import read_kv
+from asrdemo.data.datadir import read_text
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, done_with, mark_done, read_lines
 
@@ -97,7 +97,7 @@ def train_sentencepiece(texts, model_path, vocab_size, model_type="unigram"):
 def make_token_list(text_path, out_dir, token_type="char", vocab_size=None, model_type="unigram"):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    texts = list(read_kv(text_path, allow_empty_value=True).values())  # non-speech utterances have none
+    texts = list(read_text(text_path).values())
     if token_type == "char":
         units = char_units(texts)
     elif token_type == "bpe":

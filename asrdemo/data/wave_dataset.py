@@ -19,7 +19,7 @@ import numpy as np
 
 from asrdemo.data.audio import load_audio
 from asrdemo.data.dataset import Example, select_examples
-from asrdemo.data.datadir import read_kv
+from asrdemo.data.datadir import read_kv, read_text
 from asrdemo.errors import AsrdemoError
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ def read_wave_dir(data_dir, token_list, sample_rate: int, min_samples: int = 1,
     """`wav.scp`, `utt2dur` and `text` of a data dir -> `Example`s whose `feats_path` is the audio
     file and `num_frames` its length in samples at `sample_rate`.
 
-    Utterances outside [min_samples, max_samples] or with an empty transcript are left out with a
-    log line. Raises AsrdemoError for a missing file, an utterance missing from `text` or
+    Utterances outside [min_samples, max_samples] are left out with a log line; an empty
+    transcript is a non-speech example (`select_examples`). Raises AsrdemoError for a missing file, an utterance missing from `text` or
     `utt2dur`, a pipe command in wav.scp, or audio that is not there."""
     data_dir = Path(data_dir)
     for name in ("wav.scp", "utt2dur", "text"):
@@ -58,7 +58,7 @@ def read_wave_dir(data_dir, token_list, sample_rate: int, min_samples: int = 1,
             raise AsrdemoError(f"{data_dir}/wav.scp: {utt_id}: pipe commands are not supported, give a file path")
         if not Path(wav).is_file():
             raise AsrdemoError(f"{data_dir}/wav.scp: {utt_id}: {wav} does not exist (from {Path.cwd()})")
-    return select_examples(data_dir, wavs, utterance_samples(data_dir, sample_rate), read_kv(data_dir / "text"),
+    return select_examples(data_dir, wavs, utterance_samples(data_dir, sample_rate), read_text(data_dir / "text"),
                            token_list, min_samples, max_samples, listed_in="wav.scp", lengths_file="utt2dur",
                            unit="samples")
 

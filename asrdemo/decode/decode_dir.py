@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from asrdemo.data.datadir import c_sorted, read_kv
+from asrdemo.data.datadir import c_sorted, read_kv, read_text
 from asrdemo.decode.decode_config import DTYPES, DecodeConfig
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
@@ -49,7 +49,7 @@ def list_input(input_path):
     if src.is_dir() and (src / "wav.scp").is_file():
         wavs = read_kv(src / "wav.scp")
         if (src / "text").is_file():
-            refs = read_kv(src / "text", allow_empty_value=True)
+            refs = read_text(src / "text")
         where = src / "wav.scp"
     elif src.is_dir():
         wavs = {}
