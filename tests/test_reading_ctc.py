@@ -59,6 +59,30 @@ def test_loss_adds_the_weighted_reading_ctc_and_needs_its_targets():
         model(feats, lens, ys, ys_lens)
 
 
+def test_training_input_reads_the_readings_of_the_transcripts(tmp_path):
+    """The targets come from each transcript itself, so a character outside the token list
+    (<unk> for the character CTC) still has its reading; a model without the head gets none."""
+    from asrdemo.data.tokens import TokenList
+    from asrdemo.kana import reading_ids
+    from asrdemo.train.trainer import DEFAULTS
+    from asrdemo.train.training_input import read_training_input
+
+    task = make_task(tmp_path, n_train=8, n_valid=2, chars=KANA)
+    text = task["valid_dir"] / "text"
+    lines = text.read_text(encoding="utf-8").splitlines()
+    utt = lines[0].split()[0]
+    text.write_text("\n".join([f"{utt} カアイ"] + lines[1:]) + "\n", encoding="utf-8")  # カ: not a token
+    tokens = TokenList.load(task["token_list"])
+    config = {**DEFAULTS, "model": MODEL}
+    data = read_training_input(config, task["train_dir"], task["valid_dir"], tokens)
+    first = next(e for e in data.valid_examples if e.utt_id == utt)
+    assert first.reading_ids == reading_ids("カアイ") and len(first.reading_ids) == 3
+    assert all(e.reading_ids == reading_ids(tokens.decode(e.token_ids)) for e in data.train_examples)
+    plain = {**DEFAULTS, "model": {k: v for k, v in MODEL.items() if not k.startswith("reading")}}
+    assert all(e.reading_ids is None for e in read_training_input(plain, task["train_dir"], task["valid_dir"],
+                                                                   tokens).train_examples)
+
+
 @pytest.fixture(scope="module")
 def reading_exp(tmp_path_factory):
     root = tmp_path_factory.mktemp("reading")

@@ -41,7 +41,7 @@ class Example:
     reading_ids: Optional[list] = None  # the reading CTC's targets (asrdemo/kana.py), when the model has one
 
 
-def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
+def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None, readings=False):
     """Read `feats.scp`, `utt2num_frames` and `text` of a dump dir into a list of `Example`s.
 
     Utterances outside [min_frames, max_frames] or with an empty transcript are left out with a
@@ -54,18 +54,22 @@ def read_dump_dir(dump_dir, token_list, min_frames=1, max_frames=None):
     feats = {utt: _resolve_ark(path, dump_dir, arks) for utt, path in read_kv(dump_dir / "feats.scp").items()}
     frames = read_kv(dump_dir / "utt2num_frames")
     texts = read_text(dump_dir / "text")
-    return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames)
+    return select_examples(dump_dir, feats, frames, texts, token_list, min_frames, max_frames, readings=readings)
 
 
 def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_list, min_len=1, max_len=None,
-                    listed_in="feats.scp", lengths_file="utt2num_frames", unit="frames"):
+                    listed_in="feats.scp", lengths_file="utt2num_frames", unit="frames", readings=False):
     """`Example`s of the utterances in `inputs` ({utt_id: feats spec or audio path}, the order kept)
     with their `lengths` ({utt_id: an integer, or its text as in `lengths_file`}) and `texts`.
 
     Utterances outside [min_len, max_len], or whose non-empty transcript gives no token, are left
     out with a log line; one missing from `texts` or `lengths`, or a length that is not an integer,
     is an AsrdemoError naming `source_dir`'s file. An empty transcript is a non-speech example
-    (noise, silence): kept, with no target tokens, so the model learns to answer nothing."""
+    (noise, silence): kept, with no target tokens, so the model learns to answer nothing.
+    `readings`: also give each example the reading CTC's targets, from its transcript's katakana
+    reading (asrdemo/kana.py `reading_ids`; needs pyopenjtalk)."""
+    if readings:
+        from asrdemo.kana import reading_ids
     examples, dropped, num_unk, num_empty = [], [], 0, 0
     for utt_id, path in inputs.items():
         if utt_id not in texts:
@@ -83,7 +87,7 @@ def select_examples(source_dir, inputs: dict, lengths: dict, texts: dict, token_
             continue
         num_empty += not ids
         num_unk += sum(1 for i in ids if i == token_list.unk_id)
-        examples.append(Example(utt_id, path, n, ids))
+        examples.append(Example(utt_id, path, n, ids, reading_ids(text) if readings else None))
     if dropped:
         log.warning("%s: left out %d utterance(s) (text without a known token or %s outside [%s, %s]), e.g. %s",
                     source_dir, len(dropped), unit, min_len, max_len, dropped[0])

@@ -41,7 +41,7 @@ def utterance_samples(data_dir, sample_rate: int) -> dict:
 
 
 def read_wave_dir(data_dir, token_list, sample_rate: int, min_samples: int = 1,
-                  max_samples: Optional[int] = None) -> list:
+                  max_samples: Optional[int] = None, readings: bool = False) -> list:
     """`wav.scp`, `utt2dur` and `text` of a data dir -> `Example`s whose `feats_path` is the audio
     file and `num_frames` its length in samples at `sample_rate`.
 
@@ -60,7 +60,7 @@ def read_wave_dir(data_dir, token_list, sample_rate: int, min_samples: int = 1,
             raise AsrdemoError(f"{data_dir}/wav.scp: {utt_id}: {wav} does not exist (from {Path.cwd()})")
     return select_examples(data_dir, wavs, utterance_samples(data_dir, sample_rate), read_text(data_dir / "text"),
                            token_list, min_samples, max_samples, listed_in="wav.scp", lengths_file="utt2dur",
-                           unit="samples")
+                           unit="samples", readings=readings)
 
 
 class WaveLoader:

@@ -233,11 +233,8 @@ class ASRModel(nn.Module):
         """-> {"loss", "loss_ctc", "loss_att", "acc"} scalar tensors (see the module docstring);
         with a reading CTC, its targets rs_pad (B, R) / rs_lens (B,) (asrdemo/kana.py
         `reading_ids`) are required and "loss_reading_ctc" is added. Raises ValueError without them."""
-        if self.reading_ctc is None:
-            enc, enc_lens = self.encode(feats, feat_lens)
-            return self.losses(enc, enc_lens, ys_pad, ys_lens)
-        enc, enc_lens, inter = self.encode(feats, feat_lens, intermediate_layer=self.reading_ctc_layer)
-        return self.losses(enc, enc_lens, ys_pad, ys_lens, inter, rs_pad, rs_lens)
+        enc, enc_lens, *inter = self.encode(feats, feat_lens, intermediate_layer=self.reading_ctc_layer)
+        return self.losses(enc, enc_lens, ys_pad, ys_lens, *inter, rs_pad=rs_pad, rs_lens=rs_lens)
 
     def losses(self, enc: torch.Tensor, enc_lens: torch.Tensor, ys_pad: torch.Tensor,
                ys_lens: torch.Tensor, inter: Optional[torch.Tensor] = None,

@@ -423,17 +423,14 @@ class Trainer:
             ys_pad, ys_lens = batch["ys_pad"].to(self.device), batch["ys_lens"].to(self.device)
             src_attn = self.core.decoder.decoders[-1].src_attn
             store_attention_weights(src_attn, want_image)
+            readings = () if reading is None else (batch["rs_pad"].to(self.device), batch["rs_lens"].to(self.device))
             with self._autocast():
-                if reading is None:
-                    enc, enc_lens = self.core.encode(feats, feat_lens)  # once: for the losses and for CTC greedy
-                    out = self.core.losses(enc, enc_lens, ys_pad, ys_lens)
-                else:
-                    enc, enc_lens, inter = self.core.encode(feats, feat_lens,
-                                                            intermediate_layer=self.core.reading_ctc_layer)
-                    rs_pad, rs_lens = batch["rs_pad"].to(self.device), batch["rs_lens"].to(self.device)
-                    out = self.core.losses(enc, enc_lens, ys_pad, ys_lens, inter, rs_pad, rs_lens)
-                    reading_logp = reading.log_softmax(inter)
+                # once: for the losses and for CTC greedy (and layer k's output for the reading CTC)
+                enc, enc_lens, *inter = self.core.encode(feats, feat_lens,
+                                                         intermediate_layer=self.core.reading_ctc_layer)
+                out = self.core.losses(enc, enc_lens, ys_pad, ys_lens, *inter, *readings)
                 ctc_logp = self.core.ctc.log_softmax(enc)
+                reading_logp = None if reading is None else reading.log_softmax(inter[0])
             if want_image:  # the first validation utterance: output tokens (+ <eos>) x encoder frames
                 attn = src_attn.attn[0].float().mean(0)[: int(ys_lens[0]) + 1, : int(enc_lens[0])]
                 self.writer.add_image("valid/attention", (attn / attn.max().clamp(min=1e-9)).unsqueeze(0).cpu(),
@@ -445,7 +442,7 @@ class Trainer:
 
             errors = greedy_errors(ctc_logp, enc_lens, batch["ys_pad"], batch["ys_lens"], chars)
             kana_errors = (0, 0) if reading is None else \
-                greedy_errors(reading_logp, enc_lens, batch["rs_pad"], batch["rs_lens"], list)
+                greedy_errors(reading_logp, enc_lens, *readings, list)
             sums += torch.cat([batch_stats(out, len(batch["utt_ids"]), int(feat_lens.sum()), names),
                                torch.tensor([*errors, *kana_errors], dtype=torch.float64)])
         distributed.all_reduce_sum(sums, self.dist)
@@ -784,21 +781,8 @@ def init_from_model_file(model, path) -> None:
     log.info("initialised the model from %s%s", path, " (the reading CTC head from scratch)" if new_head else "")
 
 
-def attach_readings(examples, token_list) -> None:
-    """Fill each example's `reading_ids` (the reading CTC's targets) from its transcript's
-    katakana reading (asrdemo/kana.py). Raises AsrdemoError without pyopenjtalk."""
-    from asrdemo.kana import kana_available, reading_ids
-
-    if not kana_available():
-        raise AsrdemoError("reading_ctc_weight > 0 needs pyopenjtalk for the readings: pip install -e '.[mini]'")
-    start = time.perf_counter()
-    for ex in examples:
-        ex.reading_ids = reading_ids(token_list.decode(ex.token_ids).replace(" ", ""))
-    log.info("readings of %d utterances for the reading CTC (%.1f s)", len(examples), time.perf_counter() - start)
-
-
 def _train(args, config, exp_dir, dist):
-    from asrdemo.model.asr_model import ASRModel, resolve_model_conf
+    from asrdemo.model.asr_model import ASRModel
 
     tc, bc = config["train"], config["batching"]
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
@@ -813,8 +797,6 @@ def _train(args, config, exp_dir, dist):
     torch.manual_seed(seed)  # an SSL frontend's projection is initialised here
     data = read_training_input(config, args.train_dir, args.valid_dir, token_list)
     train_examples, valid_examples, input_dim = data.train_examples, data.valid_examples, data.input_dim
-    if resolve_model_conf(config["model"])["reading_ctc_weight"] > 0:
-        attach_readings(train_examples + valid_examples, token_list)
     torch.manual_seed(seed)
     model = ASRModel.from_config(config["model"], input_dim, vocab_size, data.cmvn_stats, frontend=data.frontend)
     num_params = sum(p.numel() for p in model.parameters())

@@ -58,17 +58,24 @@ def check_frontend_kind(value, where: str) -> str:
 
 
 def read_training_input(config: dict, train_dir, valid_dir, token_list) -> TrainingInput:
-    """The examples, input size and frontend of a run (the table above). Raises AsrdemoError for
-    missing files, or an SSL model that cannot be found offline."""
+    """The examples, input size and frontend of a run (the table above); with the model's reading
+    CTC (`reading_ctc_weight` > 0) the examples carry its targets. Raises AsrdemoError for missing
+    files, an SSL model that cannot be found offline, or readings wanted without pyopenjtalk."""
+    from asrdemo.kana import kana_available
+    from asrdemo.model.asr_model import resolve_model_conf
+
     bc = config["batching"]
     kind = check_frontend_kind(config.get("frontend", "fbank"), "training config")
+    readings = resolve_model_conf(config["model"])["reading_ctc_weight"] > 0
+    if readings and not kana_available():
+        raise AsrdemoError("reading_ctc_weight > 0 needs pyopenjtalk for the readings: pip install -e '.[mini]'")
     if kind == "ssl":
-        return _ssl_input(config, train_dir, valid_dir, token_list)
+        return _ssl_input(config, train_dir, valid_dir, token_list, readings)
     if config.get("frontend_conf"):
         raise AsrdemoError("frontend_conf is for frontend: ssl; the fbank options live in conf/fbank.yaml "
                            "(stage 2, the dump dir's frontend.yaml)")
-    train_examples = read_dump_dir(train_dir, token_list, bc["min_frames"], bc["max_frames"])
-    valid_examples = read_dump_dir(valid_dir, token_list)
+    train_examples = read_dump_dir(train_dir, token_list, bc["min_frames"], bc["max_frames"], readings)
+    valid_examples = read_dump_dir(valid_dir, token_list, readings=readings)
     input_dim = int(kaldiio.load_mat(train_examples[0].feats_path).shape[1])
     frontend_path = Path(train_dir) / "frontend.yaml"
     frontend = yaml.safe_load(frontend_path.read_text(encoding="utf-8")) if frontend_path.is_file() else None
@@ -83,7 +90,7 @@ def read_training_input(config: dict, train_dir, valid_dir, token_list) -> Train
     return TrainingInput("fbank", train_examples, valid_examples, input_dim, frontend, cmvn_stats)
 
 
-def _ssl_input(config, train_dir, valid_dir, token_list) -> TrainingInput:
+def _ssl_input(config, train_dir, valid_dir, token_list, readings: bool) -> TrainingInput:
     from asrdemo.data.wave_dataset import WaveLoader, read_wave_dir
     from asrdemo.model.ssl_frontend import HuggingFaceFrontend
 
@@ -97,8 +104,8 @@ def _ssl_input(config, train_dir, valid_dir, token_list) -> TrainingInput:
         log.warning("frontend: ssl with input_layer %s: encoder frames of %.0f ms (conv2d2 gives 40 ms from the SSL "
                     "model's %.0f ms frames)", input_layer, shift_ms * INPUT_LAYERS.get(input_layer, 4), shift_ms)
     bc, sr = config["batching"], frontend.sample_rate
-    train_examples = read_wave_dir(train_dir, token_list, sr, bc["min_frames"], bc["max_frames"])
-    valid_examples = read_wave_dir(valid_dir, token_list, sr)
+    train_examples = read_wave_dir(train_dir, token_list, sr, bc["min_frames"], bc["max_frames"], readings)
+    valid_examples = read_wave_dir(valid_dir, token_list, sr, readings=readings)
     return TrainingInput("ssl", train_examples, valid_examples, frontend.output_size(), frontend.conf, None,
                          frontend=frontend, load=WaveLoader(sr), length_unit="samples")
 
