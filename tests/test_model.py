@@ -86,6 +86,35 @@ def test_forward_shapes_and_lengths(encoder, input_layer):
     out["loss"].backward()
 
 
+@pytest.mark.parametrize("input_layer", ["conv2d", "conv2d8"])
+def test_channels_last_subsampling_computes_what_plain_convolutions_do(input_layer):
+    """The subsampling keeps its convolution weights channels-last (a several-fold faster backward
+    on CPU, bench/RESULTS.md): forward and gradients equal those of the same weights in plain
+    (contiguous) convolutions, and a state dict of contiguous tensors loads into it unchanged."""
+    model = build(tiny_conf("conformer", input_layer))
+    convs = [m for m in model.encoder.embed.conv if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    plain = [torch.nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs]
+    for p, c in zip(plain, convs):
+        p.load_state_dict({k: v.contiguous() for k, v in c.state_dict().items()})
+    x = torch.randn(3, 1, 61, IDIM)
+    y = y_ref = x
+    for c, p in zip(convs, plain):
+        y, y_ref = torch.relu(c(y)), torch.relu(p(y_ref))
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    (y_ref * w).sum().backward()
+    for c, p in zip(convs, plain):
+        assert torch.allclose(c.weight.grad, p.weight.grad, rtol=1e-4, atol=1e-4)
+        assert torch.allclose(c.bias.grad, p.bias.grad, rtol=1e-4, atol=1e-4)
+    reloaded = build(tiny_conf("conformer", input_layer), seed=5)
+    reloaded.load_state_dict({k: v.contiguous() for k, v in model.state_dict().items()})
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last)
+               for m in reloaded.encoder.embed.conv if isinstance(m, torch.nn.Conv2d))
+    assert torch.equal(reloaded.encoder.embed.conv[0].weight, convs[0].weight)
+
+
 def test_too_short_input_is_a_clear_error():
     model = build(tiny_conf(input_layer="conv2d8")).eval()
     feats, lens, _, _ = random_batch([model.min_input_frames - 1], [1])

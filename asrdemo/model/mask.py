@@ -10,11 +10,15 @@ import torch
 def make_pad_mask(lengths: torch.Tensor, max_len: int = 0) -> torch.Tensor:
     """(B,) lengths -> (B, max_len) bool, True at the *padded* positions.
 
+    `max_len` > 0 is the mask's width (callers pass the padded tensor's size, which spares reading
+    `lengths` back from the device); 0: max(lengths).
+
     >>> make_pad_mask(torch.tensor([3, 1]))
     tensor([[False, False, False],
             [False,  True,  True]])
     """
-    max_len = max(max_len, int(lengths.max().item()) if lengths.numel() else 0)
+    if max_len <= 0:
+        max_len = int(lengths.max().item()) if lengths.numel() else 0
     positions = torch.arange(max_len, device=lengths.device)
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
 

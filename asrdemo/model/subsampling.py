@@ -47,7 +47,9 @@ class Conv2dSubsampling(nn.Module):
             in_channels, freq = channels, conv_output_length(freq, kernel, stride)
         if freq < 1:
             raise ValueError(f"input_dim {idim} is too small for conv2d subsampling x{rate}")
-        self.conv = nn.Sequential(*convs)
+        # channels-last weights: oneDNN's convolution backward (and bf16 forward) is several times
+        # faster with them on CPU (bench/RESULTS.md); values and the state dict are unchanged
+        self.conv = nn.Sequential(*convs).to(memory_format=torch.channels_last)
         self.out = nn.Linear(channels * freq, odim)
         self.pos_enc = pos_enc
         # receptive field: output t' covers input frames rate*t' ... rate*t' + right_context
