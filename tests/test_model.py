@@ -451,3 +451,27 @@ def test_documented_mini_model_size_is_the_models():
                           ("bench/RESULTS.md", r"`conf/train_mini.yaml`, ([\d.]+)M parameters")]:
         m = re.search(pattern, (repo / name).read_text(encoding="utf-8"))
         assert m and float(m.group(1)) == millions, (name, m and m.group(1), millions)
+
+
+def test_dropout_draws_a_bernoulli_mask_and_scales_like_nn_dropout():
+    """asrdemo's Dropout (uniforms compared with p, faster on CPU than bernoulli_): about p of the
+    elements zeroed, the rest scaled by 1 / (1 - p), the gradient masked the same way, the dtype
+    kept (bf16 too), reproducible from the seed; identity in eval mode and at p = 0."""
+    from asrdemo.model.dropout import Dropout
+
+    p = 0.1
+    drop = Dropout(p).train()
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    zeroed = (y == 0).float().mean().item()
+    assert abs(zeroed - p) < 0.002
+    assert torch.allclose(y[y != 0], torch.tensor(1.0 / (1.0 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the same seed, the same mask
+    assert drop(x.detach().bfloat16()).dtype == torch.bfloat16
+    z = torch.randn(4, 5)
+    assert drop.eval()(z) is z and Dropout(0.0).train()(z) is z
+    assert torch.equal(Dropout(1.0).train()(z), torch.zeros_like(z))

@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
+
 
 class MultiHeadedAttention(nn.Module):
     def __init__(self, n_head: int, n_feat: int, dropout_rate: float):
@@ -35,7 +37,7 @@ class MultiHeadedAttention(nn.Module):
         self.linear_k = nn.Linear(n_feat, n_feat)
         self.linear_v = nn.Linear(n_feat, n_feat)
         self.linear_out = nn.Linear(n_feat, n_feat)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.store_attn = False
         self.attn: Optional[torch.Tensor] = None
 

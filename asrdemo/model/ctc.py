@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
 from asrdemo.model.mask import make_non_pad_mask
 
 
@@ -17,7 +18,7 @@ class CTC(nn.Module):
     def __init__(self, vocab_size: int, encoder_output_size: int, dropout_rate: float = 0.0, blank_id: int = 0):
         super().__init__()
         self.ctc_lo = nn.Linear(encoder_output_size, vocab_size)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.blank_id = blank_id
 
     def forward(self, hs_pad: torch.Tensor, hlens: torch.Tensor, ys_pad: torch.Tensor,

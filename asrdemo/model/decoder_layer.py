@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
 from asrdemo.model.residual import residual_block
 
 KV = Tuple[torch.Tensor, torch.Tensor]  # keys, values, each (N, H, L, d_k)
@@ -28,7 +29,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(size)
         self.norm2 = nn.LayerNorm(size)
         self.norm3 = nn.LayerNorm(size)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.normalize_before = normalize_before
 
     def forward(

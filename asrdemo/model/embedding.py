@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
+
 
 def sinusoid_table(positions: torch.Tensor, d_model: int) -> torch.Tensor:
     """positions (P,) float -> (P, d_model): sin on even dims, cos on odd dims."""
@@ -37,7 +39,7 @@ class _SinusoidEncoding(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.xscale = math.sqrt(d_model)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
 
 class PositionalEncoding(_SinusoidEncoding):

@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
 from asrdemo.model.residual import residual_block
 
 KVCache = Tuple[torch.Tensor, torch.Tensor]  # keys, values: each (B, H, frames, d_k)
@@ -27,7 +28,7 @@ class TransformerEncoderLayer(nn.Module):
         self.feed_forward = feed_forward
         self.norm1 = nn.LayerNorm(size)
         self.norm2 = nn.LayerNorm(size)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.normalize_before = normalize_before
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
@@ -69,7 +70,7 @@ class ConformerEncoderLayer(nn.Module):
         if conv_module is not None:
             self.norm_conv = nn.LayerNorm(size)
             self.norm_final = nn.LayerNorm(size)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.normalize_before = normalize_before
 
     def _sublayer(self, x, norm, fn, scale=1.0):

@@ -22,6 +22,7 @@ from torch import nn
 
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import MultiHeadedAttention
+from asrdemo.model.dropout import Dropout
 from asrdemo.model.embedding import PositionalEncoding
 from asrdemo.model.mask import target_mask
 from asrdemo.model.positionwise_feed_forward import PositionwiseFeedForward
@@ -94,7 +95,7 @@ class _LMLayer(nn.Module):
         self.self_attn = MultiHeadedAttention(heads, d, 0.0)
         self.feed_forward = PositionwiseFeedForward(d, units, dropout_rate)
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """x (N, L, D), mask (N, L, L) bool True = may attend -> (N, L, D)."""
@@ -162,7 +163,7 @@ class LSTMLM(LanguageModel):
                  dropout_rate: float = 0.1):
         super().__init__(vocab_size)
         self.embed = nn.Embedding(vocab_size, embed_unit)
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.lstm = nn.LSTM(embed_unit, unit, num_layers=layer, batch_first=True,
                             dropout=dropout_rate if layer > 1 else 0.0)
         self.output_layer = nn.Linear(unit, vocab_size)

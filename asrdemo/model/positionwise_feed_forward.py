@@ -3,13 +3,15 @@
 import torch
 from torch import nn
 
+from asrdemo.model.dropout import Dropout
+
 
 class PositionwiseFeedForward(nn.Module):
     def __init__(self, idim: int, hidden_units: int, dropout_rate: float, activation: nn.Module = None):
         super().__init__()
         self.w_1 = nn.Linear(idim, hidden_units)
         self.activation = activation if activation is not None else nn.ReLU()
-        self.dropout = nn.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
         self.w_2 = nn.Linear(hidden_units, idim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
