@@ -61,12 +61,17 @@ def run_one(args):
     feat_lens = torch.full((args.batch,), frames, dtype=torch.long)
     ys = torch.randint(1, args.vocab - 1, (args.batch, args.tokens))
     ys_lens = torch.full((args.batch,), args.tokens, dtype=torch.long)
+    readings = ()
+    if model.reading_ctc is not None:  # a reading CTC (model.reading_ctc_weight): kana targets as long
+        from asrdemo.kana import READING_TOKENS
+
+        readings = (torch.randint(1, len(READING_TOKENS), (args.batch, args.tokens)), ys_lens)
 
     times, losses = [], []
     for step in range(args.warmup + args.steps):
         t0 = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp == "bf16"):
-            loss = model(feats, feat_lens, ys, ys_lens)["loss"]
+            loss = model(feats, feat_lens, ys, ys_lens, *readings)["loss"]
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
