@@ -510,4 +510,4 @@ def test_training_with_asrdemo_dropout_follows_nn_dropout():
     ours, torchs = runs
     for a, b in zip(ours, torchs):
         assert abs(a - b) <= 0.1 * b, (ours, torchs)
-    assert ours[-1] < 0.85 * ours[0] and torchs[-1] < 0.85 * torchs[0], (ours, torchs)
+    assert ours[-1] < 0.9 * ours[0] and torchs[-1] < 0.9 * torchs[0], (ours, torchs)  # both learn (0.79 here)
