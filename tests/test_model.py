@@ -11,6 +11,7 @@ from asrdemo.errors import AsrdemoError
 from asrdemo.model.asr_model import ASRModel
 from asrdemo.model.attention import rel_shift, store_attention_weights
 from asrdemo.model.cmvn import GlobalCMVN
+from asrdemo.model.dropout import Dropout
 from asrdemo.model.label_smoothing_loss import LabelSmoothingLoss, th_accuracy
 from asrdemo.model.mask import make_non_pad_mask
 from asrdemo.model.specaug import SpecAugment
@@ -457,8 +458,6 @@ def test_dropout_draws_a_bernoulli_mask_and_scales_like_nn_dropout():
     """asrdemo's Dropout (16 random bits per element, faster on CPU than bernoulli_): about p of the
     elements zeroed, the rest scaled by 1 / (1 - p), the gradient masked the same way, the dtype
     kept (bf16 too), reproducible from the seed; identity in eval mode and at p = 0."""
-    from asrdemo.model.dropout import Dropout
-
     p = 0.1
     drop = Dropout(p).train()
     x = torch.ones(1000, 1000, requires_grad=True)
@@ -485,8 +484,6 @@ def test_training_with_asrdemo_dropout_follows_nn_dropout():
     with every one swapped for torch's nn.Dropout (same weights, batches and optimizer): the
     losses, averaged over windows of 10 updates, stay within 10 % of each other (different random
     masks, the same distribution) and both runs learn."""
-    from asrdemo.model.dropout import Dropout
-
     runs = []
     for reference in (False, True):
         model = build(tiny_conf(encoder="conformer", dropout=0.3))
