@@ -40,7 +40,7 @@ ssl_model=""           # with --frontend ssl: a local model folder or a Hugging 
 decode_config=conf/decode.yaml
 fbank_config=conf/fbank.yaml
 decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, attention_rescoring, ...)
-token_type=char        # char | bpe
+token_type=""          # char | bpe | kana (default: kana for synth_ja, which spells its readings; else char)
 vocab_size=""          # sentencepiece vocabulary size (token_type=bpe)
 ngpu=0                 # >1: training through torchrun (see docs/training.md)
 train_args=""          # more `asrdemo train` options, e.g. "--max_epochs 5 --set optim_conf.lr=0.001"
@@ -93,9 +93,10 @@ case "$corpus" in
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
              : "${decode_mode:=attention_rescoring}" ;;
   synth_ja)  : "${train_config:=conf/train_synth.yaml}"; : "${num_test:=200}"; : "${num_dev:=200}"
-             : "${decode_mode:=attention_rescoring}" ;;
+             : "${decode_mode:=attention_rescoring}"; : "${token_type:=kana}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut, mini_jsut or synth_ja)" >&2; exit 2 ;;
 esac
+: "${token_type:=char}"
 shipped_dir=$(cd "$root" && realpath -m "$shipped_dir")
 if [ -z "$package_dir" ]; then
   package_dir=$shipped_dir
@@ -234,7 +235,7 @@ if stage_needed 4 "$exp" "$train_input" data/lang "$train_config"; then
   ssl_args=()
   [ "$frontend" = fbank ] || ssl_args=(--set frontend=ssl ${ssl_model:+--set "frontend_conf.model=$ssl_model"})
   asrdemo train --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
-    --token_list data/lang/tokens.txt $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
+    --token_list data/lang/tokens.txt --token_type "$token_type" $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
     --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
   stage_done 4
 fi
@@ -253,7 +254,7 @@ if [ "$use_lm" = true ]; then
   if stage_needed 4 "$lm_exp" data data/lang "$lm_config" ${lm_train_text:+"$lm_train_text"}; then
     require data/lang/tokens.txt 3
     lm_resume=""; [ -d "$lm_exp/checkpoints" ] && lm_resume=--resume
-    asrdemo lm train --config "$lm_config" --token_list data/lang/tokens.txt --train_text data/train/text \
+    asrdemo lm train --config "$lm_config" --token_list data/lang/tokens.txt --token_type "$token_type" --train_text data/train/text \
       ${lm_train_text:+--lm_train_text "$lm_train_text"} --valid_text data/dev/text --exp_dir "$lm_exp" \
       --ngpu "$ngpu" --seed "$seed" $lm_resume
     asrdemo lm perplexity --lm_dir "$lm_exp" --text data/test/text --out_dir "$lm_exp/perplexity_test"

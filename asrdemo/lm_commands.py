@@ -44,8 +44,12 @@ def main(args):
         from asrdemo.data.tokens import TokenList
         from asrdemo.decode.lm_scorer import load_lm, perplexity
 
+        from asrdemo.utils.config import read_yaml
+
         lm = load_lm(args.lm_dir, args.device)
-        result = perplexity(lm, TokenList.load(Path(args.lm_dir) / "tokens.txt"), list(read_kv(args.text).values()))
+        token_type = read_yaml(Path(args.lm_dir) / "config.yaml", "LM config").get("token_type")
+        result = perplexity(lm, TokenList.load(Path(args.lm_dir) / "tokens.txt", token_type=token_type),
+                            list(read_kv(args.text).values()))
         line = (f"perplexity {result['ppl']:.3f} ({result['nll_per_token']:.4f} nats per token; "
                 f"{result['sentences']} sentences, {result['tokens']} tokens incl. <eos>, {result['unk']} <unk>) "
                 f"on {args.text}")

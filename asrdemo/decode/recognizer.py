@@ -162,7 +162,7 @@ class Recognizer:
         else:
             fbank = Fbank(config.get("frontend") or {})
         bpe_model = exp_file("bpe_model")
-        token_list = TokenList.load(exp_file("token_list", "tokens.txt"), bpe_model)
+        token_list = TokenList.load(exp_file("token_list", "tokens.txt"), bpe_model, config.get("token_type"))
         cmvn_stats = None
         cmvn_path = exp_file("cmvn")
         if cmvn_path is not None:
@@ -451,7 +451,7 @@ class Recognizer:
         for hyps in results:
             for h in hyps:
                 h.tokens = [self.token_list.tokens[t] for t in h.token_ids]
-                h.text = self.token_list.decode(h.token_ids)
+                h.text = self.token_list.to_text(h.token_ids)
         return results
 
     def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, ctc_logp: torch.Tensor, mode: str,

@@ -214,7 +214,7 @@ class StreamingSession:
 
     def _spell(self, hyp: Hypothesis) -> Hypothesis:
         hyp.tokens = [self.rec.token_list.tokens[t] for t in hyp.token_ids]
-        hyp.text = self.rec.token_list.decode(hyp.token_ids)
+        hyp.text = self.rec.token_list.to_text(hyp.token_ids)
         return hyp
 
     # ---------------------------------------------------------------------------- timing

@@ -98,7 +98,8 @@ class LMTrainer(Trainer):
 
 
 def _relaunch_argv(args):
-    return relaunch_argv(["lm", "train"], args, ("config", "token_list", "exp_dir", "ngpu", "seed", "max_epochs"),
+    return relaunch_argv(["lm", "train"], args, ("config", "token_list", "token_type", "exp_dir", "ngpu", "seed",
+                                                 "max_epochs"),
                          repeated=("train_text", "lm_train_text", "valid_text"))
 
 
@@ -127,7 +128,7 @@ def _train_lm(args, config, exp_dir, dist):
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
-    token_list = TokenList.load(args.token_list)
+    token_list = TokenList.load(args.token_list, token_type=args.token_type)
     vocab_size = len(token_list)
     train_examples = make_examples(read_sentences(args.train_text or [], args.lm_train_text or []), token_list,
                                    bc["max_tokens"], "LM training text")
@@ -163,7 +164,8 @@ def _train_lm(args, config, exp_dir, dist):
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         with atomic_path(exp_dir / "tokens.txt") as tmp:
             shutil.copyfile(args.token_list, tmp)
-        full = {"token_list": "tokens.txt", "vocab_size": vocab_size, **config, "data": data}
+        full = {"token_list": "tokens.txt", "token_type": args.token_type, "vocab_size": vocab_size, **config,
+                "data": data}
         atomic_write_text(exp_dir / "config.yaml", "# written by `asrdemo lm train`: everything needed to rebuild "
                           "the LM\n" + yaml.safe_dump(full, sort_keys=False, allow_unicode=True))
     trainer.run()
@@ -181,3 +183,5 @@ def add_arguments(p):
     p.add_argument("--lm_train_text", action="append", default=[],
                    help="more training text, one sentence per line; repeatable")
     p.add_argument("--valid_text", action="append", required=True, help="Kaldi `text` for validation; repeatable")
+    p.add_argument("--token_type", default="char", choices=("char", "kana"),
+                   help="the ASR model's token type: kana models' LMs read the readings of the text")

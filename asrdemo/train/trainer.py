@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from asrdemo.data.dataset import make_loader
-from asrdemo.data.tokens import TokenList
+from asrdemo.data.tokens import TOKEN_TYPES, TokenList
 from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
@@ -569,7 +569,7 @@ def prepare_exp_dir(exp_dir, config, args, frontend, input_dim, vocab_size, has_
     sample_rate = frontend.get("sample_rate") if isinstance(frontend, dict) else None
     full = {
         **frontend_keys,
-        "token_type": "bpe" if args.bpe_model else "char",
+        "token_type": token_type(args),
         "token_list": "tokens.txt",
         "bpe_model": "bpe.model" if args.bpe_model else None,
         "cmvn": "cmvn.ark" if has_cmvn else None,
@@ -601,6 +601,11 @@ def _differences(old, new, prefix=""):
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
+
+
+def token_type(args) -> str:
+    """The run's token type: --token_type, else bpe with --bpe_model, else char."""
+    return args.token_type or ("bpe" if args.bpe_model else "char")
 
 
 def check_resume_config(old: dict, config: dict, vocab_size: int, old_path) -> None:
@@ -664,7 +669,7 @@ def relaunch_argv(command, args, options, repeated=()):
 
 
 def _relaunch_argv(args):
-    return relaunch_argv(["train"], args, ("config", "train_dir", "valid_dir", "token_list", "bpe_model", "exp_dir",
+    return relaunch_argv(["train"], args, ("config", "train_dir", "valid_dir", "token_list", "token_type", "bpe_model", "exp_dir",
                                            "ngpu", "seed", "max_epochs", "num_workers", "init_param"))
 
 
@@ -788,7 +793,7 @@ def _train(args, config, exp_dir, dist):
     resume_from = checkpoint_to_resume(exp_dir, args.resume)
     log.info("command: asrdemo %s", " ".join(_relaunch_argv(args)))
 
-    token_list = TokenList.load(args.token_list, args.bpe_model)
+    token_list = TokenList.load(args.token_list, args.bpe_model, token_type(args))
     vocab_size = len(token_list)
     if resume_from is not None and (exp_dir / "config.yaml").is_file():
         check_resume_config(read_yaml(exp_dir / "config.yaml"), config, vocab_size, exp_dir / "config.yaml")
@@ -867,6 +872,9 @@ def add_arguments(p):
     p.add_argument("--train_dir", required=True, help="training dump dir (feats.scp, text, cmvn.ark, ...)")
     p.add_argument("--valid_dir", required=True, help="validation dump dir")
     p.add_argument("--bpe_model", default=None, help="sentencepiece model (token_type bpe)")
+    p.add_argument("--token_type", default=None, choices=TOKEN_TYPES,
+                   help="what the token list's units are (stage 3's --token_type); default: bpe with "
+                        "--bpe_model, else char")
     p.add_argument("--num_workers", type=int, default=None, help="overrides train.num_workers")
     p.add_argument("--init_param", default=None,
                    help="start from this model file's weights (e.g. exp/train/valid.acc.ave.pth): fine-tuning, "
