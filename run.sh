@@ -291,13 +291,14 @@ if stage_needed 6 "$package_dir" "$exp/decode_test"; then
 fi
 
 if [ "$corpus" = synth_ja ] && stage_needed 7 "$exp/decode_eval" "$exp/decode_test" "$package_dir" "$exp/decode_opts"; then
-  require "$exp/config.yaml" 4
+  require "$package_dir/config.yaml" 6
+  # the package is measured, not the exp dir: its float16 weights are what the demo and git get
   asrdemo make_eval_sets --out_dir data --num_sentences "$eval_sentences" --nj "$nj"
   for set in eval_clean eval_snr20 eval_snr10 eval_snr5; do
-    asrdemo decode --exp_dir "$exp" --input "data/$set" --out_dir "$exp/decode_eval/$set" --nj "$nj" \
+    asrdemo decode --exp_dir "$package_dir" --input "data/$set" --out_dir "$exp/decode_eval/$set" --nj "$nj" \
       --decode_config "$decode_config" ${decode_mode:+--mode "$decode_mode"} $decode_args
   done
-  asrdemo eval_table --data_root data --decode_root "$exp/decode_eval" --exp_dir "$exp" \
+  asrdemo eval_table --data_root data --decode_root "$exp/decode_eval" --exp_dir "$package_dir" \
     ${decode_mode:+--mode "$decode_mode"} --out "$exp/decode_eval/eval_table.md" \
     $([ -f "$package_dir/README.md" ] && echo --package_dir "$package_dir")
   stage_done 7
