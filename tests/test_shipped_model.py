@@ -1,6 +1,6 @@
 """The model that ships in exp_train_large/ works from a fresh clone, before anyone trains anything
 (issue 11): the demo's production server (gunicorn) answers the sample as the model card says and
-answers noise and silence with nothing, `asrdemo explain` draws it, and decode.sh decodes a folder
+answers noise with nothing and silence as silence, `asrdemo explain` draws it, and decode.sh decodes a folder
 with it. Real HTTP on loopback, the real CLI in subprocesses. Skipped while no model is packaged."""
 
 import re
@@ -35,9 +35,10 @@ def test_the_demo_answers_the_sample_as_the_card_says_and_noise_with_nothing(tmp
         assert status == 200, body
         assert body["text"] == card("sample/test.wav")
         assert body["tokens"] and all(t["end_s"] > t["start_s"] for t in body["tokens"])
-        for wave in (noise, np.zeros(3 * 16000, dtype=np.float32)):
-            status, body = post_file(server.url, audio_bytes(wave, 16000, subtype="FLOAT"))
-            assert (status, body["text"]) == (200, ""), body
+        status, body = post_file(server.url, audio_bytes(noise, 16000, subtype="FLOAT"))
+        assert (status, body["text"]) == (200, "") and card("3 s white noise") == "", body
+        status, body = post_file(server.url, audio_bytes(np.zeros(3 * 16000, dtype=np.float32), 16000))
+        assert (status, body["code"]) == (422, "silent_audio") and card("3 s silence") == "", body
 
 
 def test_explain_and_decode_sh_work_with_the_shipped_model(tmp_path):
