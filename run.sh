@@ -43,12 +43,14 @@ decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, at
 token_type=""          # char | bpe | kana (default: kana for synth_ja, which spells its readings; else char)
 vocab_size=""          # sentencepiece vocabulary size (token_type=bpe)
 ngpu=0                 # >1: training through torchrun (see docs/training.md)
+train_nproc=""         # with ngpu 0: CPU training processes (DDP over gloo, 1 thread each; default 2 for
+                       # synth_ja, else 1): on 2 cores, 2 make an update ~1.3x faster than 1 (bench/RESULTS.md)
 train_args=""          # more `asrdemo train` options, e.g. "--max_epochs 5 --set optim_conf.lr=0.001"
 decode_args=""         # more `asrdemo decode` options, e.g. "--batch_size 8"
 num_test=""            # test/dev sizes; default: 250/250 for JSUT (ESPnet's split), 20/20 for mini_jsut
 num_dev=""
 num_utts=""            # mini_jsut: how many sentences to synthesize (default: all)
-hours=14               # synth_ja: hours of speech to synthesize
+hours=8                # synth_ja: hours of speech to synthesize (8 h: ~30 min on 2 cores, bench/RESULTS.md)
 kokoro_hours=""        # synth_ja: of which read by the (slow) kokoro voices (default: 12 %)
 free_ratio=0.5         # synth_ja: share of free (non-template) sentences (docs/synth_ja.md)
 nonspeech_ratio=0.03   # synth_ja: noise-only utterances (empty transcript) per speech utterance
@@ -93,10 +95,10 @@ case "$corpus" in
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
              : "${decode_mode:=attention_rescoring}" ;;
   synth_ja)  : "${train_config:=conf/train_synth.yaml}"; : "${num_test:=200}"; : "${num_dev:=200}"
-             : "${decode_mode:=attention_rescoring}"; : "${token_type:=kana}" ;;
+             : "${decode_mode:=attention_rescoring}"; : "${token_type:=kana}"; : "${train_nproc:=2}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut, mini_jsut or synth_ja)" >&2; exit 2 ;;
 esac
-: "${token_type:=char}"
+: "${token_type:=char}"; : "${train_nproc:=1}"
 shipped_dir=$(cd "$root" && realpath -m "$shipped_dir")
 if [ -z "$package_dir" ]; then
   package_dir=$shipped_dir
@@ -234,7 +236,11 @@ if stage_needed 4 "$exp" "$train_input" data/lang "$train_config"; then
   resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
   ssl_args=()
   [ "$frontend" = fbank ] || ssl_args=(--set frontend=ssl ${ssl_model:+--set "frontend_conf.model=$ssl_model"})
-  asrdemo train --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
+  train_cmd=(asrdemo train)
+  if [ "$ngpu" = 0 ] && [ "$train_nproc" -gt 1 ]; then
+    train_cmd=(env OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node="$train_nproc" -m asrdemo train)
+  fi
+  "${train_cmd[@]}" --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
     --token_list data/lang/tokens.txt --token_type "$token_type" $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
     --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
   stage_done 4

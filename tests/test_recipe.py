@@ -24,7 +24,7 @@ def recipe(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recipe")
     common = ["--corpus", "mini_jsut", "--num_utts", 12, "--num_test", 2, "--num_dev", 2, "--work_dir", tmp / "work",
               "--package_dir", tmp / "pkg", "--train_config", TINY_CONFIG, "--tag", "tiny",
-              "--train_args", "--max_epochs 3", "--decode_mode", "attention_rescoring"]
+              "--train_args", "--max_epochs 3", "--decode_mode", "attention_rescoring", "--train_nproc", 2]
     first = run_sh(*common)
     assert first.returncode == 0, first.stdout + first.stderr
     return tmp, common, first
@@ -53,6 +53,7 @@ def test_every_stage_writes_its_outputs(recipe, monkeypatch):
                  "images/error.png", "decode_test/hyp.txt", "decode_test/result.txt", "decode_test/cer.txt"):
         assert (exp / name).is_file() and (exp / name).stat().st_size > 0, name
     assert list((exp / "tensorboard").rglob("events.out.tfevents.*"))
+    assert "2 process(es) on cpu" in (exp / "train.log").read_text()  # --train_nproc 2: DDP over gloo
     assert len((exp / "decode_test" / "hyp.txt").read_text().splitlines()) == 2
     for name in ("config.yaml", "tokens.txt", "cmvn.ark", "valid.acc.ave.pth", "cer.txt", "decode.yaml", "README.md",
                  "images/loss.png"):
