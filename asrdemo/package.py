@@ -87,6 +87,12 @@ def _training_lines(exp_dir: Path, config: dict) -> list:
             lines.append(f"- training: {len(rows)} epochs, {last['step']:,} updates, {sum(r['time'] for r in rows) / 3600:.2f} h "
                          f"of training steps; last valid acc {last.get('valid_acc') or 0:.3f}, "
                          f"valid CER (CTC greedy) {last.get('valid_cer') or 0:.3f}")
+    init = exp_dir / "init_param.json"  # written by `asrdemo train --init_param`
+    if init.is_file():
+        record = json.loads(init.read_text(encoding="utf-8"))
+        before = (f": {record['epochs']} epochs, {record['updates']:,} updates, {record['hours']:.2f} h of training steps"
+                  if "epochs" in record else "")
+        lines.append(f"- fine-tuned from: {record['init_param']}{before} (before the training above)")
     return lines
 
 

@@ -144,3 +144,19 @@ def test_init_param_loads_a_full_context_model_and_refuses_another_architecture(
         init_from_model_file(tiny(num_blocks=3), path)
     with pytest.raises(AsrdemoError, match="does not exist"):
         init_from_model_file(streaming, tmp_path / "missing.pth")
+
+
+def test_the_card_of_a_fine_tuned_model_counts_the_run_it_started_from(trained_exp, trained_streaming_exp, tmp_path):
+    """A streaming model fine-tuned with --init_param: its package's README names the model it
+    started from and that run's epochs and updates, so the card tells all the training it had."""
+    import json
+
+    from conftest import asrdemo
+
+    record = json.loads((trained_streaming_exp / "init_param.json").read_text())
+    rows = [json.loads(line) for line in (trained_exp / "history.jsonl").read_text().splitlines()]
+    assert record["epochs"] == len(rows) and record["updates"] == rows[-1]["step"] > 0
+    asrdemo("package", "--exp_dir", trained_streaming_exp, "--out_dir", tmp_path / "pkg")
+    card = (tmp_path / "pkg" / "README.md").read_text(encoding="utf-8")
+    source = (trained_exp / "valid.acc.ave.pth").resolve()
+    assert f"- fine-tuned from: {source}: {len(rows)} epochs, {rows[-1]['step']:,} updates" in card, card

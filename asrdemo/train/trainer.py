@@ -786,6 +786,21 @@ def init_from_model_file(model, path) -> None:
     log.info("initialised the model from %s%s", path, " (the reading CTC head from scratch)" if new_head else "")
 
 
+def record_init_param(exp_dir, path) -> dict:
+    """Write `exp_dir/init_param.json`: the model file this run started from and, when that file
+    sits in an exp dir with a history.jsonl, that run's epochs, updates and hours of training steps
+    (the model card counts them: a fine-tuned model's training began there). Returns the record."""
+    path = Path(path).resolve()
+    record = {"init_param": str(path)}
+    history = path.parent / "history.jsonl"
+    if history.is_file():
+        rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if rows:
+            record.update(epochs=len(rows), updates=rows[-1]["step"], hours=sum(r["time"] for r in rows) / 3600)
+    atomic_write_text(Path(exp_dir) / "init_param.json", json.dumps(record) + "\n")
+    return record
+
+
 def _train(args, config, exp_dir, dist):
     from asrdemo.model.asr_model import ASRModel
 
@@ -840,6 +855,8 @@ def _train(args, config, exp_dir, dist):
     trainer.frame_unit = data.length_unit
     if dist.is_main:  # only now, after every check: a refused resume leaves config.yaml as it was
         prepare_exp_dir(exp_dir, config, args, data.frontend_record, input_dim, vocab_size, data.cmvn_stats is not None)
+        if args.init_param and resume_from is None:
+            record_init_param(exp_dir, args.init_param)
     trainer.run()
 
     if dist.is_main:
