@@ -183,3 +183,24 @@ def test_silence_gets_the_empty_hypothesis_and_a_warning(work, tmp_path):
         log_text = (out / "log" / "decode.1.log").read_text()
         assert "utterance dc: silent" in log_text and "utterance zeros: silent" in log_text
         assert "utterance sound: silent" not in log_text
+
+
+def test_a_retrained_model_decodes_again(work, tmp_path):
+    """A finished OUT_DIR is skipped only for the same model file: retraining into the same exp dir
+    (run.sh's stage 7 after more epochs) must not leave the old model's results in place."""
+    import shutil
+
+    import torch
+
+    exp = tmp_path / "exp"
+    shutil.copytree(work / "exp", exp)
+    out = tmp_path / "out"
+    args = ["decode", "--exp_dir", str(exp), "--input", str(work / "audio"), "--out_dir", str(out), "--mode", "ctc_greedy"]
+    asrdemo(args)
+    mtime = (out / "hyp.txt").stat().st_mtime_ns
+    asrdemo(args)
+    assert (out / "hyp.txt").stat().st_mtime_ns == mtime  # same model: skipped
+    weights = torch.load(exp / "valid.acc.ave.pth", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, exp / "valid.acc.ave.pth")
+    asrdemo(args)
+    assert (out / "hyp.txt").stat().st_mtime_ns != mtime  # the new weights were decoded

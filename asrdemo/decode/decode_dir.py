@@ -109,11 +109,25 @@ def _settings(args) -> dict:
         "model_file": os.path.abspath(args.model_file) if args.model_file else None,
         "input": os.path.abspath(args.input),
         "decode_conf": dataclasses.asdict(conf),
+        "model": _model_signature(args.exp_dir, args.model_file),  # a retrained model decodes again
         "lm": _lm_signature(args.exp_dir) if conf.lm_weight > 0 else None,  # a newly attached LM decodes again
         # None offline, which a .done from before streaming existed also gives (no such key)
         "streaming": {"chunk_size": args.chunk_size, "num_left_chunks": args.num_left_chunks}
         if getattr(args, "streaming", False) else None,
     }
+
+
+def _model_signature(exp_dir, model_file):
+    """[path, size, mtime_ns] of the model file the jobs load (None when there is none: the jobs
+    then fail with the recognizer's error)."""
+    from asrdemo.decode.recognizer import find_model_file
+
+    try:
+        path = Path(model_file) if model_file else find_model_file(Path(exp_dir))
+        stat = path.stat()
+    except (AsrdemoError, OSError):
+        return None
+    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 def _lm_signature(exp_dir):

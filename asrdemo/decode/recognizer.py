@@ -67,7 +67,7 @@ SILENCE_DBFS = -60.0
 DEFAULT_MAX_PIECE_S = 20.0
 
 
-def _find_model_file(exp_dir: Path) -> Path:
+def find_model_file(exp_dir: Path) -> Path:
     """valid.acc.ave.pth, else the newest checkpoints/epoch_N.pt."""
     default = exp_dir / DEFAULT_MODEL_FILE
     if default.exists():
@@ -172,7 +172,7 @@ class Recognizer:
         input_dim = frontend.output_size() if frontend is not None else fbank.num_mel_bins
         model = ASRModel.from_config(config["model"], input_dim=input_dim, vocab_size=len(token_list),
                                      cmvn_stats=cmvn_stats, frontend=frontend)
-        model_path = Path(model_file) if model_file is not None else _find_model_file(exp_dir)
+        model_path = Path(model_file) if model_file is not None else find_model_file(exp_dir)
         try:
             model.load_state_dict(load_model_weights(model_path))
         except RuntimeError as e:
