@@ -236,13 +236,9 @@ if stage_needed 4 "$exp" "$train_input" data/lang "$train_config"; then
   resume=""; [ -d "$exp/checkpoints" ] && resume=--resume   # a killed run continues where it stopped
   ssl_args=()
   [ "$frontend" = fbank ] || ssl_args=(--set frontend=ssl ${ssl_model:+--set "frontend_conf.model=$ssl_model"})
-  train_cmd=(asrdemo train)
-  if [ "$ngpu" = 0 ] && [ "$train_nproc" -gt 1 ]; then
-    train_cmd=(env OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node="$train_nproc" -m asrdemo train)
-  fi
-  "${train_cmd[@]}" --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
+  asrdemo train --config "$train_config" --train_dir "$train_dir" --valid_dir "$valid_dir" \
     --token_list data/lang/tokens.txt --token_type "$token_type" $([ -f data/lang/bpe.model ] && echo --bpe_model data/lang/bpe.model) \
-    --exp_dir "$exp" --ngpu "$ngpu" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
+    --exp_dir "$exp" --ngpu "$ngpu" --nproc "$train_nproc" --seed "$seed" ${ssl_args[@]+"${ssl_args[@]}"} $resume $train_args
   stage_done 4
 fi
 

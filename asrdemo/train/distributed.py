@@ -93,7 +93,7 @@ def torchrun_command(nproc, argv):
 def relaunch_with_torchrun(nproc, argv):
     """Replace this process with torchrun running the same command on `nproc` processes."""
     cmd = torchrun_command(nproc, argv)
-    log.info("--ngpu %d: re-launching under torchrun:\n  %s", nproc, shlex.join(cmd))
+    log.info("%d processes: re-launching under torchrun:\n  %s", nproc, shlex.join(cmd))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, cmd)

@@ -105,7 +105,7 @@ def _relaunch_argv(args):
 
 def train_lm(args):
     """`asrdemo lm train`: see the module docstring. A finished exp dir (`.done`) is skipped."""
-    start_devices(args.ngpu, _relaunch_argv(args))
+    start_devices(args.ngpu, _relaunch_argv(args), args.nproc)
     if not args.train_text and not args.lm_train_text:
         raise AsrdemoError("no training text: give --train_text (Kaldi text) and/or --lm_train_text (plain text)")
     exp_dir = Path(args.exp_dir)
