@@ -187,7 +187,11 @@ def test_explain_streaming_draws_when_each_character_was_first_shown(trained_str
     assert r.returncode == 0, r.stderr
     assert (out / "streaming.png").stat().st_size > 10_000 and (out / "trace.json").is_file()
     data = json.loads((out / "streaming.json").read_text(encoding="utf-8"))
-    assert data["streaming_model"] is True and data["final"] == utterances[1].text
+    # the text streaming gives (the tiny model need not get its training sentence exactly right)
+    rec = Recognizer.from_exp_dir(trained_streaming_exp)
+    wave, _ = load_audio(utterances[1].wav, rec.sample_rate)
+    expected = recognize_streaming(StreamingRecognizer(rec, chunk_size=4), wave, rec.sample_rate).result.text
+    assert data["streaming_model"] is True and data["final"] == expected and cer(utterances[1].text, expected) < 0.3
     assert [c["index"] for c in data["chunks"]] == list(range(len(data["chunks"])))
     assert "".join(t["token"] for t in data["tokens"]) == data["final"]
     shown = [t for t in data["tokens"] if t["first_shown_s"] is not None]
