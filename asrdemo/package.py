@@ -79,12 +79,13 @@ def _training_lines(exp_dir: Path, config: dict) -> list:
         if info.get("hours_by_voice"):
             voices = ", ".join(f"{k} {v:.2f} h" for k, v in info["hours_by_voice"].items())
             lines.append(f"- corpus: {info.get('utterances', '?'):,} utterances, {info.get('audio_hours', '?')} h; voices: {voices}")
-    history = exp_dir / "history.jsonl"
-    if history.is_file():
-        rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if (exp_dir / "history.jsonl").is_file():
+        from asrdemo.train.average import read_history, training_summary
+
+        rows = read_history(exp_dir)
         if rows:
-            last = rows[-1]
-            lines.append(f"- training: {len(rows)} epochs, {last['step']:,} updates, {sum(r['time'] for r in rows) / 3600:.2f} h "
+            last, run = rows[-1], training_summary(rows)
+            lines.append(f"- training: {run['epochs']} epochs, {run['updates']:,} updates, {run['hours']:.2f} h "
                          f"of training steps; last valid acc {last.get('valid_acc') or 0:.3f}, "
                          f"valid CER (CTC greedy) {last.get('valid_cer') or 0:.3f}")
     init = exp_dir / "init_param.json"  # written by `asrdemo train --init_param`

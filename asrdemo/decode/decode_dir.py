@@ -124,10 +124,16 @@ def _model_signature(exp_dir, model_file):
 
     try:
         path = Path(model_file) if model_file else find_model_file(Path(exp_dir))
-        stat = path.stat()
-    except (AsrdemoError, OSError):
+    except AsrdemoError:
         return None
-    return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    signature = _file_signature(path)
+    return signature and [str(path.resolve()), *signature]
+
+
+def _file_signature(path):
+    """[size, mtime_ns] of a file, None when it is not one: a file rewritten in place decodes again."""
+    path = Path(path)
+    return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
 
 
 def _lm_signature(exp_dir):
@@ -136,10 +142,7 @@ def _lm_signature(exp_dir):
         name = (yaml.safe_load((Path(exp_dir) / "config.yaml").read_text(encoding="utf-8")) or {}).get("lm")
     except (OSError, yaml.YAMLError, AttributeError):
         return None  # the recognizer reports a broken exp dir
-    path = Path(exp_dir) / str(name) / "valid.loss.ave.pth"
-    if not name:
-        return None
-    return [path.stat().st_size, path.stat().st_mtime_ns] if path.is_file() else None
+    return _file_signature(Path(exp_dir) / str(name) / "valid.loss.ave.pth") if name else None
 
 
 # ------------------------------------------------------------------------------------ steps

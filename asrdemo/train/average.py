@@ -54,6 +54,12 @@ def read_history(exp_dir):
     return rows
 
 
+def training_summary(rows) -> dict:
+    """{"epochs", "updates", "hours"} of a run's history rows (non-empty): hours are the epochs'
+    training-step time, the model card's and `init_param.json`'s measure of training."""
+    return {"epochs": len(rows), "updates": rows[-1]["step"], "hours": sum(r["time"] for r in rows) / 3600}
+
+
 def best_epochs(history, num, metric="valid_acc"):
     """The `num` best epochs by `metric`, best first (ties: the later epoch first). Accuracies
     rank high-to-low, anything else (loss, cer) low-to-high."""

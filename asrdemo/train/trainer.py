@@ -35,7 +35,7 @@ from asrdemo.decode.ctc_greedy import ctc_greedy_search
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.attention import store_attention_weights
 from asrdemo.train import distributed
-from asrdemo.train.average import average_best, best_epochs
+from asrdemo.train.average import average_best, best_epochs, read_history, training_summary
 from asrdemo.train.checkpoint import (epoch_checkpoints, latest_checkpoint, load_checkpoint,
                                       prune_checkpoints, rng_state, save_checkpoint, set_rng_state)
 from asrdemo.train.plot import FIGURES, plot_history
@@ -802,11 +802,10 @@ def record_init_param(exp_dir, path) -> dict:
     (the model card counts them: a fine-tuned model's training began there). Returns the record."""
     path = Path(path).resolve()
     record = {"init_param": str(path)}
-    history = path.parent / "history.jsonl"
-    if history.is_file():
-        rows = [json.loads(line) for line in history.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if (path.parent / "history.jsonl").is_file():
+        rows = read_history(path.parent)
         if rows:
-            record.update(epochs=len(rows), updates=rows[-1]["step"], hours=sum(r["time"] for r in rows) / 3600)
+            record.update(training_summary(rows))
     atomic_write_text(Path(exp_dir) / "init_param.json", json.dumps(record) + "\n")
     return record
 
