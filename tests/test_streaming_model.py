@@ -9,6 +9,7 @@ from asrdemo.model.asr_model import ASRModel
 from asrdemo.model.chunk import FULL_CONTEXT, MAX_DYNAMIC_CHUNK, choose_chunk
 from asrdemo.model.convolution import ConvolutionModule
 from asrdemo.model.mask import chunk_attention_mask
+from conftest import TINY_CONFIG
 
 IDIM, VOCAB = 80, 20
 DECODER = {"attention_heads": 2, "linear_units": 32, "num_blocks": 1}
@@ -160,3 +161,24 @@ def test_the_card_of_a_fine_tuned_model_counts_the_run_it_started_from(trained_e
     card = (tmp_path / "pkg" / "README.md").read_text(encoding="utf-8")
     source = (trained_exp / "valid.acc.ave.pth").resolve()
     assert f"- fine-tuned from: {source}: {len(rows)} epochs, {rows[-1]['step']:,} updates" in card, card
+
+
+def test_init_param_refuses_a_model_trained_with_another_token_list(tiny_work, trained_exp, tmp_path):
+    """Bug: `--init_param` from a model whose token list held other units of the same count loaded
+    silently, every output id then meaning another character (a corpus remade with another seed
+    can give such a list). Now the exp dir's tokens.txt beside the model file is compared with the
+    run's list, and a difference stops the run before training, naming the first differing id."""
+    import subprocess
+    import sys
+
+    tokens = (tiny_work / "data" / "lang" / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    other = tokens[:2] + [tokens[3], tokens[2]] + tokens[4:]  # the same units, two ids swapped
+    (tmp_path / "tokens.txt").write_text("\n".join(other) + "\n", encoding="utf-8")
+    dump = tiny_work / "dump" / "fbank"
+    r = subprocess.run([sys.executable, "-m", "asrdemo", "train", "--config", str(TINY_CONFIG.with_name(
+        "train_tiny_streaming.yaml")), "--train_dir", str(dump / "train"), "--valid_dir", str(dump / "train"),
+        "--token_list", str(tmp_path / "tokens.txt"), "--exp_dir", str(tmp_path / "exp"),
+        "--init_param", str(trained_exp / "valid.acc.ave.pth")], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert f"differs from this run's token list ({len(other)} tokens) at id 2" in r.stderr, r.stderr
+    assert not list((tmp_path / "exp").glob("checkpoints/*.pt"))

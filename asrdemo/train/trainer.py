@@ -796,6 +796,29 @@ def init_from_model_file(model, path) -> None:
     log.info("initialised the model from %s%s", path, " (the reading CTC head from scratch)" if new_head else "")
 
 
+def check_init_token_list(path, token_list: TokenList) -> None:
+    """Refuse `--init_param` from a model whose exp dir (the folder of the model file, as packed by
+    `asrdemo train` and `asrdemo package`) has another token list than this run's: output id k would
+    silently change meaning (same vocabulary size, different units), or the output layers would not
+    fit. Raises AsrdemoError naming the first differing token. No tokens.txt beside the file: no check."""
+    source = Path(path).parent / "tokens.txt"
+    if not source.is_file():
+        return
+    theirs = [line.rstrip("\n") for line in source.read_text(encoding="utf-8").splitlines()]
+    if theirs == token_list.tokens:
+        return
+    diff = next((i for i, (a, b) in enumerate(zip(theirs, token_list.tokens)) if a != b),
+                min(len(theirs), len(token_list.tokens)))
+
+    def shown(toks):
+        return repr(toks[diff]) if diff < len(toks) else "(end of list)"
+
+    raise AsrdemoError(
+        f"--init_param {path} was trained with {source} ({len(theirs)} tokens), which differs from this run's "
+        f"token list ({len(token_list.tokens)} tokens) at id {diff}: {shown(theirs)} there, {shown(token_list.tokens)} "
+        f"here; train with the same token list (e.g. --token_list {source})")
+
+
 def record_init_param(exp_dir, path) -> dict:
     """Write `exp_dir/init_param.json`: the model file this run started from and, when that file
     sits in an exp dir with a history.jsonl, that run's epochs, updates and hours of training steps
@@ -831,6 +854,7 @@ def _train(args, config, exp_dir, dist):
     num_params = sum(p.numel() for p in model.parameters())
     log.info("model: %.2fM parameters, input_dim %d, vocab %d", num_params / 1e6, input_dim, vocab_size)
     if args.init_param and resume_from is None:
+        check_init_token_list(args.init_param, token_list)
         init_from_model_file(model, args.init_param)
     model.to(dist.device)
     for name, examples in (("train", train_examples), ("valid", valid_examples)):
