@@ -145,7 +145,8 @@ def trace_to_json(trace: UtteranceTrace, audio_path=None, figures=(), max_tokens
         "decode": {"mode": trace.mode, "ctc_weight": trace.ctc_weight,
                    "hypotheses": [{**dataclasses.asdict(h), **{k: round(getattr(h, k), 4) for k in
                                    ("ctc_score", "att_score", "total_score", "search_score")},
-                                   **({"lm_score": round(h.lm_score, 4)} if h.lm_score is not None else {})}
+                                   **({"lm_score": round(h.lm_score, 4)} if h.lm_score is not None else {}),
+                                   **({"spell_score": round(h.spell_score, 4)} if h.spell_score is not None else {})}
                                   for h in trace.hypotheses]},
         "text": best.text if best else "",
         "alignment": {
@@ -352,9 +353,13 @@ def plot_hypotheses(trace: UtteranceTrace, path: Path):
             ("total_score", "total (ranks the beam)", "tab:blue")]
     if any(h.lm_score is not None for h in hyps):  # the LM's share of the total: lm_weight * log p_lm(y)
         bars.insert(2, ("lm_share", f"LM {hyps[0].lm_weight:g} x log p_lm(y)", "tab:purple"))
+    if any(h.spell_lm_weight for h in hyps):  # a kana model's spelling share: spell_lm_weight * log p_mozc(text)
+        bars.insert(-1, ("spell_share", f"spelling {hyps[0].spell_lm_weight:g} x log p_mozc(text)", "tab:brown"))
+    shares = {"lm_share": lambda h: h.lm_weight * (h.lm_score or 0.0),
+              "spell_share": lambda h: h.spell_lm_weight * (h.spell_score or 0.0)}
     width = 0.81 / len(bars)  # 0.27 each for the three bars without an LM
     for k, (key, label, color) in enumerate(bars):
-        values = [h.lm_weight * (h.lm_score or 0.0) if key == "lm_share" else getattr(h, key) for h in hyps]
+        values = [shares[key](h) if key in shares else getattr(h, key) for h in hyps]
         offset = (k - (len(bars) - 1) / 2) * width
         ax.barh(y + offset, values, height=width, color=color, label=label)
         for yy, v in zip(y, values):

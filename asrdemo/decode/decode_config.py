@@ -16,6 +16,8 @@ class DecodeConfig:
     """Search settings (conf/decode.yaml). Lengths follow ESPnet: maxlenratio 0 = up to one token
     per encoder frame, < 0 = at most -maxlenratio tokens; penalty = score bonus per token;
     lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
+    spell_lm_weight = weight of the spelling's log-probability (Mozc's language model) when a kana
+    model's n-best is ranked (0: the best reading, spelled; other token types ignore it);
     dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: float32, bfloat16
     or int8 (decode/precision.py; docs/decoding.md, "Inference precision")."""
 
@@ -29,6 +31,7 @@ class DecodeConfig:
     nbest: int = setting(1, minimum=1)
     end_detection: bool = True
     lm_weight: float = setting(0.0, minimum=0)
+    spell_lm_weight: float = setting(1.0, minimum=0)
     dtype: str = setting("float32", choices=DTYPES)
 
     def __post_init__(self):

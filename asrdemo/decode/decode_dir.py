@@ -100,8 +100,9 @@ def _settings(args) -> dict:
     conf = DecodeConfig.load(args.decode_config)
     if args.mode:
         conf = dataclasses.replace(conf, mode=args.mode)  # (validated like the file's)
-    if getattr(args, "lm_weight", None) is not None:
-        conf = dataclasses.replace(conf, lm_weight=args.lm_weight)
+    for name in ("lm_weight", "spell_lm_weight"):
+        if getattr(args, name, None) is not None:
+            conf = dataclasses.replace(conf, **{name: getattr(args, name)})
     if getattr(args, "dtype", None):
         conf = dataclasses.replace(conf, dtype=args.dtype)
     return {
@@ -307,8 +308,9 @@ def _common_argv(args):
             argv += [f"--{name}", str(getattr(args, name))]
     if args.streaming:
         argv += ["--streaming", "--chunk_size", str(args.chunk_size), "--num_left_chunks", str(args.num_left_chunks)]
-    if args.lm_weight is not None:
-        argv += ["--lm_weight", str(args.lm_weight)]
+    for name in ("lm_weight", "spell_lm_weight"):
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
     return argv
 
 
@@ -326,6 +328,9 @@ def add_arguments(p):
     p.add_argument("--model_file", default=None, help="default: EXP_DIR/valid.acc.ave.pth, else the newest checkpoint")
     p.add_argument("--lm_weight", type=float, default=None,
                    help="overrides the decode config's lm_weight (> 0: use the exp dir's LM, see `asrdemo lm attach`)")
+    p.add_argument("--spell_lm_weight", type=float, default=None,
+                   help="overrides the decode config's spell_lm_weight (a kana model: weight of the spelling's "
+                        "log p in Mozc's language model when ranking the n-best; 0: off)")
     p.add_argument("--dtype", default=None, choices=DTYPES,
                    help="overrides the decode config's dtype (bfloat16: bf16 decoder/LM weights and encoder autocast; "
                         "int8: dynamically quantized decoder/LM linear layers, CPU; docs/decoding.md)")

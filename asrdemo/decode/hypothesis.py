@@ -20,6 +20,9 @@ class Hypothesis:
     when the search computed them (CTC: log p(sequence | audio) or, for greedy, of the best path;
     attention: sum of the decoder's token log-probs including <eos>). `lm_score` is the language
     model's log p_lm(y <eos>) when a search fused or rescored with one (lm_weight > 0), else None.
+    `spell_score`: for a kana model, log p of the text's spelling path in Mozc's language model
+    (asrdemo/kana.py `spell_scored`), else None; the recognizer adds `spell_lm_weight` times it to
+    `score` and ranks the n-best again (`spell_nbest`).
     """
 
     text: str = ""
@@ -29,6 +32,7 @@ class Hypothesis:
     ctc_score: Optional[float] = None
     att_score: Optional[float] = None
     lm_score: Optional[float] = None
+    spell_score: Optional[float] = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -53,6 +53,7 @@ from asrdemo.decode.precision import cast_for_inference, encoder_autocast
 from asrdemo.decode.segment import split_at_pauses
 from asrdemo.decode.trace import build_trace
 from asrdemo.errors import AsrdemoError
+from asrdemo.kana import spell_scored
 from asrdemo.model.mask import make_non_pad_mask
 from asrdemo.utils.config import read_yaml
 
@@ -81,6 +82,27 @@ def find_model_file(exp_dir: Path) -> Path:
         raise AsrdemoError(f"{exp_dir}: no model: neither {DEFAULT_MODEL_FILE} nor checkpoints/epoch_*.pt "
                            "(train first, or pass a model file)")
     return max(epochs)[1]
+
+
+def spell_nbest(hyps: List[Hypothesis], token_list: TokenList, spell_lm_weight: float = 0.0) -> List[Hypothesis]:
+    """Fill each hypothesis's `tokens` and `text`; for a kana model (token_list.token_type "kana")
+    also its `spell_score` (log p of Mozc's spelling path, asrdemo/kana.py `spell_scored`), and with
+    `spell_lm_weight` > 0 add `spell_lm_weight * spell_score` to `score` and sort the list again,
+    best first (stable: ties keep the search's order). So among readings the acoustics find alike,
+    the one that spells as likely Japanese wins: 「まれーしあ」 (マレーシア) over 「まれいしあ」.
+    Returns `hyps`, sorted in place."""
+    kana = token_list.token_type == "kana"
+    for h in hyps:
+        h.tokens = [token_list.tokens[t] for t in h.token_ids]
+        if kana:
+            h.text, h.spell_score = spell_scored(token_list.decode(h.token_ids))
+        else:
+            h.text = token_list.to_text(h.token_ids)
+    if kana and spell_lm_weight > 0:
+        for h in hyps:
+            h.score += spell_lm_weight * h.spell_score
+        hyps.sort(key=lambda h: -h.score)
+    return hyps
 
 
 def _to_float_wave(wave) -> np.ndarray:
@@ -446,13 +468,21 @@ class Recognizer:
         return mode
 
     def _finish(self, results: List[List[Hypothesis]], nbest: Optional[int] = None) -> List[List[Hypothesis]]:
-        """Keep `nbest` (default the config's) per utterance and spell each hypothesis out."""
-        results = [hyps[: nbest or self.decode_conf.nbest] for hyps in results]
-        for hyps in results:
-            for h in hyps:
-                h.tokens = [self.token_list.tokens[t] for t in h.token_ids]
-                h.text = self.token_list.to_text(h.token_ids)
-        return results
+        """Spell each utterance's hypotheses out (a kana model's n-best ranked again with the
+        spelling's language model: `spell_nbest`) and keep `nbest` (default the config's)."""
+        weight = self.decode_conf.spell_lm_weight
+        return [spell_nbest(hyps, self.token_list, weight)[: nbest or self.decode_conf.nbest] for hyps in results]
+
+    def finish_nbest(self, hyps: List[Hypothesis]) -> List[Hypothesis]:
+        """One utterance's hypotheses from a search (e.g. the streaming recognizer's final pass) ->
+        spelled, ranked as `recognize` ranks them, the config's `nbest` kept."""
+        return self._finish([hyps])[0]
+
+    @property
+    def ranks_spellings(self) -> bool:
+        """True when the n-best is ranked again by its spelling (a kana model, spell_lm_weight > 0):
+        the searches then hand over all they found, not only the n-best asked for."""
+        return self.token_list.token_type == "kana" and self.decode_conf.spell_lm_weight > 0
 
     def _search(self, enc: torch.Tensor, enc_lens: torch.Tensor, ctc_logp: torch.Tensor, mode: str,
                 nbest: int) -> List[List[Hypothesis]]:
@@ -478,6 +508,7 @@ class Recognizer:
             ctc_logp if ctc_weight > 0 else None, enc_lens, scorer, sos=model.sos, eos=model.eos,
             vocab_size=model.vocab_size, blank_id=model.blank_id, beam_size=conf.beam_size, ctc_weight=ctc_weight,
             penalty=conf.penalty, maxlenratio=conf.maxlenratio, minlenratio=conf.minlenratio,
-            pre_beam_ratio=conf.pre_beam_ratio, nbest=nbest, end_detection=conf.end_detection,
+            pre_beam_ratio=conf.pre_beam_ratio, nbest=max(nbest, conf.beam_size) if self.ranks_spellings else nbest,
+            end_detection=conf.end_detection,
             lm_scorer=LMStepScorer(self.lm) if lm_weight else None, lm_weight=lm_weight,
         )

@@ -196,7 +196,7 @@ class StreamingSession:
             return self._spell(empty_hypothesis())
         nbest = self.search.nbest(conf.beam_size)
         if not self.streamer.rescoring:
-            return self._spell(nbest[0])
+            return self.rec.finish_nbest(nbest)[0]
         enc = torch.cat(self.encoder_out, dim=1)  # (1, T', D): the whole utterance, for the decoder
         lengths = torch.tensor([enc.size(1)], device=enc.device)
         mask = torch.ones(1, 1, enc.size(1), dtype=torch.bool, device=enc.device)
@@ -210,7 +210,7 @@ class StreamingSession:
         rescored = attention_rescoring([nbest], lengths, teacher_forced_scorer(model.decoder, enc, mask),
                                        sos=model.sos, eos=model.eos, ctc_weight=conf.ctc_weight,
                                        penalty=conf.penalty, lm_fn=lm_fn, lm_weight=lm_weight)
-        return self._spell(rescored[0][0])
+        return self.rec.finish_nbest(rescored[0])[0]
 
     def _spell(self, hyp: Hypothesis) -> Hypothesis:
         hyp.tokens = [self.rec.token_list.tokens[t] for t in hyp.token_ids]

@@ -38,10 +38,12 @@ class HypothesisScores:
     token_ids: List[int]
     ctc_score: float  # log p_ctc(y | x): all CTC paths of y summed
     att_score: float  # log p_att(y <eos> | x): teacher-forced decoder, <eos> included
-    total_score: float  # (1 - w) att + w ctc + lm_weight lm + penalty (|y| + 1), w = the decode ctc_weight
+    total_score: float  # (1 - w) att + w ctc + lm_weight lm + penalty (|y| + 1) + spell_lm_weight spell, w = ctc_weight
     search_score: float  # what the search ranked by (equals total_score for joint search)
     lm_score: Optional[float] = None  # log p_lm(y <eos>) when the search used the exp dir's LM (lm_weight > 0)
     lm_weight: float = 0.0  # so lm_weight * lm_score is the LM's share of total_score
+    spell_score: Optional[float] = None  # a kana model: log p of the spelling in Mozc's LM (asrdemo/kana.py)
+    spell_lm_weight: float = 0.0  # so spell_lm_weight * spell_score is the spelling's share of total_score
 
 
 @dataclasses.dataclass
@@ -144,9 +146,11 @@ def decoder_view(decoder: torch.nn.Module) -> torch.nn.Module:
 
 
 def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: List[Hypothesis], ctc_weight: float,
-                     penalty: float, keep_attention: bool, lm=None, lm_weight: float = 0.0):
+                     penalty: float, keep_attention: bool, lm=None, lm_weight: float = 0.0,
+                     spell_lm_weight: float = 0.0):
     """Exact CTC and attention log-likelihoods of each hypothesis (and the LM's, with `lm` and
-    lm_weight > 0); the source attention of the first."""
+    lm_weight > 0; and a kana model's spelling share, `spell_lm_weight` times its `spell_score`);
+    the source attention of the first."""
     num_frames = enc.size(1)
     decoder = decoder_view(model.decoder)
     mask = torch.ones(1, 1, num_frames, dtype=torch.bool, device=enc.device)
@@ -172,8 +176,12 @@ def score_hypotheses(model, enc: torch.Tensor, ctc_logp: torch.Tensor, hyps: Lis
             lm_score = lm_sequence_logp(lm, [ids])[0]
         total = joint_score(att, ctc, len(ids), ctc_weight, penalty, lm_score,
                             lm_weight if lm_score is not None else 0.0)
+        spell_weight = float(spell_lm_weight) if h.spell_score is not None else 0.0
+        if spell_weight:
+            total += spell_weight * h.spell_score
         scored.append(HypothesisScores(rank + 1, h.text, list(h.tokens), ids, ctc, att, total, float(h.score),
-                                       lm_score, float(lm_weight) if lm_score is not None else 0.0))
+                                       lm_score, float(lm_weight) if lm_score is not None else 0.0,
+                                       h.spell_score, spell_weight))
     return scored, attention
 
 
@@ -190,7 +198,8 @@ def build_trace(model, *, wave: np.ndarray, original_sample_rate: int, sample_ra
     x = torch.as_tensor(feats, dtype=torch.float32, device=enc.device).unsqueeze(0)
     lm_weight = decode_conf.lm_weight if mode != "ctc_greedy" and lm is not None else 0.0
     scored, attention = score_hypotheses(model, enc, ctc_logp, hyps, decode_conf.ctc_weight, decode_conf.penalty,
-                                         keep_attention=enc.size(1) > 0, lm=lm, lm_weight=lm_weight)
+                                         keep_attention=enc.size(1) > 0, lm=lm, lm_weight=lm_weight,
+                                         spell_lm_weight=decode_conf.spell_lm_weight)
     if attention is None:
         attention = np.zeros((0, 0, 0), dtype=np.float32)
     shown_ctc_weight = (float(decode_conf.ctc_weight) if mode in ("joint", "attention_rescoring")
