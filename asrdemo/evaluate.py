@@ -13,11 +13,11 @@ import numpy as np
 
 from asrdemo.data import voices
 from asrdemo.data.datadir import read_data_dir, read_kv
+from asrdemo.data.mini_jsut import SEED_UTT
 from asrdemo.data.synth_eval import EVAL_SETS
 from asrdemo.errors import AsrdemoError
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_TEXT = "水をマレーシアから買わなくてはならないのです。"
 
 
 def _group_of(voice: str) -> str:
@@ -54,7 +54,18 @@ def eval_table(data_root, decode_root) -> str:
         if key in rows:
             b = "**" if key in ("training voices", "unseen voices", "all") else ""
             lines.append(f"| {b}{key}{b} | " + " | ".join(f"{rows[key][s]:.1f} %" for s in EVAL_SETS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _settings_line(decode_root / next(iter(EVAL_SETS)) / "decode.yaml")
+
+
+def _settings_line(path: Path) -> str:
+    """How the sets were decoded (the decode.yaml `asrdemo decode` wrote beside hyp.txt), in one line."""
+    if not path.is_file():
+        return ""
+    import yaml
+
+    conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    keys = ("mode", "beam_size", "ctc_weight", "lm_weight", "spell_lm_weight")
+    return "\nDecoded with " + ", ".join(f"{k} {conf[k]}" for k in keys if k in conf) + ".\n"
 
 
 def probe_lines(exp_dir, mode=None) -> str:
@@ -70,7 +81,7 @@ def probe_lines(exp_dir, mode=None) -> str:
     rng = np.random.default_rng(0)
     noise = rec.recognize((0.1 * rng.standard_normal(3 * 16000)).astype(np.float32), 16000, mode=mode).text
     silence = rec.recognize(np.zeros(3 * 16000, dtype=np.float32), 16000, mode=mode).text
-    return (f"- sample/test.wav: 「{sample}」 (CER {100 * cer(SAMPLE_TEXT, sample):.1f} %)\n"
+    return (f"- sample/test.wav: 「{sample}」 (CER {100 * cer(SEED_UTT[1], sample):.1f} %)\n"
             f"- 3 s white noise: 「{noise}」\n- 3 s silence: 「{silence}」\n")
 
 

@@ -23,11 +23,12 @@ import dataclasses
 import os
 from pathlib import Path
 
+from asrdemo.data.mini_jsut import SEED_UTT
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.config import setting, setting_problem
 
 # The seed's sentence (JSUT BASIC5000_0001); `sample/test.wav` speaks it.
-SAMPLE_REFERENCE = "水をマレーシアから買わなくてはならないのです。"
+SAMPLE_REFERENCE = SEED_UTT[1]  # what sample/test.wav says (mini_jsut.write_sample made it)
 
 
 @dataclasses.dataclass(frozen=True)
