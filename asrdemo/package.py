@@ -5,7 +5,9 @@
 The folder holds config.yaml, tokens.txt, cmvn.ark (+ bpe.model), the model (`valid.acc.ave.pth`),
 images/*.png, the test CER (`cer.txt`, `result.txt`), the search settings that CER was measured with
 (`decode.yaml`, which the recognizer then uses by default), the language model when config.yaml names
-one (`lm: lm`, the dir `asrdemo lm attach` fills) and a README.md that says how it was made. An SSL
+one (`lm: lm`, the dir `asrdemo lm attach` fills), the run's history.jsonl (and init_param.json), so
+a model fine-tuned from the package counts the training it had, and a README.md that says how it
+was made. An SSL
 exp (`frontend: ssl`) adds its `ssl_layer_weights.json`; the SSL model itself is not copied (a base
 model is ~360 MB): the demo machine needs it too, found offline by the name config.yaml records.
 It is assembled beside the target and swapped in with renames, so the demo never sees half a model.
@@ -14,6 +16,7 @@ It is assembled beside the target and swapped in with renames, so the demo never
 import datetime
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -92,9 +95,18 @@ def _training_lines(exp_dir: Path, config: dict) -> list:
     if init.is_file():
         record = json.loads(init.read_text(encoding="utf-8"))
         before = (f": {record['epochs']} epochs, {record['updates']:,} updates, {record['hours']:.2f} h of training steps"
-                  if "epochs" in record else "")
+                  if "epochs" in record else _card_training(Path(record["init_param"]).parent / "README.md"))
         lines.append(f"- fine-tuned from: {record['init_param']}{before} (before the training above)")
     return lines
+
+
+def _card_training(readme: Path) -> str:
+    """": <its training line>" from the card of a package a model was fine-tuned from (a package made
+    before packages carried history.jsonl), else ""."""
+    if not readme.is_file():
+        return ""
+    match = re.search(r"^- training: ([^;\n]*)", readme.read_text(encoding="utf-8"), re.MULTILINE)
+    return f": {match.group(1)} (its model card)" if match else ""
 
 
 def _frontend_line(config) -> str:
@@ -180,6 +192,9 @@ def package(exp_dir, out_dir, decode_dir=None, corpus="unknown", half=False, ext
 
     if (exp_dir / LAYER_WEIGHTS_FILE).is_file():  # an SSL exp's
         files.append(exp_dir / LAYER_WEIGHTS_FILE)
+    for name in ("history.jsonl", "init_param.json"):  # what a model fine-tuned from the package counts
+        if (exp_dir / name).is_file():
+            files.append(exp_dir / name)
     for f in map(Path, extra_files):
         if not f.is_file():
             raise AsrdemoError(f"missing {f}")

@@ -182,3 +182,31 @@ def test_init_param_refuses_a_model_trained_with_another_token_list(tiny_work, t
     assert r.returncode != 0
     assert f"differs from this run's token list ({len(other)} tokens) at id 2" in r.stderr, r.stderr
     assert not list((tmp_path / "exp").glob("checkpoints/*.pt"))
+
+
+def test_a_package_carries_its_history_and_a_model_tuned_from_an_older_one_quotes_its_card(trained_exp, tiny_work,
+                                                                                           tmp_path):
+    """A package now holds history.jsonl, so `--init_param PACKAGE/valid.acc.ave.pth` records the
+    epochs it had; a package made before (the committed exp_train_large, no history.jsonl) still gets
+    counted: the fine-tuned model's card quotes the source card's training line."""
+    import json
+    import shutil
+
+    from conftest import asrdemo
+    from asrdemo.train.trainer import record_init_param
+
+    pkg = tmp_path / "pkg"
+    asrdemo("package", "--exp_dir", trained_exp, "--out_dir", pkg)
+    rows = (trained_exp / "history.jsonl").read_text().splitlines()
+    assert (pkg / "history.jsonl").read_text().splitlines() == rows
+    assert record_init_param(tmp_path, pkg / "valid.acc.ave.pth")["epochs"] == len(rows)
+
+    (pkg / "history.jsonl").unlink()  # as packages were before
+    tuned = tmp_path / "tuned"
+    shutil.copytree(trained_exp, tuned)
+    (tuned / "init_param.json").write_text(json.dumps({"init_param": str(pkg / "valid.acc.ave.pth")}) + "\n")
+    asrdemo("package", "--exp_dir", tuned, "--out_dir", tmp_path / "pkg2")
+    card = (tmp_path / "pkg2" / "README.md").read_text(encoding="utf-8")
+    training = next(line for line in (pkg / "README.md").read_text().splitlines() if line.startswith("- training: "))
+    quoted = training[len("- training: "):].split(";")[0]
+    assert f"- fine-tuned from: {pkg / 'valid.acc.ave.pth'}: {quoted} (its model card)" in card, card
