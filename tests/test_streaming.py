@@ -138,6 +138,8 @@ def test_decode_sh_streaming_measures_streaming_cer(trained_streaming_exp, tiny_
     import subprocess
     from pathlib import Path
 
+    import yaml
+
     from asrdemo import cli
     from asrdemo.data.datadir import read_kv
 
@@ -152,7 +154,9 @@ def test_decode_sh_streaming_measures_streaming_cer(trained_streaming_exp, tiny_
     hyps = read_kv(out / "hyp.txt", allow_empty_value=True)
     assert (out / "cer.txt").read_text().startswith("CER")
     assert json.loads((out / ".done").read_text())["streaming"] == {"chunk_size": 4, "num_left_chunks": -1}
-    rec = Recognizer.from_exp_dir(trained_streaming_exp, decode_conf={"mode": "attention_rescoring"})
+    # decode.sh's settings: conf/decode.yaml (the exp dir has no decode.yaml), mode from the command line
+    rec = Recognizer.from_exp_dir(trained_streaming_exp, decode_conf={**yaml.safe_load(
+        (repo / "conf" / "decode.yaml").read_text()), "mode": "attention_rescoring"})
     streamer = StreamingRecognizer(rec, chunk_size=4)
     for utt, path in read_kv(data / "wav.scp").items():
         wave, _ = load_audio(path, rec.sample_rate)
@@ -215,3 +219,30 @@ def test_bench_streaming_runs_on_a_tiny_model(trained_streaming_exp, tiny_work):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "RTF per chunk" in r.stdout and "end of a character" in r.stdout
     assert "4 concurrent real-time streams on one gunicorn worker" in r.stdout and ", 0 errors" in r.stdout
+
+
+def test_tail_padding_is_the_same_silence_after_the_audio_offline_and_streaming(trained_streaming_exp, utterances):
+    """`tail_padding_s`: a causal model emits its last characters late, so speech that ends abruptly
+    loses them (the streaming fine-tune of the shipped model dropped 「です。」 from the sample).
+    Both paths append the same silence: the stream's encoder frames equal the padded wave's under
+    the chunk mask, offline decoding equals decoding the padded wave, and the audio's own length
+    (what times are clipped to) does not change."""
+    conf = {"mode": "attention_rescoring", "beam_size": 5}
+    rec = Recognizer.from_exp_dir(trained_streaming_exp, decode_conf={**conf, "tail_padding_s": 0.3})
+    plain = Recognizer.from_exp_dir(trained_streaming_exp, decode_conf=conf)
+    streamer = StreamingRecognizer(rec, chunk_size=4)
+    sr = rec.sample_rate
+    for utt in utterances[:2]:
+        wave, _ = load_audio(utt.wav, sr)
+        padded = np.concatenate([wave, np.zeros(int(0.3 * sr), dtype=np.float32)])
+        session = recognize_streaming(streamer, wave, sr, piece_s=0.1)
+        assert session.samples_in == len(wave)
+        feats = torch.as_tensor(rec.fbank(padded)).unsqueeze(0)
+        with torch.no_grad():
+            enc, _ = rec.model.encode(feats, torch.tensor([feats.size(1)]), 4, -1)
+        streamed = torch.cat(session.encoder_out, 1)
+        assert streamed.shape == enc.shape and (streamed - enc).abs().max() < 1e-4
+        assert len(plain.features(wave, sr)) < feats.size(1)  # the padding is there
+        offline = rec.recognize(wave, sr)
+        assert offline.token_ids == plain.recognize(padded, sr).token_ids
+        assert offline.duration_s == pytest.approx(len(wave) / sr)

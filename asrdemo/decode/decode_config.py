@@ -18,6 +18,9 @@ class DecodeConfig:
     lm_weight = weight of the exp dir's language model (0: no LM; docs/decoding.md);
     spell_lm_weight = weight of the spelling's log-probability (Mozc's language model) when a kana
     model's n-best is ranked (0: the best reading, spelled; other token types ignore it);
+    tail_padding_s = seconds of silence appended to every input before decoding, offline and
+    streaming alike: a causal (streaming) model emits its last characters late and drops them at
+    an abrupt end without it (sherpa-onnx's tail paddings; docs/streaming.md);
     dtype = the arithmetic of inference, as ESPnet's `asr_inference.py --dtype`: float32, bfloat16
     or int8 (decode/precision.py; docs/decoding.md, "Inference precision")."""
 
@@ -32,6 +35,7 @@ class DecodeConfig:
     end_detection: bool = True
     lm_weight: float = setting(0.0, minimum=0)
     spell_lm_weight: float = setting(1.0, minimum=0)
+    tail_padding_s: float = setting(0.0, minimum=0)
     dtype: str = setting("float32", choices=DTYPES)
 
     def __post_init__(self):

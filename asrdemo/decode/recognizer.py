@@ -245,6 +245,12 @@ class Recognizer:
         (an SSL model's: a log-mel picture of the input, not what the model reads)."""
         return self.fbank(self.model_wave(wave, sample_rate))
 
+    def tail_padded(self, wave: np.ndarray) -> np.ndarray:
+        """A float mono wave at the model's rate with the decode config's `tail_padding_s` of silence
+        appended (the wave itself when 0)."""
+        pad = int(round(self.decode_conf.tail_padding_s * self.sample_rate))
+        return np.concatenate([wave, np.zeros(pad, dtype=np.float32)]) if pad else wave
+
     def model_input(self, wave: np.ndarray) -> np.ndarray:
         """A float mono wave at the model's rate -> what `model.encode` takes for it: the fbank (T, D),
         or with the model's own frontend (SSL) the wave (N,) itself."""
@@ -312,7 +318,8 @@ class Recognizer:
                     # a piece that is only a pause (silent, or too short) stays empty
                     bounds = [(a, b) for a, b in bounds if self._decodable(wave[a:b], None)]
                 pieces += [(i, a, b) for a, b in bounds]
-        decoded = self._recognize_features([self.model_input(waves[i][a:b]) for i, a, b in pieces], mode, nbest,
+        decoded = self._recognize_features([self.model_input(self.tail_padded(waves[i][a:b])) for i, a, b in pieces],
+                                           mode, nbest,
                                            keep=trace, durations=[(b - a) / self.sample_rate for _, a, b in pieces])
         results = []
         for i, wave in enumerate(waves):

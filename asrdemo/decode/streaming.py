@@ -146,6 +146,9 @@ class StreamingSession:
             tail = self.resampler(np.zeros(0, dtype=np.float32), last=True)
             self.samples_in += len(tail)
             self._consume(self.fbank.accept_waveform(tail), final=False)
+        padding = self.rec.tail_padded(np.zeros(0, dtype=np.float32))  # as the offline path pads
+        if len(padding):
+            self._consume(self.fbank.accept_waveform(padding), final=False)
         self._consume(self.fbank.input_finished(), final=True)
         self.result = self._final()
         return self.result
