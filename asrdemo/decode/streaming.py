@@ -36,6 +36,7 @@ import torch
 from asrdemo.data.audio import StreamResampler
 from asrdemo.decode.ctc_prefix_beam import CTCPrefixBeamSearch, attention_rescoring, teacher_forced_scorer
 from asrdemo.decode.hypothesis import Hypothesis, empty_hypothesis
+from asrdemo.decode.recognizer import spell_nbest
 from asrdemo.errors import AsrdemoError
 from asrdemo.model.encoder import EncoderCache
 
@@ -216,9 +217,7 @@ class StreamingSession:
         return self.rec.finish_nbest(rescored[0])[0]
 
     def _spell(self, hyp: Hypothesis) -> Hypothesis:
-        hyp.tokens = [self.rec.token_list.tokens[t] for t in hyp.token_ids]
-        hyp.text = self.rec.token_list.to_text(hyp.token_ids)
-        return hyp
+        return spell_nbest([hyp], self.rec.token_list)[0]  # a partial: spelled, not ranked
 
     # ---------------------------------------------------------------------------- timing
     def first_emission_chunks(self, token_ids: Optional[List[int]] = None) -> List[Optional[int]]:

@@ -44,7 +44,7 @@ from asrdemo.train.training_input import (check_frontend_kind, longest_utterance
                                           write_layer_weights)
 from asrdemo.utils.config import read_yaml, upgrade_config
 from asrdemo.utils.cpu import cpu_has_bf16
-from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done
+from asrdemo.utils.io import atomic_path, atomic_write_lines, atomic_write_text, is_done, mark_done, read_lines
 
 log = logging.getLogger(__name__)
 
@@ -804,7 +804,7 @@ def check_init_token_list(path, token_list: TokenList) -> None:
     source = Path(path).parent / "tokens.txt"
     if not source.is_file():
         return
-    theirs = [line.rstrip("\n") for line in source.read_text(encoding="utf-8").splitlines()]
+    theirs = read_lines(source)  # as TokenList.load reads it: split at "\n" only
     if theirs == token_list.tokens:
         return
     diff = next((i for i, (a, b) in enumerate(zip(theirs, token_list.tokens)) if a != b),
