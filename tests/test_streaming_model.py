@@ -74,11 +74,36 @@ def test_streaming_options_keep_parameter_names_and_shapes():
     assert {k: v.shape for k, v in old.items()} == {k: v.shape for k, v in new.state_dict().items()}
     new.load_state_dict(old)
     assert new.encoder.streaming and not tiny().encoder.streaming
-    assert not tiny(use_dynamic_chunk=True).encoder.streaming  # its convolution still looks ahead
+    assert tiny(use_dynamic_chunk=True).encoder.streaming  # chunk masks cut its look-ahead at the chunk's end
+
+
+def test_a_looking_ahead_convolution_under_a_chunk_mask_looks_ahead_only_inside_its_chunk():
+    """Without ``causal``, ``chunk_size`` gives each chunk its left context and zeros after its end:
+    what chunk-by-chunk decoding computes. A frame still sees the later frames of its own chunk."""
+    torch.manual_seed(0)
+    conv = ConvolutionModule(8, 5).eval()
+    x = torch.randn(1, 20, 8)
+    with torch.no_grad():
+        y, _ = conv(x, chunk_size=6)
+        for start in (0, 6, 12, 18):  # chunk by chunk, the left context from the cache
+            cache = None if start == 0 else conv(x[:, :start])[1]
+            part, _ = conv(x[:, start:start + 6], cache=cache)
+            assert torch.allclose(y[:, start:start + 6], part, atol=1e-6), start
+        later = x.clone()
+        later[:, 12:] += 1.0  # the third chunk on
+        z, _ = conv(later, chunk_size=6)
+        full, _ = conv(x)
+    assert torch.allclose(y[:, :12], z[:, :12]) and not torch.allclose(y[:, 6:12], full[:, 6:12])
+    later = x.clone()
+    later[:, 11] += 1.0  # the second chunk's last frame: its chunk's earlier frames see it
+    with torch.no_grad():
+        z, _ = conv(later, chunk_size=6)
+    assert not torch.allclose(y[:, 9:11], z[:, 9:11]) and torch.allclose(y[:, :6], z[:, :6])
 
 
 CASES = [
     ("conformer", dict(causal=True)),
+    ("conformer", dict(input_layer="conv2d6")),  # the look-ahead convolution, cut at each chunk's end
     ("conformer", dict(causal=True, input_layer="conv2d6", pos_enc_layer_type="abs_pos")),
     ("conformer", dict(causal=True, input_layer="conv2d8", cnn_module_norm="layer_norm")),
     ("transformer", dict()),
@@ -102,17 +127,6 @@ def test_chunk_by_chunk_equals_the_whole_utterance_under_the_chunk_mask(encoder,
             with torch.no_grad():
                 full_context, _ = model.encoder(x, torch.tensor([frames]), -1)
             assert (full_context - whole).abs().max() > 1e-2
-
-
-def test_a_looking_ahead_convolution_streams_only_approximately():
-    """A full-context model can still be decoded chunk by chunk, but its convolution misses the
-    next chunk: the frames differ from the chunk-masked whole (why the demo says so)."""
-    model = tiny(use_dynamic_chunk=True).eval()
-    x = model.cmvn(torch.randn(1, 151, IDIM))
-    with torch.no_grad():
-        whole, _ = model.encoder(x, torch.tensor([151]), 4)
-        streamed = model.encoder.forward_chunk_by_chunk(x, 4)
-    assert streamed.shape == whole.shape and (streamed - whole).abs().max() > 1e-3
 
 
 def test_dynamic_chunk_training_step_learns():

@@ -20,10 +20,9 @@ One session is one utterance, in four steps per piece (WeNet's runtime, docs/str
    output (attention rescoring, U2 section 2.1), as `attention_rescoring` mode does offline.
 
 The final result depends only on the audio, not on how it was cut into pieces. It equals the
-offline `attention_rescoring` of the same model run with ``decoding_chunk_size=chunk_size``,
-exactly when the model's convolution is causal (``ConformerEncoder(causal=True)``); a
-full-context model can be streamed too, but its convolution then misses the next chunk's
-frames: `StreamingRecognizer.model_is_streaming` says which.
+offline `attention_rescoring` of the same model run with ``decoding_chunk_size=chunk_size``
+(whose convolution, too, sees zeros after each chunk's end). A model trained without chunk masks
+can be streamed too, with more errors: `StreamingRecognizer.model_is_streaming` says which.
 """
 
 import dataclasses
@@ -91,7 +90,7 @@ class StreamingRecognizer:
 
     @property
     def model_is_streaming(self) -> bool:
-        """Trained with chunk masks and a causal convolution (`BaseEncoder.streaming`): chunk by
+        """Trained with chunk masks (`BaseEncoder.streaming`): chunk by
         chunk it decodes as it was trained. False: it still works, with more errors."""
         return self.recognizer.model.encoder.streaming
 

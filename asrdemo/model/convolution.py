@@ -10,8 +10,12 @@ same parameters (names and shapes), so a model trained without ``causal`` can be
 
 Streaming (asrdemo/model/encoder.py ``forward_chunk``): the left padding is taken from ``cache``,
 the last ``left_context`` GLU outputs of the previous chunk (WeNet's ``cnn_cache``), instead of
-zeros. Causal, chunk by chunk equals the whole sequence exactly; "same"-padded, each chunk's right
-edge sees zeros where the full sequence has the next chunk's frames (an approximation).
+zeros. Causal, chunk by chunk equals the whole sequence. "Same"-padded, each chunk's right edge
+sees zeros where the whole sequence has the next chunk's frames; ``forward(..., chunk_size=C)``
+computes exactly that on a whole sequence (each chunk: its ``left_context`` frames before it, zeros
+after its end), so training with chunk masks trains what chunk-by-chunk decoding computes, and the
+convolution keeps the look-ahead it has inside a chunk (icefall's streaming Zipformer keeps a
+chunk-wise look-ahead convolution for the same reason).
 
 Padding: frames beyond an utterance's length are zeroed right before the depthwise conv, so
 they look exactly like the conv's own zero padding and a padded utterance gives the same
@@ -50,10 +54,11 @@ class ConvolutionModule(nn.Module):
         self.activation = activation if activation is not None else nn.SiLU()
 
     def forward(self, x: torch.Tensor, mask_pad: Optional[torch.Tensor] = None,
-                cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, D), mask_pad (B, 1, T) bool True = valid, cache None or (B, D, left_context)
-        -> (y (B, T, D), the next cache (B, D, left_context): the last left_context GLU outputs,
-        preceded by ``cache``'s when T is shorter)."""
+                cache: Optional[torch.Tensor] = None, chunk_size: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x (B, T, D), mask_pad (B, 1, T) bool True = valid, cache None or (B, D, left_context),
+        chunk_size > 0: the whole sequence convolved as chunks of that many frames would be one by
+        one (matters only without ``causal``) -> (y (B, T, D), the next cache (B, D, left_context):
+        the last left_context GLU outputs, preceded by ``cache``'s when T is shorter)."""
         x = x.transpose(1, 2)  # (B, D, T): channels first for Conv1d
         x = nn.functional.glu(self.pointwise_conv1(x), dim=1)
         if mask_pad is not None:
@@ -62,11 +67,25 @@ class ConvolutionModule(nn.Module):
             cache = x.new_zeros(x.size(0), x.size(1), self.left_context if self.causal else 0)
         x = torch.cat([cache, x], dim=2)
         new_cache = x[:, :, max(x.size(2) - self.left_context, 0):]
-        # "same" padding pads the cache's left side too: those outputs are dropped
-        x = self.depthwise_conv(x)[:, :, 0 if self.causal else cache.size(2):]
+        if chunk_size > 0 and not self.causal:
+            x = self._chunkwise(x[:, :, cache.size(2):], chunk_size)
+        else:  # "same" padding pads the cache's left side too: those outputs are dropped
+            x = self.depthwise_conv(x)[:, :, 0 if self.causal else cache.size(2):]
         if self.use_layer_norm:
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         else:
             x = self.norm(x)
         x = self.pointwise_conv2(self.activation(x))
         return x.transpose(1, 2), new_cache
+
+    def _chunkwise(self, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """The "same"-padded depthwise conv of x (B, D, T) as chunk-by-chunk decoding computes it
+        -> (B, D, T): chunk i (frames iC .. iC+C-1) sees the left_context frames before it (zeros
+        before the start) and zeros after its end, as ``forward`` with a cache does per chunk."""
+        b, d, t = x.shape
+        p, n = self.left_context, -(-t // chunk_size)
+        x = nn.functional.pad(x, (p, n * chunk_size - t))  # zeros before the start and up to whole chunks
+        windows = x.unfold(2, p + chunk_size, chunk_size)  # (B, D, n, p + C): chunk i with its left context
+        windows = windows.permute(0, 2, 1, 3).reshape(b * n, d, p + chunk_size)
+        y = self.depthwise_conv(windows)[:, :, p:]  # the conv's own padding: zeros after the chunk
+        return y.reshape(b, n, d, chunk_size).permute(0, 2, 1, 3).reshape(b, d, n * chunk_size)[:, :, :t]

@@ -7,9 +7,10 @@ conv2d subsampling (+ positional encoding) -> N encoder blocks -> LayerNorm (pre
 Streaming (WeNet U2, arXiv:2012.05481; docs/streaming.md), all off by default:
 ``use_dynamic_chunk`` trains with a random chunk-based attention mask per batch
 (asrdemo/model/chunk.py), ``static_chunk_size`` always uses one chunk size, and the Conformer's
-``causal`` makes its convolution look only at the past. ``forward(..., decoding_chunk_size=C)``
-encodes a whole utterance with the chunk mask; ``forward_chunk`` encodes the same chunk by chunk,
-carrying an ``EncoderCache``, with the same output (exactly so with ``causal``).
+``causal`` makes its convolution look only at the past (without it, a chunk's convolution sees
+zeros after the chunk's end). ``forward(..., decoding_chunk_size=C)`` encodes a whole utterance with
+the chunk mask; ``forward_chunk`` encodes the same chunk by chunk, carrying an ``EncoderCache``,
+with the same output.
 """
 
 import dataclasses
@@ -87,11 +88,9 @@ class BaseEncoder(nn.Module):
 
     @property
     def streaming(self) -> bool:
-        """Trained for chunk-by-chunk decoding: chunk masks in training, and no convolution that
-        looks into the next chunk."""
-        chunked = self.use_dynamic_chunk or self.static_chunk_size > 0
-        return chunked and all(getattr(layer, "conv_module", None) is None or layer.conv_module.causal
-                               for layer in self.encoders)
+        """Trained for chunk-by-chunk decoding: with chunk masks, which also give the convolution
+        what a chunk sees (``ConvolutionModule``: causal, or its look-ahead cut at the chunk's end)."""
+        return self.use_dynamic_chunk or self.static_chunk_size > 0
 
     def forward(self, xs: torch.Tensor, xs_lens: torch.Tensor, decoding_chunk_size: int = 0,
                 num_decoding_left_chunks: int = -1, intermediate_layer: int = 0):
@@ -113,7 +112,7 @@ class BaseEncoder(nn.Module):
         att_masks = add_chunk_mask(masks, chunk_size, num_left_chunks)  # (B, 1, T') or (B, T', T')
         inter = None
         for i, layer in enumerate(self.encoders, start=1):
-            xs, _, _ = layer(xs, att_masks, pos_emb, mask_pad=masks)
+            xs, _, _ = layer(xs, att_masks, pos_emb, mask_pad=masks, chunk_size=chunk_size)
             if i == intermediate_layer:
                 inter = self.after_norm(xs) if self.normalize_before else xs
         if self.normalize_before:

@@ -33,10 +33,10 @@ class TransformerEncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
                 mask_pad: Optional[torch.Tensor] = None, att_cache: Optional[KVCache] = None,
-                cnn_cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, KVCache, None]:
+                cnn_cache: Optional[torch.Tensor] = None, chunk_size: int = 0) -> Tuple[torch.Tensor, KVCache, None]:
         """x (B, T, D), mask (B, 1|T, C+T) bool True = may attend, att_cache None or the (k, v) of
-        C earlier frames -> (x (B, T, D), (k, v) of C+T frames, None). (``mask_pad`` and
-        ``cnn_cache`` are the Conformer's; here unused.)"""
+        C earlier frames -> (x (B, T, D), (k, v) of C+T frames, None). (``mask_pad``,
+        ``cnn_cache`` and ``chunk_size`` are the Conformer's convolution's; here unused.)"""
         x, new_att_cache = residual_block(
             x, self.norm1, lambda y: self.self_attn.self_attention(y, mask, pos_emb, att_cache), self.dropout,
             self.normalize_before)
@@ -80,11 +80,13 @@ class ConformerEncoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, pos_emb: Optional[torch.Tensor] = None,
                 mask_pad: Optional[torch.Tensor] = None, att_cache: Optional[KVCache] = None,
-                cnn_cache: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, KVCache, Optional[torch.Tensor]]:
+                cnn_cache: Optional[torch.Tensor] = None, chunk_size: int = 0
+                ) -> Tuple[torch.Tensor, KVCache, Optional[torch.Tensor]]:
         """x (B, T, D), mask (B, 1|T, C+T) bool True = may attend, pos_emb for rel_pos,
         mask_pad (B, 1, T) the valid frames for the convolution (default: ``mask`` when it is
         (B, 1, T)), att_cache None or the (k, v) of C earlier frames, cnn_cache None or
-        (B, D, kernel context) -> (x (B, T, D), (k, v) of C+T frames, the next cnn_cache or None)."""
+        (B, D, kernel context), chunk_size > 0: the chunk of ``mask``, for the convolution
+        (``ConvolutionModule.forward``) -> (x (B, T, D), (k, v) of C+T frames, the next cnn_cache or None)."""
         if mask_pad is None and mask is not None and mask.size(1) == 1:
             mask_pad = mask
         if self.feed_forward_macaron is not None:
@@ -94,7 +96,7 @@ class ConformerEncoderLayer(nn.Module):
                                           lambda y: self.self_attn.self_attention(y, mask, pos_emb, att_cache))
         new_cnn_cache = None
         if self.conv_module is not None:
-            x, new_cnn_cache = self._sublayer(x, self.norm_conv, lambda y: self.conv_module(y, mask_pad, cnn_cache))
+            x, new_cnn_cache = self._sublayer(x, self.norm_conv, lambda y: self.conv_module(y, mask_pad, cnn_cache, chunk_size))
         x, _ = self._sublayer(x, self.norm_ff, lambda y: (self.feed_forward(y), None), self.ff_scale)
         if self.conv_module is not None:
             x = self.norm_final(x)
