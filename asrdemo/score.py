@@ -61,8 +61,13 @@ def units(text: str, form: str = DEFAULT_NORMALIZATION):
     return [c for c in normalize(text, form) if not c.isspace()]
 
 
-def align(ref, hyp) -> Alignment:
-    """Levenshtein alignment of two unit sequences (ties prefer C/S, then D, then I, like sclite)."""
+def align(ref, hyp, prefix: bool = False) -> Alignment:
+    """Levenshtein alignment of two unit sequences (ties prefer C/S, then D, then I, like sclite).
+
+    ``prefix``: ``hyp`` is a guess at a beginning of ``ref`` (a partial transcript of a stream):
+    it is aligned with the shortest prefix of ``ref`` it is closest to, and the rest of ``ref``
+    (not yet spoken) is left out of the alignment instead of counted as deletions. Without it,
+    a partial 「政府は。」 of 「政府は。来年度。」 could match its 。 to the final one."""
     n, m = len(ref), len(hyp)
     cost = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(1, n + 1):
@@ -74,7 +79,7 @@ def align(ref, hyp) -> Alignment:
         for j in range(1, m + 1):
             row[j] = min(prev[j - 1] + (r != hyp[j - 1]), prev[j] + 1, row[j - 1] + 1)
     a_ref, a_hyp, ops = [], [], []
-    i, j = n, m
+    i, j = (min(range(n + 1), key=lambda k: cost[k][m]) if prefix else n), m
     while i > 0 or j > 0:
         if i > 0 and j > 0 and cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
             op = "C" if ref[i - 1] == hyp[j - 1] else "S"

@@ -55,7 +55,7 @@ def trained_exp(tiny_work):
 @pytest.fixture(scope="session")
 def trained_streaming_exp(tiny_work, trained_exp):
     """`tiny_work/exp/tiny_streaming`: `trained_exp` fine-tuned into a streaming model
-    (tests/conf/train_tiny_streaming.yaml: dynamic chunks) with
+    (tests/conf/train_tiny_streaming.yaml: dynamic chunks, causal convolution) with
     `--init_param`, as docs/streaming.md tells a user to do with a full-context model."""
     exp = tiny_work / "exp" / "tiny_streaming"
     dump = tiny_work / "dump" / "fbank"

@@ -20,6 +20,26 @@ def test_alignment_ops(ref, hyp, ops):
     assert [r for r in a.ref if r] == list(ref) and [h for h in a.hyp if h] == list(hyp)
 
 
+@pytest.mark.parametrize("ref, hyp, ops", [
+    ("政府は。来年度。", "政府は。", "CCCC"),  # not C C C D D D D C: the 。 is the first one
+    ("政府は。来年度。", "政府が。来", "CCSCC"),
+    ("abc", "abc", "CCC"),
+    ("abc", "", ""),
+    ("ab", "abxy", "CCII"),
+])
+def test_a_partial_aligns_with_the_beginning_of_the_final(ref, hyp, ops):
+    """``prefix=True``, for streaming's first emissions: the rest of the final is not yet spoken."""
+    a = align(list(ref), list(hyp), prefix=True)
+    assert "".join(a.ops) == ops
+    assert "".join(r for r in a.ref if r) == ref[:len([o for o in ops if o != "I"])]
+
+
+
+def test_without_prefix_a_partial_can_match_the_final_s_last_token():
+    """Why ``prefix`` exists: equal cost, and the backtrace from the end takes the last 。."""
+    assert "".join(align(list("政府は。来年度。"), list("政府は。")).ops) == "CCCDDDDC"
+
+
 def test_cer_values():
     assert cer("水をマレーシアから", "水をマレーシアから") == 0
     assert cer("水を買う", "水が買う") == 0.25

@@ -221,17 +221,18 @@ class StreamingSession:
     # ---------------------------------------------------------------------------- timing
     def first_emission_chunks(self, token_ids: Optional[List[int]] = None) -> List[Optional[int]]:
         """For each token of ``token_ids`` (default: the final result's), the index of the first
-        chunk whose partial transcript showed it: aligned to the final (Levenshtein, as the CER
-        aligns), the partial has it as a match. So one early error in the partial text does not
-        hide the later tokens. None for a token no partial ever showed (the second pass can add
-        or change tokens)."""
+        chunk whose partial transcript showed it: aligned to the final's beginning it is closest
+        to (Levenshtein, as the CER aligns; ``align(prefix=True)``), the partial has it as a match.
+        So one early error in the partial text does not hide the later tokens, and a partial's
+        。 is not taken for the final's last one. None for a token no partial ever showed (the
+        second pass can add or change tokens)."""
         from asrdemo.score import align
 
         ids = list(self.result.token_ids if token_ids is None else token_ids)
         first: List[Optional[int]] = [None] * len(ids)
         for chunk in self.chunks:
             k = 0  # position in ids
-            for op in align(ids, chunk.token_ids).ops:
+            for op in align(ids, chunk.token_ids, prefix=True).ops:
                 if op == "C" and first[k] is None:
                     first[k] = chunk.index
                 k += op != "I"
