@@ -80,12 +80,17 @@ class ConvolutionModule(nn.Module):
 
     def _chunkwise(self, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
         """The "same"-padded depthwise conv of x (B, D, T) as chunk-by-chunk decoding computes it
-        -> (B, D, T): chunk i (frames iC .. iC+C-1) sees the left_context frames before it (zeros
-        before the start) and zeros after its end, as ``forward`` with a cache does per chunk."""
-        b, d, t = x.shape
-        p, n = self.left_context, -(-t // chunk_size)
-        x = nn.functional.pad(x, (p, n * chunk_size - t))  # zeros before the start and up to whole chunks
-        windows = x.unfold(2, p + chunk_size, chunk_size)  # (B, D, n, p + C): chunk i with its left context
-        windows = windows.permute(0, 2, 1, 3).reshape(b * n, d, p + chunk_size)
-        y = self.depthwise_conv(windows)[:, :, p:]  # the conv's own padding: zeros after the chunk
-        return y.reshape(b, n, d, chunk_size).permute(0, 2, 1, 3).reshape(b, d, n * chunk_size)[:, :, :t]
+        -> (B, D, T): chunk i (frames iC .. iC+C-1) sees the left_context frames before it and
+        zeros after its end, as ``forward`` with a cache does per chunk. Computed as the whole
+        sequence's conv minus what each right tap k = 1..p read beyond the chunk's end (frame t
+        reads t+k; beyond it when t mod C + k >= C): 1.6x the plain conv's time, where cutting
+        the sequence into overlapping windows cost 10x at C = 1 (2026-12-02, bench/RESULTS.md)."""
+        y = self.depthwise_conv(x)
+        p, t = self.left_context, x.size(2)
+        weight = self.depthwise_conv.weight[:, 0, :]  # (D, kernel): tap p + k reads frame t + k
+        in_chunk = torch.arange(t, device=x.device) % chunk_size  # each frame's place in its chunk
+        beyond = torch.zeros_like(y)
+        for k in range(1, min(p, t - 1) + 1):
+            crosses = (in_chunk[:t - k] + k >= chunk_size).to(x.dtype)
+            beyond[:, :, :t - k] += weight[:, p + k, None] * x[:, :, k:] * crosses
+        return y - beyond
