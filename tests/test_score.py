@@ -34,7 +34,6 @@ def test_a_partial_aligns_with_the_beginning_of_the_final(ref, hyp, ops):
     assert "".join(r for r in a.ref if r) == ref[:len([o for o in ops if o != "I"])]
 
 
-
 def test_without_prefix_a_partial_can_match_the_final_s_last_token():
     """Why ``prefix`` exists: equal cost, and the backtrace from the end takes the last 。."""
     assert "".join(align(list("政府は。来年度。"), list("政府は。")).ops) == "CCCDDDDC"

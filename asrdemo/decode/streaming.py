@@ -90,8 +90,8 @@ class StreamingRecognizer:
 
     @property
     def model_is_streaming(self) -> bool:
-        """Trained with chunk masks (`BaseEncoder.streaming`): chunk by
-        chunk it decodes as it was trained. False: it still works, with more errors."""
+        """Trained with chunk masks (`BaseEncoder.streaming`): chunk by chunk it decodes as it was
+        trained. False: it still works, with more errors."""
         return self.recognizer.model.encoder.streaming
 
     @property

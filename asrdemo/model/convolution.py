@@ -67,10 +67,11 @@ class ConvolutionModule(nn.Module):
             cache = x.new_zeros(x.size(0), x.size(1), self.left_context if self.causal else 0)
         x = torch.cat([cache, x], dim=2)
         new_cache = x[:, :, max(x.size(2) - self.left_context, 0):]
+        # "same" padding pads the cache's left side too: those outputs are dropped
+        y = self.depthwise_conv(x)[:, :, 0 if self.causal else cache.size(2):]
         if chunk_size > 0 and not self.causal:
-            x = self._chunkwise(x[:, :, cache.size(2):], chunk_size)
-        else:  # "same" padding pads the cache's left side too: those outputs are dropped
-            x = self.depthwise_conv(x)[:, :, 0 if self.causal else cache.size(2):]
+            y = y - self._beyond_chunk_ends(x[:, :, cache.size(2):], chunk_size)
+        x = y
         if self.use_layer_norm:
             x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         else:
@@ -78,19 +79,18 @@ class ConvolutionModule(nn.Module):
         x = self.pointwise_conv2(self.activation(x))
         return x.transpose(1, 2), new_cache
 
-    def _chunkwise(self, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
-        """The "same"-padded depthwise conv of x (B, D, T) as chunk-by-chunk decoding computes it
-        -> (B, D, T): chunk i (frames iC .. iC+C-1) sees the left_context frames before it and
-        zeros after its end, as ``forward`` with a cache does per chunk. Computed as the whole
-        sequence's conv minus what each right tap k = 1..p read beyond the chunk's end (frame t
-        reads t+k; beyond it when t mod C + k >= C): 1.6x the plain conv's time, where cutting
-        the sequence into overlapping windows cost 10x at C = 1 (2026-12-02, bench/RESULTS.md)."""
-        y = self.depthwise_conv(x)
+    def _beyond_chunk_ends(self, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        """What the "same"-padded depthwise conv of x (B, D, T) read beyond each chunk's end
+        -> (B, D, T), to subtract so that chunk i (frames iC .. iC+C-1) sees zeros after its end,
+        as ``forward`` with a cache does per chunk: right tap k = 1..p of frame t reads t+k, beyond
+        the chunk when t mod C + k >= C. The whole conv minus this costs 1.6x the plain conv's
+        time, where cutting the sequence into overlapping windows cost 10x at C = 1 (2026-12-02,
+        bench/RESULTS.md)."""
         p, t = self.left_context, x.size(2)
         weight = self.depthwise_conv.weight[:, 0, :]  # (D, kernel): tap p + k reads frame t + k
         in_chunk = torch.arange(t, device=x.device) % chunk_size  # each frame's place in its chunk
-        beyond = torch.zeros_like(y)
+        beyond = torch.zeros_like(x)
         for k in range(1, min(p, t - 1) + 1):
             crosses = (in_chunk[:t - k] + k >= chunk_size).to(x.dtype)
             beyond[:, :, :t - k] += weight[:, p + k, None] * x[:, :, k:] * crosses
-        return y - beyond
+        return beyond
