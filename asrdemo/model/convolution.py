@@ -83,9 +83,9 @@ class ConvolutionModule(nn.Module):
         """What the "same"-padded depthwise conv of x (B, D, T) read beyond each chunk's end
         -> (B, D, T), to subtract so that chunk i (frames iC .. iC+C-1) sees zeros after its end,
         as ``forward`` with a cache does per chunk: right tap k = 1..p of frame t reads t+k, beyond
-        the chunk when t mod C + k >= C. The whole conv minus this costs 1.6x the plain conv's
-        time, where cutting the sequence into overlapping windows cost 10x at C = 1 (2026-12-02,
-        bench/RESULTS.md)."""
+        the chunk when t mod C + k >= C. The whole conv minus this costs about 1.9x the plain
+        conv's time at any C, where cutting the sequence into overlapping windows cost 10x at
+        C = 1 (bench/chunk_conv.py, bench/RESULTS.md)."""
         p, t = self.left_context, x.size(2)
         weight = self.depthwise_conv.weight[:, 0, :]  # (D, kernel): tap p + k reads frame t + k
         in_chunk = torch.arange(t, device=x.device) % chunk_size  # each frame's place in its chunk
