@@ -214,12 +214,19 @@ def test_rendering_variety_stays_in_range():
 
 
 def test_evaluation_sets_and_table(tmp_path):
-    counts = synth_eval.make_eval_sets(tmp_path, num_sentences=1, seed=3, nj=2)
+    counts = synth_eval.make_eval_sets(tmp_path, num_sentences=1, seed=3, nj=2, dev_sentences=1)
     n_voices = len(voices.TRAIN_VOICES + voices.EVAL_VOICES)
-    assert counts == {name: n_voices for name in synth_eval.EVAL_SETS}
+    assert counts == {**{name: n_voices for name in synth_eval.EVAL_SETS}, "dev_natural": len(voices.TRAIN_VOICES)}
     clean = read_data_dir(tmp_path / "eval_clean")
     assert {u.spk for u in clean} == set(voices.TRAIN_VOICES + voices.EVAL_VOICES)
     assert len({u.text for u in clean}) == 1 and clean[0].text in evaluation_text()
+    # the tuning set: another hand-written sentence, the training voices only (never the reserved ones)
+    dev = read_data_dir(tmp_path / "dev_natural")
+    assert {u.spk for u in dev} == set(voices.TRAIN_VOICES)
+    assert len({u.text for u in dev}) == 1 and dev[0].text in evaluation_text() and dev[0].text != clean[0].text
+    assert all(Path(u.wav).is_file() for u in dev)
+    with pytest.raises(AsrdemoError, match="--dev_sentences must be in"):
+        synth_eval.pick_dev_sentences(len(synth_eval.eval_pool()), 1, 3)
     # the noisy copies are the clean audio plus noise at the stated SNR
     u = clean[0]
     x, _ = sf.read(u.wav, dtype="float64")
