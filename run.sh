@@ -37,9 +37,9 @@ train_config=""        # default: conf/train.yaml (jsut) or conf/train_mini.yaml
 frontend=fbank         # fbank | ssl: a self-supervised model (wav2vec 2.0 / HuBERT / WavLM) on the audio (docs/jsut.md)
 ssl_model=""           # with --frontend ssl: a local model folder or a Hugging Face name in the local cache
                        # (default: the train config's frontend_conf.model); never downloaded here
-decode_config=conf/decode.yaml
+decode_config=""       # default: conf/decode.yaml; conf/decode_synth.yaml for synth_ja (its search, chosen on dev_natural)
 fbank_config=conf/fbank.yaml
-decode_mode=""         # override conf/decode.yaml's mode (ctc_greedy, joint, attention_rescoring, ...)
+decode_mode=""         # override the decode config's mode (ctc_greedy, joint, attention_rescoring, ...)
 token_type=""          # char | bpe | kana (default: kana for synth_ja, which spells its readings; else char)
 vocab_size=""          # sentencepiece vocabulary size (token_type=bpe)
 ngpu=0                 # >1: training through torchrun (see docs/training.md)
@@ -95,10 +95,10 @@ case "$corpus" in
   mini_jsut) : "${train_config:=conf/train_mini.yaml}"; : "${num_test:=20}"; : "${num_dev:=20}"
              : "${decode_mode:=attention_rescoring}" ;;
   synth_ja)  : "${train_config:=conf/train_synth.yaml}"; : "${num_test:=200}"; : "${num_dev:=200}"
-             : "${decode_mode:=attention_rescoring}"; : "${token_type:=kana}"; : "${train_nproc:=2}" ;;
+             : "${decode_config:=conf/decode_synth.yaml}"; : "${token_type:=kana}"; : "${train_nproc:=2}" ;;
   *) echo "run.sh: unknown corpus '$corpus' (jsut, mini_jsut or synth_ja)" >&2; exit 2 ;;
 esac
-: "${token_type:=char}"; : "${train_nproc:=1}"
+: "${token_type:=char}"; : "${train_nproc:=1}"; : "${decode_config:=conf/decode.yaml}"
 shipped_dir=$(cd "$root" && realpath -m "$shipped_dir")
 if [ -z "$package_dir" ]; then
   package_dir=$shipped_dir

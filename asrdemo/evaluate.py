@@ -64,7 +64,7 @@ def _settings_line(path: Path) -> str:
     import yaml
 
     conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    keys = ("mode", "beam_size", "ctc_weight", "lm_weight", "spell_lm_weight")
+    keys = ("mode", "beam_size", "ctc_weight", "penalty", "lm_weight", "spell_lm_weight")
     return "\nDecoded with " + ", ".join(f"{k} {conf[k]}" for k in keys if k in conf) + ".\n"
 
 

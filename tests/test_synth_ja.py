@@ -252,9 +252,10 @@ def test_evaluation_sets_and_table(tmp_path):
     assert "Decoded with" not in table  # hyp.txt alone does not say how
     # the decode.yaml `asrdemo decode` writes beside hyp.txt: the table names the settings
     (tmp_path / "dec" / "eval_clean" / "decode.yaml").write_text(
-        "mode: attention_rescoring\nbeam_size: 10\nctc_weight: 0.3\nlm_weight: 0.0\nspell_lm_weight: 1.0\n")
+        "mode: attention_rescoring\nbeam_size: 60\nctc_weight: 0.3\npenalty: 4.0\nlm_weight: 0.0\nspell_lm_weight: 1.0\n")
     assert eval_table(tmp_path, tmp_path / "dec").endswith(
-        "\nDecoded with mode attention_rescoring, beam_size 10, ctc_weight 0.3, lm_weight 0.0, spell_lm_weight 1.0.\n")
+        "\nDecoded with mode attention_rescoring, beam_size 60, ctc_weight 0.3, penalty 4.0, lm_weight 0.0, "
+        "spell_lm_weight 1.0.\n")
 
 
 def test_generate_text_cli(tmp_path):
