@@ -54,6 +54,7 @@ hours=8                # synth_ja: hours of speech to synthesize (8 h: ~30 min o
 kokoro_hours=""        # synth_ja: of which read by the (slow) kokoro voices (default: 12 %)
 free_ratio=0.5         # synth_ja: share of free (non-template) sentences (docs/synth_ja.md)
 nonspeech_ratio=0.03   # synth_ja: noise-only utterances (empty transcript) per speech utterance
+synth_version=4        # synth_ja: 4 adds converted speakers, simulated rooms, lossy codecs; 3: the shipped model's corpora
 eval_sentences=60      # synth_ja: sentences each evaluation voice reads (stage 7)
 seed=0
 use_lm=false           # true: also train a character LM in stage 4 (conf/lm.yaml) and decode with it (docs/training.md)
@@ -173,7 +174,8 @@ if stage_needed 0 "$corpus_root"; then
     asrdemo make_mini_jsut --out_dir downloads --seed "$seed" --nj "$nj" ${num_utts:+--num_utts "$num_utts"}
   elif [ "$corpus" = synth_ja ]; then
     asrdemo make_synth_ja --out_dir downloads --hours "$hours" --seed "$seed" --nj "$nj" \
-      --free_ratio "$free_ratio" --nonspeech_ratio "$nonspeech_ratio" ${kokoro_hours:+--kokoro_hours "$kokoro_hours"}
+      --free_ratio "$free_ratio" --nonspeech_ratio "$nonspeech_ratio" --synth_version "$synth_version" \
+      ${kokoro_hours:+--kokoro_hours "$kokoro_hours"}
   else
     asrdemo download --out_dir downloads ${jsut_url:+--jsut_url "$jsut_url"} ${jsut_zip:+--jsut_zip "$jsut_zip"} \
       ${jsut_root:+--jsut_root "$jsut_root"} ${jsut_sha256:+--jsut_sha256 "$jsut_sha256"}

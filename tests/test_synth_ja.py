@@ -208,6 +208,83 @@ def test_rendering_variety_stays_in_range():
     assert {r.noise for r in rs} == {"none", "white", "pink", "babble"}
     assert any(r.telephone for r in rs) and any(r.clip > 1 for r in rs) and any(r.room_rt60_s for r in rs)
     assert all(0.8 <= r.speed <= 1.25 and 0.86 <= r.warp <= 1.14 for r in rs)
+    # version 3's renderings: none of version 4's additions
+    assert all((r.gender_formant, r.room_kind, r.codec) == (1.0, "synthetic", "none") for r in rs)
+
+
+def test_version_4_adds_speakers_rooms_and_codecs_on_top_of_version_3():
+    for voice, lo, hi, f0 in (("jf_alpha", 0.80, 0.92, (85, 150)), ("m001", 1.10, 1.22, (170, 270))):
+        v3 = [synth_ja.draw_rendering(np.random.default_rng(i), voice) for i in range(300)]
+        v4 = [synth_ja.draw_rendering(np.random.default_rng(i), voice, np.random.default_rng(10**6 + i))
+              for i in range(300)]
+        converted = [r for r in v4 if r.gender_formant != 1.0]
+        assert 0.2 < len(converted) / 300 < 0.4
+        assert all(lo <= r.gender_formant <= hi and f0[0] <= r.gender_pitch_hz <= f0[1] for r in converted)
+        assert {r.room_kind for r in v4 if r.room_rt60_s > 0} == {"shoebox"}
+        assert {r.codec for r in v4} == {"none", "ogg", "mp3"}
+        # version 3's draws are untouched: the additions come from their own generator
+        fields = ("speed", "half_tone", "warp", "room_rt60_s", "noise", "snr_db", "level_dbfs", "clip")
+        assert [[getattr(r, f) for f in fields] for r in v3] == [[getattr(r, f) for f in fields] for r in v4]
+    assert synth_ja.draw_rendering(np.random.default_rng(0), synth_ja.NONSPEECH,
+                                   np.random.default_rng(1)).gender_formant == 1.0
+
+
+def test_change_gender_moves_the_pitch_of_a_real_voice():
+    import parselmouth
+
+    from asrdemo.data.waveform import change_gender
+
+    wave, sr = voices.tts("mei", "今日はいい天気ですね。")
+    wave = np.asarray(wave, dtype=np.float64)
+
+    def median_f0(x):
+        f0 = parselmouth.Sound(x, sampling_frequency=sr).to_pitch(pitch_floor=60, pitch_ceiling=600).selected_array["frequency"]
+        return float(np.median(f0[f0 > 0]))
+
+    assert median_f0(wave) > 180  # mei is a female voice
+    lower = change_gender(wave, sr, 0.85, 110.0, seed=3)
+    assert abs(len(lower) - len(wave)) < 0.01 * sr
+    assert abs(median_f0(lower) - 110.0) < 15.0
+    # Praat's resynthesis is random: seeded, the same call gives the same samples (a corpus is reproducible)
+    assert np.array_equal(change_gender(wave, sr, 0.85, 110.0, seed=3), lower)
+
+
+def test_shoebox_room_and_lossy_codec():
+    import pyroomacoustics as pra
+
+    from asrdemo.data.waveform import lossy_codec, shoebox_room
+
+    impulse = np.zeros(2 * 16000)
+    impulse[0] = 1.0
+    ir = shoebox_room(impulse, 0.5, np.random.default_rng(0), 16000)
+    assert len(ir) == len(impulse) and ir[0] == pytest.approx(1.0)  # the direct sound, aligned
+    assert 0.25 < pra.experimental.measure_rt60(ir, 16000) < 1.5  # Sabine's estimate is rough
+    assert np.sum(ir[1:] ** 2) > 0.05  # reverberation, not a delay
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000) * np.hanning(16000)
+    for codec in ("ogg", "mp3"):
+        out = lossy_codec(tone, 16000, codec, quality=0.0)
+        assert len(out) == len(tone) and not np.array_equal(out, tone)
+        assert np.corrcoef(out, tone)[0, 1] > 0.95
+    with pytest.raises(AsrdemoError, match="unknown codec"):
+        lossy_codec(tone, 16000, "aac", 0.5)
+
+
+def test_a_version_3_corpus_made_again_as_version_4_keeps_the_wavs_whose_rendering_stayed(tmp_path):
+    kw = dict(hours=0.02, seed=2, nj=2, kokoro_hours=0, nonspeech_ratio=0)
+    root = synth_ja.make_corpus(tmp_path, version=3, **kw)
+    wav_dir = root / "basic5000" / "wav"
+    before = {w.name: _digest(w) for w in wav_dir.glob("*.wav")}
+    assert "--synth_version 3" in (root / "README.txt").read_text(encoding="utf-8")
+    synth_ja.make_corpus(tmp_path, version=4, **kw)
+    rows = [ln.split("\t") for ln in (root / "renderings.tsv").read_text(encoding="utf-8").splitlines()]
+    cols = rows[0]
+    changed = {r[0] + ".wav" for r in rows[1:] if r[cols.index("gender_formant")] != "1.0"
+               or r[cols.index("room_kind")] != "synthetic" or r[cols.index("codec")] != "none"}
+    after = {w.name: _digest(w) for w in wav_dir.glob("*.wav")}
+    assert after.keys() == before.keys() and changed and len(changed) < len(before)
+    assert all((after[n] != before[n]) == (n in changed) for n in before)
+    with pytest.raises(AsrdemoError, match="--synth_version must be 3 or 4"):
+        synth_ja.make_corpus(tmp_path, version=2, **kw)
 
 
 # --------------------------------------------------------------------------- evaluation sets

@@ -35,7 +35,8 @@ import numpy as np
 from asrdemo.data import voices
 from asrdemo.data.sentence_gen import DEFAULT_FREE_RATIO
 from asrdemo.data.mini_jsut import write_wav
-from asrdemo.data.waveform import corpus_noise, room, seeded_rng, set_level, snr_gain, spectral_tilt, speech_bounds
+from asrdemo.data.waveform import (change_gender, corpus_noise, lossy_codec, room, seeded_rng, set_level,
+                                    shoebox_room, snr_gain, spectral_tilt, speech_bounds)
 from asrdemo.errors import AsrdemoError
 from asrdemo.utils.io import atomic_write_lines, atomic_write_text, clear_done, done_with, mark_done
 
@@ -46,7 +47,8 @@ CORPUS_NAME = "jsut_ver1.1"
 SUBSET = "basic5000"
 SECONDS_PER_CHAR = 0.16  # average speech per character of generated text (measured on mei/kokoro)
 README_MARK = "synthetic corpus made by asrdemo make_synth_ja"
-SYNTH_VERSION = 3  # 2: free sentences (sentence_gen.free_ratio); 3: non-speech utterances
+SYNTH_VERSION = 4  # 2: free sentences (sentence_gen.free_ratio); 3: non-speech utterances;
+# 4: converted speakers, simulated shoebox rooms, lossy codecs (`draw_rendering`'s `more`)
 NONSPEECH = "nonspeech"  # the "voice" of a noise-only utterance (empty transcript)
 DEFAULT_NONSPEECH_RATIO = 0.03
 
@@ -68,12 +70,42 @@ class Rendering:
     telephone: bool  # band-limited to 8 kHz sampling
     level_dbfs: float
     clip: float  # peak / full scale before clipping (<= 1: no clipping)
+    # version 4; the defaults are what versions <= 3 (and the evaluation sets) do
+    gender_formant: float = 1.0  # Praat's "Change gender": formant ratio (1: no conversion)
+    gender_pitch_hz: float = 0.0  # ... and the new median pitch (0: keep)
+    room_kind: str = "synthetic"  # synthetic (decaying-noise response) | shoebox (pyroomacoustics)
+    codec: str = "none"  # none | ogg | mp3: a lossy copy
+    codec_quality: float = 1.0  # 0..1
 
 
-def draw_rendering(rng: np.random.Generator, voice: str) -> Rendering:
+def draw_rendering(rng: np.random.Generator, voice: str, more: np.random.Generator = None) -> Rendering:
     """Per-utterance variety: a new pseudo-speaker and a new recording condition. A non-speech
     utterance draws only its noise (white or pink), length (`lead_s`, 0.5-6 s), band and level
-    (-70 to -12 dBFS: from a quiet room to a loud hiss)."""
+    (-70 to -12 dBFS: from a quiet room to a loud hiss).
+
+    `more` (corpus version 4; None: version 3's renderings, drawn from `rng` exactly as before)
+    draws from its own generator, so `rng`'s draws stay those of version 3: 30 % of speech
+    utterances become another speaker (Praat's change-gender: a female voice gets formants x
+    0.80-0.92 and a median pitch of 85-150 Hz, the male m001 formants x 1.10-1.22 and 170-270 Hz;
+    the only male voice in training is HTS, and the unseen male neural voice is the worst one),
+    every room is a simulated shoebox (pyroomacoustics) instead of the decaying-noise response,
+    and 6 % go through a lossy codec (Vorbis or MP3)."""
+    r = _draw_v3(rng, voice)
+    if more is None or voice == NONSPEECH:
+        return r
+    if more.random() < 0.3:
+        male = voice in voices.MALE_VOICES
+        r.gender_formant = float(more.uniform(1.10, 1.22) if male else more.uniform(0.80, 0.92))
+        r.gender_pitch_hz = float(more.uniform(170.0, 270.0) if male else more.uniform(85.0, 150.0))
+    if r.room_rt60_s > 0:
+        r.room_kind = "shoebox"
+    if more.random() < 0.06:
+        r.codec = str(more.choice(["ogg", "mp3"]))
+        r.codec_quality = float(more.uniform(0.0, 0.6))
+    return r
+
+
+def _draw_v3(rng: np.random.Generator, voice: str) -> Rendering:
     if voice == NONSPEECH:
         return Rendering(voice=voice, speed=1.0, half_tone=0.0, warp=1.0, tilt=0.0,
                          lead_s=float(rng.uniform(0.5, 6.0)), trail_s=0.0, room_rt60_s=0.0,
@@ -116,12 +148,14 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
     wave, sr = voices.tts(r.voice, text, speed=r.speed / r.warp, half_tone=half_tone, evaluation=evaluation)
     start, end = speech_bounds(wave, frame=sr // 100)
     wave = soxr.resample(wave[start:end], sr * r.warp, SAMPLE_RATE, quality="HQ")
+    if r.gender_formant != 1.0:
+        wave = change_gender(wave, SAMPLE_RATE, r.gender_formant, r.gender_pitch_hz, seed=int(rng.integers(2**31)))
     if r.tilt:
         wave = spectral_tilt(wave, r.tilt)
     speech = wave
     wave = np.concatenate([np.zeros(int(r.lead_s * SAMPLE_RATE)), speech, np.zeros(int(r.trail_s * SAMPLE_RATE))])
     if r.room_rt60_s > 0:
-        wave = room(wave, r.room_rt60_s, rng, SAMPLE_RATE)
+        wave = (shoebox_room if r.room_kind == "shoebox" else room)(wave, r.room_rt60_s, rng, SAMPLE_RATE)
     if r.noise != "none":
         noise = corpus_noise(r.noise, len(wave), speech, rng, SAMPLE_RATE)
         wave = wave + noise * snr_gain(np.mean(speech**2), r.snr_db)
@@ -129,11 +163,13 @@ def render(text: str, r: Rendering, rng: np.random.Generator, evaluation: bool =
 
 
 def _finish(wave: np.ndarray, r: Rendering) -> np.ndarray:
-    """The channel: telephone band, level, clipping -> float32 in [-1, 1]."""
+    """The channel: telephone band, lossy codec, level, clipping -> float32 in [-1, 1]."""
     import soxr
 
     if r.telephone:
         wave = soxr.resample(soxr.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
+    if r.codec != "none":
+        wave = lossy_codec(wave * (0.5 / (np.max(np.abs(wave)) + 1e-12)), SAMPLE_RATE, r.codec, r.codec_quality)
     wave = set_level(wave, r.level_dbfs)
     peak = np.max(np.abs(wave)) + 1e-12
     if r.clip > 1.0:
@@ -182,11 +218,16 @@ def plan(hours: float, seed: int, kokoro_hours: float, free_ratio: float = DEFAU
     return out + [(f"SYNTH_N{i:06d}", "", NONSPEECH) for i in range(round(max(nonspeech_ratio, 0.0) * len(out)))]
 
 
+def _draw(seed: int, utt_id: str, voice: str, version: int) -> tuple:
+    """(the rendering of `utt_id` in corpus `version`, the generator `render` goes on with)."""
+    rng = seeded_rng(seed, utt_id)
+    return draw_rendering(rng, voice, seeded_rng(seed, utt_id, "v4") if version >= 4 else None), rng
+
+
 def _synth_job(job):
     """Worker: render one utterance into its wav (atomically); returns (utt_id, text, seconds, rendering)."""
-    utt_id, text, voice, seed, wav_path = job
-    rng = seeded_rng(seed, utt_id)
-    r = draw_rendering(rng, voice)
+    utt_id, text, voice, seed, version, wav_path = job
+    r, rng = _draw(seed, utt_id, voice, version)
     try:
         wave = render(text, r, rng)
     except AsrdemoError as e:
@@ -206,7 +247,7 @@ def _run(jobs, nj):
     if nj <= 1:
         yield from tqdm(map(_synth_job, jobs), **bar)
         return
-    if any(voice in voices.KOKORO_TRAIN_VOICES + voices.EVAL_VOICES for _, _, voice, _, _ in jobs):
+    if any(job[2] in voices.KOKORO_TRAIN_VOICES + voices.EVAL_VOICES for job in jobs):
         voices.prepare_kokoro()
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(nj, initializer=_init_worker) as pool:
@@ -214,17 +255,23 @@ def _run(jobs, nj):
 
 
 def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro_hours: float = None,
-                free_ratio: float = DEFAULT_FREE_RATIO, nonspeech_ratio: float = DEFAULT_NONSPEECH_RATIO) -> Path:
+                free_ratio: float = DEFAULT_FREE_RATIO, nonspeech_ratio: float = DEFAULT_NONSPEECH_RATIO,
+                version: int = SYNTH_VERSION) -> Path:
     """Synthesize the corpus under `<out_dir>/jsut_ver1.1/`; returns that path.
 
-    Resumable: wavs already written are kept (the plan is deterministic). Skips entirely when
-    `.done` records the same arguments. Raises AsrdemoError when `out_dir` holds something else.
+    `version` 3 makes the renderings of corpus version 3 (what the shipped model was trained on),
+    4 adds converted speakers, simulated rooms and lossy codecs (`draw_rendering`).
+    Resumable: wavs already written are kept when the plan gives their id the same text, voice
+    and rendering. Skips entirely when `.done` records the same arguments. Raises AsrdemoError
+    when `out_dir` holds something else, or for a version other than 3 or 4.
     """
+    if version not in (3, 4):
+        raise AsrdemoError(f"--synth_version must be 3 or 4, got {version}")
     root = Path(out_dir) / CORPUS_NAME
     if kokoro_hours is None:
         kokoro_hours = round(0.12 * hours, 3)
     args = {"hours": hours, "seed": seed, "kokoro_hours": kokoro_hours, "free_ratio": free_ratio,
-            "nonspeech_ratio": nonspeech_ratio, "version": SYNTH_VERSION}
+            "nonspeech_ratio": nonspeech_ratio, "version": version}
     if done_with(root, args, (f"{SUBSET}/transcript_utf8.txt", "renderings.tsv")):
         logger.info("skipped: %s holds this corpus already", root)
         return root
@@ -240,7 +287,7 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     for stale in wav_dir.iterdir():  # an earlier, larger or different plan; leftover temp files
         if stale.name.startswith(".") or stale.stem not in wanted:
             stale.unlink()
-    atomic_write_text(readme, _readme(len(utts), hours, seed, kokoro_hours, free_ratio, nonspeech_ratio))
+    atomic_write_text(readme, _readme(len(utts), hours, seed, kokoro_hours, free_ratio, nonspeech_ratio, version))
     log_path = root / "renderings.jsonl"  # appended as wavs finish, so a resumed run keeps the log
     done_rows = {}
     planned = {u: (t, v) for u, t, v in utts}
@@ -250,12 +297,13 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
                 row = json.loads(line)
             except ValueError:
                 continue  # a line cut by a kill
-            # a wav counts as made only if this plan gives its id the same text and voice
+            # a wav counts as made only if this plan gives its id the same text, voice and rendering
             text, voice = planned.get(row.get("utt_id"), (None, None))
             if voice == row.get("voice") and row.get("text", text) == text \
+                    and _same_rendering(row, _draw(seed, row["utt_id"], voice, version)[0]) \
                     and (wav_dir / f"{row['utt_id']}.wav").is_file():
                 done_rows[row["utt_id"]] = row
-    jobs = [(u, t, v, seed, wav_dir / f"{u}.wav") for u, t, v in utts if u not in done_rows]
+    jobs = [(u, t, v, seed, version, wav_dir / f"{u}.wav") for u, t, v in utts if u not in done_rows]
     jobs.sort(key=lambda j: j[2] in voices.HTS_VOICES)  # slow kokoro jobs first
     logger.info("synth_ja: %d utterances planned (%.1f h estimated, %.1f h kokoro), %d already made, %d to go",
                 len(utts), hours, kokoro_hours, len(done_rows), len(jobs))
@@ -282,18 +330,26 @@ def make_corpus(out_dir, hours: float = 10.0, seed: int = 0, nj: int = 2, kokoro
     return root
 
 
-def _readme(n: int, hours: float, seed: int, kokoro_hours: float, free_ratio: float, nonspeech_ratio: float) -> str:
+def _same_rendering(row: dict, r: Rendering) -> bool:
+    """A logged rendering (a renderings.jsonl row; a field it lacks had its default then) is `r`."""
+    fields = Rendering.__dataclass_fields__
+    return all(row.get(k, fields[k].default) == v for k, v in asdict(r).items())
+
+
+def _readme(n: int, hours: float, seed: int, kokoro_hours: float, free_ratio: float, nonspeech_ratio: float,
+            version: int) -> str:
     return f"""This is a {README_MARK}, not the JSUT corpus.
 
 It copies the layout of JSUT ver1.1 so that the asrdemo recipe runs unchanged on it. The
 {n} sentences were generated by asrdemo's own sentence generator (asrdemo/data/sentence_gen.py,
 seed {seed}, {free_ratio:.0%} free sentences) and read offline by the training voices {', '.join(voices.TRAIN_VOICES)}
 (kokoro's share {kokoro_hours} h of about {hours} h), each utterance with its own speed, pitch,
-vocal-tract warp, tilt, room, noise, band and level (renderings.tsv); {nonspeech_ratio:.0%} more are
+vocal-tract warp, tilt, room, noise, band and level (corpus version {version}: also speaker conversion
+and lossy codecs when 4; renderings.tsv); {nonspeech_ratio:.0%} more are
 non-speech (noise alone, empty transcript, ids SYNTH_N*). The voices
 {', '.join(voices.EVAL_VOICES)} are reserved for evaluation and never appear here.
 
-Made with:  asrdemo make_synth_ja --hours {hours} --seed {seed} --kokoro_hours {kokoro_hours} --free_ratio {free_ratio} --nonspeech_ratio {nonspeech_ratio}
+Made with:  asrdemo make_synth_ja --hours {hours} --seed {seed} --kokoro_hours {kokoro_hours} --free_ratio {free_ratio} --nonspeech_ratio {nonspeech_ratio} --synth_version {version}
 """
 
 
@@ -307,9 +363,12 @@ def add_arguments(parser):
     parser.add_argument("--nonspeech_ratio", type=float, default=DEFAULT_NONSPEECH_RATIO,
                         help="non-speech (noise-only, empty transcript) utterances per speech utterance")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--synth_version", type=int, default=SYNTH_VERSION, choices=(3, 4),
+                        help="4: also converted speakers, simulated rooms and lossy codecs; 3: the renderings "
+                             "the shipped model's corpora had")
     parser.add_argument("--nj", type=int, default=os.cpu_count() or 1)
 
 
 def main(args):
     make_corpus(args.out_dir, hours=args.hours, seed=args.seed, nj=args.nj, kokoro_hours=args.kokoro_hours,
-                free_ratio=args.free_ratio, nonspeech_ratio=args.nonspeech_ratio)
+                free_ratio=args.free_ratio, nonspeech_ratio=args.nonspeech_ratio, version=args.synth_version)

@@ -30,6 +30,7 @@ HTS_VOICES = ("mei", "m001")
 KOKORO_TRAIN_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi")
 TRAIN_VOICES = HTS_VOICES + KOKORO_TRAIN_VOICES
 EVAL_VOICES = ("jf_tebukuro", "jm_kumo")  # never trained or tuned on
+MALE_VOICES = ("m001", "jm_kumo")  # the others are female
 
 M001_PACKAGE = "hts-voice-nitech-jp-atr503-m001"
 M001_FILE = "nitech_jp_atr503_m001.htsvoice"

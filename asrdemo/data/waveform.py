@@ -1,6 +1,8 @@
 """Signal utilities of the synthetic corpora (mini_jsut, synth_ja, synth_eval) and of data
 augmentation (augment): seeded generators, speech level and extent, noise, mixing at an SNR, a
-small room, float -> 16-bit PCM.
+small room, float -> 16-bit PCM; and, through maintained libraries, a simulated shoebox room
+(pyroomacoustics), a change of speaker (Praat's "Change gender", praat-parselmouth) and a lossy
+codec (libsndfile's Vorbis and MP3 encoders, soundfile).
 
 Every corpus and every augmented copy is reproducible byte for byte from (seed, key), so these
 functions keep each caller's arithmetic exactly: where the callers differ (the int16 scale, how
@@ -131,6 +133,76 @@ def room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, sample_rate:
     ir[0] = 1.0
     n_fft = 1 << (len(wave) + n_ir - 1).bit_length()
     return np.fft.irfft(np.fft.rfft(wave, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[: len(wave)]
+
+
+def shoebox_room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """`wave` (N,) as a microphone in a simulated room hears it: a shoebox 3-9 x 3-7 x 2.4-3.5 m
+    with walls absorbing as Sabine's formula gives `rt60_s` (`pyroomacoustics.inverse_sabine`),
+    source and microphone at random places at least 0.5 m from the walls, the impulse response by
+    the image-source method (pyroomacoustics; Allen & Berkley 1979), direct path at unit gain.
+    -> (N,) float64, aligned with the dry wave. Deterministic: the image sources have no randomness."""
+    import pyroomacoustics as pra
+
+    dims = np.array([rng.uniform(3.0, 9.0), rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.5)])
+    absorption, max_order = pra.inverse_sabine(rt60_s, dims)
+    shoebox = pra.ShoeBox(dims, fs=sample_rate, materials=pra.Material(absorption), max_order=max_order)
+    src, mic = (rng.uniform(0.5, dims - 0.5) for _ in range(2))
+    shoebox.add_source(src)
+    shoebox.add_microphone(mic)
+    shoebox.compute_rir()
+    ir = np.asarray(shoebox.rir[0][0], dtype=np.float64)
+    direct = int(np.argmax(np.abs(ir)))
+    ir = ir[direct:] / ir[direct]  # the direct sound at t = 0, gain 1: the level is set later
+    n_fft = 1 << (len(wave) + len(ir) - 1).bit_length()
+    return np.fft.irfft(np.fft.rfft(wave, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[: len(wave)]
+
+
+def change_gender(wave: np.ndarray, sample_rate: int, formant_ratio: float, pitch_median_hz: float,
+                  seed: int) -> np.ndarray:
+    """Another speaker from `wave` (N,): Praat's "Change gender" (PSOLA resynthesis; praat-parselmouth)
+    scales the formants by `formant_ratio` (< 1: a longer vocal tract) and moves the median pitch to
+    `pitch_median_hz` (0: keep), the duration unchanged. -> float64 (M,), M ~ N. Pitch is tracked
+    in 60-600 Hz; a wave with no voiced frame comes back with only its formants moved. Praat's
+    resynthesis draws random numbers: its generator is seeded with `seed` first, so the same call
+    gives the same samples (Praat's own name for that: "unsafely but predictably")."""
+    import parselmouth
+
+    parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({int(seed)})")
+    sound = parselmouth.Sound(np.asarray(wave, dtype=np.float64), sampling_frequency=sample_rate)
+    out = parselmouth.praat.call(sound, "Change gender", 60.0, 600.0, float(formant_ratio),
+                                 float(pitch_median_hz), 1.0, 1.0)
+    return np.asarray(out.values[0], dtype=np.float64)
+
+
+def lossy_codec(wave: np.ndarray, sample_rate: int, codec: str, quality: float) -> np.ndarray:
+    """`wave` (N,) in [-1, 1] through a lossy codec and back (libsndfile via soundfile, in memory):
+    codec "ogg" (Vorbis) or "mp3" (MPEG layer III, constant bitrate); quality 0..1 maps to
+    libsndfile's compression level 0.9..0 (0: at 16 kHz about 26 kbit/s MP3, 57 kbit/s Vorbis;
+    libsndfile refuses an MP3 at level 1). -> float64 (N,), aligned with `wave`: an MP3 can come
+    back behind by the encoder's delay (1,105 samples at the lowest bitrate here), found by
+    cross-correlation within two MP3 frames and cut; then cut or zero-padded to N. Raises
+    AsrdemoError for another codec."""
+    import io
+
+    import soundfile as sf
+
+    formats = {"ogg": ("OGG", "VORBIS", {}), "mp3": ("MP3", "MPEG_LAYER_III", {"bitrate_mode": "CONSTANT"})}
+    if codec not in formats:
+        raise AsrdemoError(f"unknown codec {codec!r} (ogg or mp3)")
+    fmt, subtype, extra = formats[codec]
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format=fmt, subtype=subtype,
+             compression_level=0.9 * (1.0 - float(np.clip(quality, 0.0, 1.0))), **extra)
+    buf.seek(0)
+    out, _ = sf.read(buf, dtype="float64")
+    if codec == "mp3":
+        n_fft = 1 << (len(out) + len(wave)).bit_length()
+        xcorr = np.fft.irfft(np.fft.rfft(out, n_fft) * np.conj(np.fft.rfft(wave, n_fft)), n_fft)
+        out = out[int(np.argmax(xcorr[:MP3_MAX_DELAY + 1])):]
+    return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
+
+
+MP3_MAX_DELAY = 2 * 1152  # samples: two MPEG layer III frames
 
 
 # ---------------------------------------------------------------- noise
