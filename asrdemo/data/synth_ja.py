@@ -168,7 +168,7 @@ def _finish(wave: np.ndarray, r: Rendering) -> np.ndarray:
 
     if r.telephone:
         wave = soxr.resample(soxr.resample(wave, SAMPLE_RATE, 8000), 8000, SAMPLE_RATE)
-    if r.codec != "none":
+    if r.codec != "none":  # at half of full scale: an encoder clips what exceeds it; the level is set next
         wave = lossy_codec(wave * (0.5 / (np.max(np.abs(wave)) + 1e-12)), SAMPLE_RATE, r.codec, r.codec_quality)
     wave = set_level(wave, r.level_dbfs)
     peak = np.max(np.abs(wave)) + 1e-12
