@@ -131,7 +131,12 @@ def room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, sample_rate:
     ir = rng.standard_normal(n_ir) * np.exp(-6.9078 * t / rt60_s)  # -60 dB at rt60
     ir *= 0.3 / np.sqrt(np.sum(ir**2))
     ir[0] = 1.0
-    n_fft = 1 << (len(wave) + n_ir - 1).bit_length()
+    return reverberate(wave, ir)
+
+
+def reverberate(wave: np.ndarray, ir: np.ndarray) -> np.ndarray:
+    """`wave` (N,) convolved with the impulse response `ir` (L,) (FFT) -> float64 (N,), the tail past N cut."""
+    n_fft = 1 << (len(wave) + len(ir) - 1).bit_length()
     return np.fft.irfft(np.fft.rfft(wave, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[: len(wave)]
 
 
@@ -152,9 +157,7 @@ def shoebox_room(wave: np.ndarray, rt60_s: float, rng: np.random.Generator, samp
     shoebox.compute_rir()
     ir = np.asarray(shoebox.rir[0][0], dtype=np.float64)
     direct = int(np.argmax(np.abs(ir)))
-    ir = ir[direct:] / ir[direct]  # the direct sound at t = 0, gain 1: the level is set later
-    n_fft = 1 << (len(wave) + len(ir) - 1).bit_length()
-    return np.fft.irfft(np.fft.rfft(wave, n_fft) * np.fft.rfft(ir, n_fft), n_fft)[: len(wave)]
+    return reverberate(wave, ir[direct:] / ir[direct])  # the direct sound at t = 0, gain 1: the level is set later
 
 
 def change_gender(wave: np.ndarray, sample_rate: int, formant_ratio: float, pitch_median_hz: float,
@@ -172,6 +175,9 @@ def change_gender(wave: np.ndarray, sample_rate: int, formant_ratio: float, pitc
     out = parselmouth.praat.call(sound, "Change gender", 60.0, 600.0, float(formant_ratio),
                                  float(pitch_median_hz), 1.0, 1.0)
     return np.asarray(out.values[0], dtype=np.float64)
+
+
+MP3_MAX_DELAY = 2 * 1152  # samples: two MPEG layer III frames
 
 
 def lossy_codec(wave: np.ndarray, sample_rate: int, codec: str, quality: float) -> np.ndarray:
@@ -201,8 +207,6 @@ def lossy_codec(wave: np.ndarray, sample_rate: int, codec: str, quality: float) 
         out = out[int(np.argmax(xcorr[:MP3_MAX_DELAY + 1])):]
     return np.pad(out, (0, max(0, len(wave) - len(out))))[: len(wave)]
 
-
-MP3_MAX_DELAY = 2 * 1152  # samples: two MPEG layer III frames
 
 
 # ---------------------------------------------------------------- noise
